@@ -1,0 +1,203 @@
+//! Node configuration, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::frame::DEFAULT_MAX_PAYLOAD;
+
+/// Settings of one node. Build with [`NodeConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Node name (at most 255 bytes).
+    pub name: String,
+    /// Cluster name (at most 255 bytes); peers of other clusters are refused.
+    pub cluster: String,
+    /// Bus address; port 0 picks a free port.
+    pub tcp: SocketAddr,
+    /// Number of shards (glommio executors).
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i`; off, shards float (tests running many nodes).
+    pub pin_cpus: bool,
+    /// Memory glommio registers per shard for io_uring buffers.
+    pub io_memory: usize,
+    /// Spin this long before parking an idle shard (lower latency, more CPU).
+    pub spin_before_park: Option<Duration>,
+    /// Largest payload sent or accepted.
+    pub max_payload: u32,
+    /// Bytes queued per connection before sends fail with `Backpressure`.
+    pub max_write_queue: usize,
+    /// Requests waiting per shard before sends fail with `Backpressure`.
+    pub max_pending: usize,
+    /// Commands queued per shard from plain threads.
+    pub command_queue: usize,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Reconnect backoff after a failed connection.
+    pub backoff: Backoff,
+}
+
+impl NodeConfig {
+    /// Defaults: cluster `default`, `127.0.0.1:0`, one shard per CPU, pinned.
+    pub fn new(name: impl Into<String>) -> NodeConfig {
+        NodeConfig {
+            name: name.into(),
+            cluster: "default".into(),
+            tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards: available_cpus(),
+            pin_cpus: true,
+            io_memory: 10 << 20,
+            spin_before_park: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_write_queue: 64 << 20,
+            max_pending: 1 << 16,
+            command_queue: 1 << 16,
+            connect_timeout: Duration::from_secs(2),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Checks the settings; the node refuses to start on an error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [("name", &self.name), ("cluster", &self.cluster)] {
+            if value.is_empty() || value.len() > 255 {
+                return Err(ConfigError::BadName {
+                    field,
+                    len: value.len(),
+                });
+            }
+        }
+        if self.shards == 0 {
+            return Err(ConfigError::NoShards);
+        }
+        let cpus = available_cpus();
+        if self.pin_cpus && self.shards > cpus {
+            return Err(ConfigError::TooManyShards {
+                requested: self.shards,
+                available: cpus,
+            });
+        }
+        if self.max_payload == 0 {
+            return Err(ConfigError::ZeroLimit {
+                field: "max_payload",
+            });
+        }
+        if self.max_write_queue < self.max_payload as usize {
+            return Err(ConfigError::QueueBelowPayload {
+                queue: self.max_write_queue,
+                payload: self.max_payload,
+            });
+        }
+        if self.max_pending == 0 || self.command_queue == 0 {
+            return Err(ConfigError::ZeroLimit {
+                field: "max_pending/command_queue",
+            });
+        }
+        if self.io_memory < 64 * 1024 {
+            return Err(ConfigError::IoMemoryTooSmall {
+                bytes: self.io_memory,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// CPUs this process may use.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// An invalid [`NodeConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Empty or longer than 255 bytes.
+    #[error("{field} must be 1..=255 bytes, got {len}")]
+    BadName {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// Zero shards.
+    #[error("a node needs at least one shard")]
+    NoShards,
+    /// More pinned shards than CPUs.
+    #[error("{requested} pinned shards requested, {available} CPUs available")]
+    TooManyShards {
+        /// Requested shards.
+        requested: usize,
+        /// CPUs available.
+        available: usize,
+    },
+    /// A limit of zero.
+    #[error("{field} must be greater than zero")]
+    ZeroLimit {
+        /// Which field.
+        field: &'static str,
+    },
+    /// A write queue smaller than one maximal frame.
+    #[error("max_write_queue ({queue}) must hold at least one max_payload ({payload})")]
+    QueueBelowPayload {
+        /// Queue bound.
+        queue: usize,
+        /// Payload bound.
+        payload: u32,
+    },
+    /// Too little io_uring buffer memory for glommio.
+    #[error("io_memory of {bytes} bytes is below 64 KiB")]
+    IoMemoryTooSmall {
+        /// Requested bytes.
+        bytes: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_catches_each_mistake() {
+        let ok = NodeConfig {
+            pin_cpus: false,
+            ..NodeConfig::new("n")
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let c = NodeConfig {
+            shards: 0,
+            ..ok.clone()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::NoShards));
+        let c = NodeConfig {
+            name: String::new(),
+            ..ok.clone()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BadName { field: "name", .. })
+        ));
+        let c = NodeConfig {
+            shards: 10_000,
+            pin_cpus: true,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TooManyShards { .. })
+        ));
+        let c = NodeConfig {
+            max_write_queue: 10,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::QueueBelowPayload { .. })
+        ));
+        let c = NodeConfig { io_memory: 1, ..ok };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::IoMemoryTooSmall { .. })
+        ));
+    }
+}

@@ -1,0 +1,275 @@
+//! One TCP connection on one shard: a batched write queue, a reader loop that
+//! decodes frames in place, and a writer loop that flushes the queue in one
+//! write per reactor turn.
+//!
+//! The stream is shared by the reader and writer tasks through a `RefCell`
+//! that is only borrowed inside a `poll_*` call, never across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use futures_lite::{future, AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use crate::channel::{Channel, NodeId};
+use crate::error::ErrorCode;
+use crate::frame::{self, Decoded, FrameKind, Meta};
+use crate::notify::{Signal, Wake};
+
+/// Which side opened the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// We connected (to send requests to a provider).
+    Outbound,
+    /// The peer connected to us.
+    Inbound,
+}
+
+/// The write queue is over its bound.
+#[derive(Debug)]
+pub(crate) struct QueueFull;
+
+/// Why a connection closed (logged, and mapped to errors for waiters).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CloseReason {
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed frame: {0}")]
+    Frame(#[from] frame::FrameError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    #[error("closed locally")]
+    Local,
+}
+
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) dir: Dir,
+    pub(crate) peer: Cell<Option<NodeId>>,
+    pub(crate) open: Cell<bool>,
+    max_queue: usize,
+    stream: RefCell<Option<TcpStream>>,
+    out: RefCell<Vec<u8>>,
+    writer: Wake,
+    closing: Signal,
+    close_when_flushed: Cell<bool>,
+    failure: RefCell<Option<CloseReason>>,
+}
+
+impl Conn {
+    pub(crate) fn new(id: u64, dir: Dir, max_queue: usize) -> Rc<Conn> {
+        Rc::new(Conn {
+            id,
+            dir,
+            peer: Cell::new(None),
+            open: Cell::new(false),
+            max_queue,
+            stream: RefCell::new(None),
+            out: RefCell::new(Vec::with_capacity(64 * 1024)),
+            writer: Wake::default(),
+            closing: Signal::default(),
+            close_when_flushed: Cell::new(false),
+            failure: RefCell::new(None),
+        })
+    }
+
+    pub(crate) fn attach(&self, stream: TcpStream) {
+        *self.stream.borrow_mut() = Some(stream);
+        self.writer.notify();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closing.is_raised()
+    }
+
+    /// Queues one frame; it leaves with everything else queued this turn.
+    pub(crate) fn push(&self, meta: &Meta, payload: &[u8]) -> Result<(), QueueFull> {
+        if self.is_closed() {
+            return Err(QueueFull);
+        }
+        let mut out = self.out.borrow_mut();
+        if out.len() + payload.len() > self.max_queue {
+            return Err(QueueFull);
+        }
+        frame::encode(&mut out, meta, payload);
+        drop(out);
+        self.writer.notify();
+        Ok(())
+    }
+
+    /// Queues an error answer to request `correlation`.
+    pub(crate) fn push_error(&self, me: NodeId, correlation: u64, code: ErrorCode) {
+        let meta = Meta {
+            kind: FrameKind::Error,
+            channel: Channel(0),
+            reply_channel: Channel(0),
+            source: me,
+            correlation,
+        };
+        let _ = self.push(&meta, &code.to_payload());
+    }
+
+    /// Queues a control frame on a reserved channel.
+    pub(crate) fn push_control(&self, me: NodeId, channel: Channel, payload: &[u8]) {
+        let meta = Meta {
+            kind: FrameKind::Control,
+            channel,
+            reply_channel: Channel(0),
+            source: me,
+            correlation: 0,
+        };
+        // Control frames bypass the queue bound: they are small and rare.
+        let mut out = self.out.borrow_mut();
+        frame::encode(&mut out, &meta, payload);
+        drop(out);
+        self.writer.notify();
+    }
+
+    /// Starts closing: both loops stop, queued bytes not yet written are dropped.
+    pub(crate) fn close(&self) {
+        self.closing.raise();
+        self.writer.notify();
+    }
+
+    /// Closes because of an error seen outside the reader (e.g. by the writer).
+    pub(crate) fn fail(&self, reason: CloseReason) {
+        self.failure.borrow_mut().get_or_insert(reason);
+        self.close();
+    }
+
+    fn closed_reason(&self) -> CloseReason {
+        self.failure
+            .borrow_mut()
+            .take()
+            .unwrap_or(CloseReason::Local)
+    }
+
+    /// Closes after the queued bytes are written (used to send a refusal).
+    pub(crate) fn close_after_flush(&self) {
+        self.close_when_flushed.set(true);
+        self.writer.notify();
+    }
+
+    async fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
+            Some(s) => Pin::new(s).poll_read(cx, buf),
+            None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        });
+        future::or(read, async {
+            self.closing.wait().await;
+            Err(io::ErrorKind::ConnectionAborted.into())
+        })
+        .await
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let write = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
+                Some(s) => Pin::new(s).poll_write(cx, buf),
+                None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            });
+            let n = future::or(write, async {
+                self.closing.wait().await;
+                Err(io::ErrorKind::ConnectionAborted.into())
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Flushes the queue whenever it is notified, until the connection closes.
+    pub(crate) async fn write_loop(self: Rc<Self>) -> Result<(), CloseReason> {
+        let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+        loop {
+            self.writer.wait().await;
+            if self.is_closed() {
+                return Ok(());
+            }
+            if self.stream.borrow().is_none() {
+                continue;
+            }
+            std::mem::swap(&mut *self.out.borrow_mut(), &mut spare);
+            if !spare.is_empty() {
+                self.write_all(&spare).await?;
+                spare.clear();
+                if spare.capacity() > 4 * 1024 * 1024 {
+                    spare.shrink_to(64 * 1024);
+                }
+            }
+            if self.close_when_flushed.get() && self.out.borrow().is_empty() {
+                self.close();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads and decodes frames, calling `on_frame` for each, until an error.
+    pub(crate) async fn read_loop(
+        &self,
+        max_payload: u32,
+        mut on_frame: impl FnMut(frame::Frame<'_>) -> Result<(), CloseReason>,
+    ) -> CloseReason {
+        const INITIAL: usize = 64 * 1024;
+        let mut buf = vec![0u8; INITIAL];
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            // Decode every complete frame in the buffer.
+            loop {
+                match frame::decode(&buf[start..end], max_payload) {
+                    Ok(Decoded::Frame { frame, consumed }) => {
+                        start += consumed;
+                        if let Err(r) = on_frame(frame) {
+                            return r;
+                        }
+                    }
+                    Ok(Decoded::Incomplete { need }) => {
+                        let have = end - start;
+                        if have == 0 {
+                            start = 0;
+                            end = 0;
+                            if buf.len() > 4 * INITIAL {
+                                buf = vec![0u8; INITIAL];
+                            }
+                        } else if start + have + need > buf.len() {
+                            buf.copy_within(start..end, 0);
+                            start = 0;
+                            end = have;
+                            if have + need > buf.len() {
+                                buf.resize(have + need, 0);
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => return CloseReason::Frame(e),
+                }
+            }
+            if self.is_closed() {
+                return self.closed_reason();
+            }
+            match self.read_some(&mut buf[end..]).await {
+                Ok(0) => return CloseReason::Eof,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted && self.is_closed() => {
+                    return self.closed_reason()
+                }
+                Err(e) => return CloseReason::Io(e),
+            }
+        }
+    }
+
+    /// Drops the stream (closing the socket).
+    pub(crate) fn release(&self) {
+        self.stream.borrow_mut().take();
+    }
+}

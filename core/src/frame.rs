@@ -1,0 +1,432 @@
+//! The frame codec: pure, no I/O, no allocation per frame.
+//!
+//! Every frame is a fixed 24-byte little-endian header followed by the payload.
+//! The header is read in place with `zerocopy` (no copy of header or payload):
+//!
+//! ```text
+//! byte  0..2   magic          u16 LE  0x4D44 ("DM" on the wire)
+//! byte  2      version        u8      PROTOCOL_VERSION (1)
+//! byte  3      kind           u8      1 request, 2 one-way, 3 reply, 4 error, 5 control
+//! byte  4..8   payload_len    u32 LE  bytes after the header, <= the configured maximum
+//! byte  8..10  channel        u16 LE  destination channel (control: a reserved channel)
+//! byte 10..12  reply_channel  u16 LE  where a reply goes for `call`; 0 otherwise
+//! byte 12..14  source         u16 LE  sender's node id (0..=1023)
+//! byte 14..16  flags          u16 LE  reserved, sent as 0, ignored on receipt
+//! byte 16..24  correlation    u64 LE  request/reply pairing; 0 = no waiter
+//! byte 24..    payload        payload_len bytes
+//! ```
+//!
+//! [`decode`] tells "need more bytes" apart from "malformed", never panics and
+//! borrows the payload from the input buffer. [`encode`] appends one frame to a
+//! write buffer, so many frames can leave in one write.
+
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::channel::{Channel, NodeId};
+
+/// The magic number opening every frame.
+pub const MAGIC: u16 = 0x4D44;
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 24;
+/// Default maximum payload: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+
+/// The fixed frame header as it lies on the wire.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    magic: U16,
+    version: u8,
+    kind: u8,
+    payload_len: U32,
+    channel: U16,
+    reply_channel: U16,
+    source: U16,
+    flags: U16,
+    correlation: U64,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
+const _: () = assert!(std::mem::align_of::<Header>() == 1);
+
+/// What a frame is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// A request: the handler may reply.
+    Request = 1,
+    /// A one-way message: no reply is expected.
+    OneWay = 2,
+    /// A handler's reply.
+    Reply = 3,
+    /// An error answer to a request (payload: [`crate::ErrorCode`] as u16 LE).
+    Error = 4,
+    /// Bus control: handshake, heartbeat, announcements.
+    Control = 5,
+}
+
+impl FrameKind {
+    /// The kind for a wire byte, if known.
+    pub const fn from_u8(v: u8) -> Option<FrameKind> {
+        match v {
+            1 => Some(FrameKind::Request),
+            2 => Some(FrameKind::OneWay),
+            3 => Some(FrameKind::Reply),
+            4 => Some(FrameKind::Error),
+            5 => Some(FrameKind::Control),
+            _ => None,
+        }
+    }
+}
+
+/// The routing fields of a frame, everything but the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// What the frame is for.
+    pub kind: FrameKind,
+    /// Destination channel.
+    pub channel: Channel,
+    /// Channel a reply goes to (`call`); `Channel(0)` when unused.
+    pub reply_channel: Channel,
+    /// Sender's node id.
+    pub source: NodeId,
+    /// Request/reply pairing; 0 means no waiter.
+    pub correlation: u64,
+}
+
+/// A decoded frame borrowing its payload from the receive buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Routing fields.
+    pub meta: Meta,
+    /// The payload, borrowed in place.
+    pub payload: &'a [u8],
+}
+
+/// Outcome of [`decode`] on a buffer that is not malformed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole frame; `consumed` bytes of the buffer belong to it.
+    Frame {
+        /// The frame, borrowing from the buffer.
+        frame: Frame<'a>,
+        /// Header plus payload length.
+        consumed: usize,
+    },
+    /// The buffer holds a prefix of a frame; at least `need` more bytes are required.
+    Incomplete {
+        /// Bytes missing before the frame can be decoded.
+        need: usize,
+    },
+}
+
+/// A malformed frame. The connection that sent it cannot be trusted any further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The first two bytes are not [`MAGIC`].
+    #[error("bad magic {found:#06x} (expected {MAGIC:#06x})")]
+    BadMagic {
+        /// What was there.
+        found: u16,
+    },
+    /// A protocol version this build does not speak.
+    #[error("unsupported protocol version {found} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion {
+        /// What was there.
+        found: u8,
+    },
+    /// An unknown frame kind byte.
+    #[error("unknown frame kind {found}")]
+    UnknownKind {
+        /// What was there.
+        found: u8,
+    },
+    /// The declared payload exceeds the configured maximum.
+    #[error("declared payload of {len} bytes exceeds the maximum of {max}")]
+    PayloadTooLarge {
+        /// Declared length.
+        len: u32,
+        /// Configured maximum.
+        max: u32,
+    },
+    /// The source id is outside `0..=1023`.
+    #[error("source node id {found} out of range")]
+    BadSource {
+        /// What was there.
+        found: u16,
+    },
+}
+
+/// Decodes the frame at the start of `buf`, borrowing its payload.
+///
+/// The header is validated as soon as it is complete, so an oversized declared
+/// length is refused before any of its payload is awaited.
+pub fn decode(buf: &[u8], max_payload: u32) -> Result<Decoded<'_>, FrameError> {
+    let Ok((header, rest)) = Header::ref_from_prefix(buf) else {
+        return Ok(Decoded::Incomplete {
+            need: HEADER_LEN - buf.len(),
+        });
+    };
+    let meta = validate(header, max_payload)?;
+    let len = header.payload_len.get() as usize;
+    if rest.len() < len {
+        return Ok(Decoded::Incomplete {
+            need: len - rest.len(),
+        });
+    }
+    Ok(Decoded::Frame {
+        frame: Frame {
+            meta,
+            payload: &rest[..len],
+        },
+        consumed: HEADER_LEN + len,
+    })
+}
+
+fn validate(h: &Header, max_payload: u32) -> Result<Meta, FrameError> {
+    if h.magic.get() != MAGIC {
+        return Err(FrameError::BadMagic {
+            found: h.magic.get(),
+        });
+    }
+    if h.version != PROTOCOL_VERSION {
+        return Err(FrameError::UnsupportedVersion { found: h.version });
+    }
+    let kind = FrameKind::from_u8(h.kind).ok_or(FrameError::UnknownKind { found: h.kind })?;
+    let len = h.payload_len.get();
+    if len > max_payload {
+        return Err(FrameError::PayloadTooLarge {
+            len,
+            max: max_payload,
+        });
+    }
+    let source = NodeId::new(h.source.get()).ok_or(FrameError::BadSource {
+        found: h.source.get(),
+    })?;
+    Ok(Meta {
+        kind,
+        channel: Channel(h.channel.get()),
+        reply_channel: Channel(h.reply_channel.get()),
+        source,
+        correlation: h.correlation.get(),
+    })
+}
+
+/// Appends one frame (header then payload) to `out`.
+///
+/// The caller checks the payload against the maximum before encoding (see
+/// [`check_len`]); a payload over `u32::MAX` cannot be represented and panics
+/// in debug builds only through that contract being broken.
+pub fn encode(out: &mut Vec<u8>, meta: &Meta, payload: &[u8]) {
+    encode_parts(out, meta, &[payload]);
+}
+
+/// Appends one frame whose payload is the concatenation of `parts`.
+pub fn encode_parts(out: &mut Vec<u8>, meta: &Meta, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    debug_assert!(len <= u32::MAX as usize);
+    let header = Header {
+        magic: U16::new(MAGIC),
+        version: PROTOCOL_VERSION,
+        kind: meta.kind as u8,
+        payload_len: U32::new(len as u32),
+        channel: U16::new(meta.channel.0),
+        reply_channel: U16::new(meta.reply_channel.0),
+        source: U16::new(meta.source.0),
+        flags: U16::new(0),
+        correlation: U64::new(meta.correlation),
+    };
+    out.reserve(HEADER_LEN + len);
+    out.extend_from_slice(header.as_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+/// Checks a payload length against the maximum, as senders must before encoding.
+pub fn check_len(len: usize, max_payload: u32) -> Result<(), (usize, u32)> {
+    if len > max_payload as usize {
+        Err((len, max_payload))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(kind: FrameKind) -> Meta {
+        Meta {
+            kind,
+            channel: Channel(50),
+            reply_channel: Channel(7),
+            source: NodeId(3),
+            correlation: 0x0102_0304_0506_0708,
+        }
+    }
+
+    #[test]
+    fn golden_bytes_for_each_kind() {
+        for (kind, byte) in [
+            (FrameKind::Request, 1u8),
+            (FrameKind::OneWay, 2),
+            (FrameKind::Reply, 3),
+            (FrameKind::Error, 4),
+            (FrameKind::Control, 5),
+        ] {
+            let mut out = Vec::new();
+            encode(&mut out, &meta(kind), b"hi");
+            let expected: Vec<u8> = [
+                &[0x44, 0x4D, 1, byte][..],
+                &[2, 0, 0, 0],
+                &[50, 0, 7, 0, 3, 0, 0, 0],
+                &[8, 7, 6, 5, 4, 3, 2, 1],
+                b"hi",
+            ]
+            .concat();
+            assert_eq!(out, expected, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn decode_borrows_and_reports_consumed() {
+        let mut out = Vec::new();
+        encode(&mut out, &meta(FrameKind::Request), b"abc");
+        encode(&mut out, &meta(FrameKind::Reply), b"");
+        let Decoded::Frame { frame, consumed } = decode(&out, 16).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_eq!(frame.payload, b"abc");
+        assert_eq!(frame.meta, meta(FrameKind::Request));
+        assert_eq!(consumed, HEADER_LEN + 3);
+        // The payload points into the input buffer: no copy.
+        assert_eq!(frame.payload.as_ptr(), out[HEADER_LEN..].as_ptr());
+        let Decoded::Frame { frame, .. } = decode(&out[consumed..], 16).unwrap() else {
+            panic!("expected a second frame");
+        };
+        assert_eq!(frame.meta.kind, FrameKind::Reply);
+    }
+
+    #[test]
+    fn truncated_input_asks_for_more() {
+        let mut out = Vec::new();
+        encode(&mut out, &meta(FrameKind::Request), b"hello");
+        assert_eq!(
+            decode(&[], 64),
+            Ok(Decoded::Incomplete { need: HEADER_LEN })
+        );
+        assert_eq!(
+            decode(&out[..10], 64),
+            Ok(Decoded::Incomplete {
+                need: HEADER_LEN - 10
+            })
+        );
+        assert_eq!(
+            decode(&out[..HEADER_LEN + 2], 64),
+            Ok(Decoded::Incomplete { need: 3 })
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_typed_errors() {
+        let mut good = Vec::new();
+        encode(&mut good, &meta(FrameKind::Request), b"x");
+
+        let mut bad = good.clone();
+        bad[0] = 0;
+        assert_eq!(
+            decode(&bad, 64),
+            Err(FrameError::BadMagic { found: 0x4D00 })
+        );
+
+        let mut bad = good.clone();
+        bad[2] = 9;
+        assert_eq!(
+            decode(&bad, 64),
+            Err(FrameError::UnsupportedVersion { found: 9 })
+        );
+
+        let mut bad = good.clone();
+        bad[3] = 0;
+        assert_eq!(decode(&bad, 64), Err(FrameError::UnknownKind { found: 0 }));
+
+        let mut bad = good.clone();
+        bad[12..14].copy_from_slice(&2000u16.to_le_bytes());
+        assert_eq!(decode(&bad, 64), Err(FrameError::BadSource { found: 2000 }));
+    }
+
+    #[test]
+    fn oversize_length_is_refused_from_the_header_alone() {
+        let mut out = Vec::new();
+        encode(&mut out, &meta(FrameKind::Request), b"");
+        out[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode(&out[..HEADER_LEN], 1024),
+            Err(FrameError::PayloadTooLarge {
+                len: u32::MAX,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn exact_maximum_passes() {
+        let payload = vec![7u8; 100];
+        let mut out = Vec::new();
+        encode(&mut out, &meta(FrameKind::OneWay), &payload);
+        assert!(matches!(decode(&out, 100), Ok(Decoded::Frame { .. })));
+        assert!(matches!(
+            decode(&out, 99),
+            Err(FrameError::PayloadTooLarge { len: 100, max: 99 })
+        ));
+        assert_eq!(check_len(100, 100), Ok(()));
+        assert_eq!(check_len(101, 100), Err((101, 100)));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn any_kind() -> impl Strategy<Value = FrameKind> {
+            (1u8..=5).prop_map(|b| FrameKind::from_u8(b).unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn round_trip(kind in any_kind(), ch: u16, rc: u16, src in 0u16..=1023,
+                          corr: u64, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let m = Meta { kind, channel: Channel(ch), reply_channel: Channel(rc),
+                               source: NodeId(src), correlation: corr };
+                let mut out = Vec::new();
+                encode(&mut out, &m, &payload);
+                let Decoded::Frame { frame, consumed } = decode(&out, 1 << 20).unwrap() else {
+                    panic!("incomplete");
+                };
+                prop_assert_eq!(frame.meta, m);
+                prop_assert_eq!(frame.payload, &payload[..]);
+                prop_assert_eq!(consumed, out.len());
+                // Every strict prefix asks for more, never errors.
+                for cut in 0..out.len() {
+                    let is_incomplete = matches!(decode(&out[..cut], 1 << 20), Ok(Decoded::Incomplete { .. }));
+                    prop_assert!(is_incomplete);
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), max: u32) {
+                match decode(&bytes, max) {
+                    Ok(Decoded::Frame { consumed, frame }) => {
+                        prop_assert!(consumed <= bytes.len());
+                        prop_assert!(frame.payload.len() as u64 <= max as u64);
+                    }
+                    Ok(Decoded::Incomplete { need }) => prop_assert!(need > 0),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Handlers, the request context they receive, and the channel → handler table.
+//!
+//! A sync handler gets a [`Request`] whose payload is borrowed from the
+//! connection's receive buffer (zero-copy) and may [`Request::reply`] at once.
+//! An async handler gets an [`OwnedRequest`] (payload copied once) and may
+//! await before replying. A request whose handler finishes without replying
+//! is answered with an error frame ([`ErrorCode::NoReply`]) so the caller
+//! fails fast instead of waiting for its timeout.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+
+use crate::channel::{Channel, NodeId};
+use crate::conn::Conn;
+use crate::error::{BusError, ErrorCode, ReplyError};
+use crate::frame::{FrameKind, Meta};
+use crate::shard::LocalBus;
+
+type SyncFn = dyn Fn(&mut Request<'_>) + Send + Sync + 'static;
+type AsyncFn = dyn Fn(OwnedRequest) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync + 'static;
+
+/// A message handler bound to a channel.
+#[derive(Clone)]
+pub enum Handler {
+    /// Runs inline on the receiving shard with the payload borrowed in place.
+    Sync(Arc<SyncFn>),
+    /// Spawned as a task on the receiving shard; may await.
+    Async(Arc<AsyncFn>),
+}
+
+impl Handler {
+    /// A handler that runs inline: `|req| { req.reply(b"pong").ok(); }`.
+    pub fn sync(f: impl Fn(&mut Request<'_>) + Send + Sync + 'static) -> Handler {
+        Handler::Sync(Arc::new(f))
+    }
+
+    /// A handler that may await: `|req| async move { req.reply(b"pong").ok(); }`.
+    ///
+    /// The closure is shared by every shard; the future it returns runs on one
+    /// shard and need not be `Send`.
+    pub fn asynchronous<F, Fut>(f: F) -> Handler
+    where
+        F: Fn(OwnedRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        Handler::Async(Arc::new(move |r| Box::pin(f(r))))
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handler::Sync(_) => "Handler::Sync",
+            Handler::Async(_) => "Handler::Async",
+        })
+    }
+}
+
+/// An immutable channel → handler map; replaced as a whole on change.
+#[derive(Clone, Debug, Default)]
+pub struct HandlerTable {
+    map: HashMap<Channel, Handler>,
+}
+
+impl HandlerTable {
+    /// The handler of `channel`.
+    pub fn get(&self, channel: Channel) -> Option<&Handler> {
+        self.map.get(&channel)
+    }
+
+    /// A table with `channel` bound to `handler`; reserved channels are refused.
+    pub fn with(&self, channel: Channel, handler: Handler) -> Result<HandlerTable, BusError> {
+        if channel.is_reserved() {
+            return Err(BusError::ReservedChannel { channel });
+        }
+        let mut t = self.clone();
+        t.map.insert(channel, handler);
+        Ok(t)
+    }
+
+    /// A table without `channel`.
+    pub fn without(&self, channel: Channel) -> HandlerTable {
+        let mut t = self.clone();
+        t.map.remove(&channel);
+        t
+    }
+
+    /// The channels served, sorted.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut v: Vec<Channel> = self.map.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Where a reply goes.
+pub(crate) enum ReplyTo {
+    /// Nowhere: the message was one-way.
+    Nobody,
+    /// Back over the connection the request came in on.
+    Conn {
+        conn: Rc<Conn>,
+        correlation: u64,
+        reply_channel: Channel,
+    },
+    /// To a waiter on this shard (the node served its own request).
+    Waiter(oneshot::Sender<Result<Vec<u8>, BusError>>),
+    /// To this node's own reply-channel handler (`call` served locally).
+    LocalCall {
+        bus: LocalBus,
+        reply_channel: Channel,
+    },
+}
+
+/// The reply side of a request; answers `NoReply` if dropped unanswered.
+pub(crate) struct Replier {
+    to: ReplyTo,
+    me: NodeId,
+    max_payload: u32,
+}
+
+impl Replier {
+    pub(crate) fn new(to: ReplyTo, me: NodeId, max_payload: u32) -> Replier {
+        Replier {
+            to,
+            me,
+            max_payload,
+        }
+    }
+
+    fn reply(&mut self, bytes: &[u8]) -> Result<(), ReplyError> {
+        if bytes.len() > self.max_payload as usize {
+            return Err(ReplyError::TooLarge {
+                len: bytes.len(),
+                max: self.max_payload,
+            });
+        }
+        match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
+            ReplyTo::Nobody => Err(ReplyError::AlreadyReplied),
+            ReplyTo::Conn {
+                conn,
+                correlation,
+                reply_channel,
+            } => {
+                let meta = Meta {
+                    kind: FrameKind::Reply,
+                    channel: reply_channel,
+                    reply_channel: Channel(0),
+                    source: self.me,
+                    correlation,
+                };
+                conn.push(&meta, bytes)
+                    .map_err(|_| ReplyError::Undeliverable)
+            }
+            ReplyTo::Waiter(tx) => tx
+                .send(Ok(bytes.to_vec()))
+                .map_err(|_| ReplyError::Undeliverable),
+            ReplyTo::LocalCall { bus, reply_channel } => {
+                bus.deliver_reply_locally(reply_channel, bytes.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    fn expects_reply(&self) -> bool {
+        !matches!(self.to, ReplyTo::Nobody)
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
+            ReplyTo::Nobody | ReplyTo::LocalCall { .. } => {}
+            ReplyTo::Conn {
+                conn, correlation, ..
+            } => {
+                if correlation != 0 {
+                    conn.push_error(self.me, correlation, ErrorCode::NoReply);
+                }
+            }
+            ReplyTo::Waiter(tx) => {
+                let _ = tx.send(Err(BusError::Remote {
+                    peer: self.me,
+                    code: ErrorCode::NoReply,
+                }));
+            }
+        }
+    }
+}
+
+/// A request as a sync handler sees it: payload borrowed from the receive buffer.
+pub struct Request<'a> {
+    pub(crate) meta: Meta,
+    pub(crate) payload: &'a [u8],
+    pub(crate) replier: Replier,
+    pub(crate) bus: &'a LocalBus,
+}
+
+impl<'a> Request<'a> {
+    /// The request bytes, borrowed in place (valid for the handler call).
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The caller's node id.
+    pub fn source(&self) -> NodeId {
+        self.meta.source
+    }
+
+    /// The channel the request was sent to.
+    pub fn channel(&self) -> Channel {
+        self.meta.channel
+    }
+
+    /// The caller's reply channel (`call`); `Channel(0)` otherwise.
+    pub fn reply_channel(&self) -> Channel {
+        self.meta.reply_channel
+    }
+
+    /// Whether the sender waits for a reply.
+    pub fn expects_reply(&self) -> bool {
+        self.replier.expects_reply()
+    }
+
+    /// Sends the reply (at most once).
+    pub fn reply(&mut self, bytes: &[u8]) -> Result<(), ReplyError> {
+        self.replier.reply(bytes)
+    }
+
+    /// The bus of the shard running this handler, to send from inside it.
+    pub fn bus(&self) -> &LocalBus {
+        self.bus
+    }
+
+    /// An owned copy for work that must outlive this call (one payload copy).
+    pub fn into_owned(self) -> OwnedRequest {
+        OwnedRequest {
+            meta: self.meta,
+            payload: self.payload.to_vec(),
+            replier: self.replier,
+            bus: self.bus.clone(),
+        }
+    }
+}
+
+/// A request as an async handler sees it: payload owned.
+pub struct OwnedRequest {
+    pub(crate) meta: Meta,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) replier: Replier,
+    pub(crate) bus: LocalBus,
+}
+
+impl OwnedRequest {
+    /// The request bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The caller's node id.
+    pub fn source(&self) -> NodeId {
+        self.meta.source
+    }
+
+    /// The channel the request was sent to.
+    pub fn channel(&self) -> Channel {
+        self.meta.channel
+    }
+
+    /// The caller's reply channel (`call`); `Channel(0)` otherwise.
+    pub fn reply_channel(&self) -> Channel {
+        self.meta.reply_channel
+    }
+
+    /// Whether the sender waits for a reply.
+    pub fn expects_reply(&self) -> bool {
+        self.replier.expects_reply()
+    }
+
+    /// Sends the reply (at most once).
+    pub fn reply(&mut self, bytes: &[u8]) -> Result<(), ReplyError> {
+        self.replier.reply(bytes)
+    }
+
+    /// The bus of the shard running this handler.
+    pub fn bus(&self) -> &LocalBus {
+        &self.bus
+    }
+}

@@ -1,0 +1,48 @@
+//! # domi-core: the bus
+//!
+//! Owns the wire format, the handlers, the sharded glommio executor and the
+//! TCP transport. It never talks to etcd or HTTP: membership plugs in through
+//! the [`Membership`] seam and publishes [`PeerTable`]s into a [`Directory`].
+//!
+//! ## Layout
+//! - [`channel`]: `Channel` and `NodeId`, the reserved channel range.
+//! - [`frame`]: the 24-byte header, pure decode/encode (byte layout documented there).
+//! - [`handshake`]: `NodeInfo` exchanged when a connection opens; validation.
+//! - [`error`]: `BusError`, `ReplyError`, wire `ErrorCode`s.
+//! - [`handler`]: sync and async handlers, the request context, the handler table.
+//! - [`route`]: the immutable peer table, round-robin selection, the `Directory`.
+//! - [`backoff`]: jittered exponential backoff arithmetic.
+//! - [`config`]: `NodeConfig` and its validation.
+//! - [`membership`]: the seam membership implementations plug into.
+//! - `conn`, `shard`, `notify` (private): the glommio drivers: connections,
+//!   the per-shard runtime, single-thread wake-ups.
+//! - [`node`]: starting a node; the `Send + Sync` handle for plain threads.
+//!
+//! Decisions (decode, validate, select, back off) are pure functions tested
+//! without io_uring; `conn` and `shard` only move bytes and call them.
+
+pub mod backoff;
+pub mod channel;
+pub mod config;
+mod conn;
+pub mod error;
+pub mod frame;
+pub mod handler;
+pub mod handshake;
+pub mod membership;
+pub mod node;
+mod notify;
+pub mod route;
+mod shard;
+pub mod stats;
+
+pub use channel::{Channel, NodeId};
+pub use config::{ConfigError, NodeConfig};
+pub use error::{BusError, ErrorCode, ReplyError};
+pub use handler::{Handler, OwnedRequest, Request};
+pub use handshake::{NodeInfo, NodeState};
+pub use membership::{LocalNode, Membership, MembershipContext, MembershipError};
+pub use node::{Node, ShardTask, StartError};
+pub use route::{Directory, Peer, PeerTable};
+pub use shard::LocalBus;
+pub use stats::Snapshot;

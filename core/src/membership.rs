@@ -1,0 +1,77 @@
+//! The membership seam: how a node learns its id and its peers.
+//!
+//! The node calls [`Membership::join`] before its shards start (to learn its
+//! id), then [`Membership::start`] with the [`Directory`] to keep current,
+//! [`Membership::local_changed`] whenever its channels or state change, and
+//! [`Membership::leave`] when it stops. `domi-cluster` implements it twice:
+//! a static peer list (the embedded default) and etcd.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::channel::NodeId;
+use crate::handshake::NodeInfo;
+use crate::route::Directory;
+
+/// A membership failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// Every node id `0..=1023` is taken.
+    #[error("cluster {cluster:?} is full: all 1024 node ids are taken")]
+    ClusterFull {
+        /// The cluster.
+        cluster: String,
+    },
+    /// The membership store cannot be reached.
+    #[error("membership store unavailable: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// The membership settings are invalid.
+    #[error("invalid membership configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The local node as membership sees it: its current info and bus address.
+#[derive(Clone, Debug)]
+pub struct LocalNode {
+    pub(crate) info: Arc<Mutex<NodeInfo>>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl LocalNode {
+    /// The node's current id, name, channels and state.
+    pub fn info(&self) -> NodeInfo {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The node's bus address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// What a started membership works with.
+#[derive(Clone, Debug)]
+pub struct MembershipContext {
+    /// Where peer tables are published.
+    pub directory: Arc<Directory>,
+    /// The local node.
+    pub local: LocalNode,
+}
+
+/// A source of cluster membership.
+pub trait Membership: Send + 'static {
+    /// Chooses this node's id before it starts serving.
+    fn join(&mut self, local: &NodeInfo, addr: SocketAddr) -> Result<NodeId, MembershipError>;
+    /// Starts keeping `ctx.directory` current (on threads of its own).
+    fn start(&mut self, ctx: MembershipContext) -> Result<(), MembershipError>;
+    /// The local node's channels or state changed.
+    fn local_changed(&self, info: &NodeInfo);
+    /// Leaves the cluster and stops its threads.
+    fn leave(&mut self);
+}

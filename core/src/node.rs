@@ -1,0 +1,595 @@
+//! The running node: starts the shards and is the `Send + Sync` handle that
+//! plain threads use to reach them.
+//!
+//! Every method of [`Node`] hands its work to a shard over a bounded channel
+//! (one wake-up, tens of µs on a small VM). Code that sends a lot should run
+//! on a shard instead, through [`Node::spawn_on`] or inside a handler, where
+//! [`LocalBus`] sends with no hop at all.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tracing::{info, warn};
+
+use crate::channel::{Channel, NodeId};
+use crate::config::{ConfigError, NodeConfig};
+use crate::error::BusError;
+use crate::frame::PROTOCOL_VERSION;
+use crate::handler::{Handler, HandlerTable};
+use crate::handshake::{NodeInfo, NodeState};
+use crate::membership::{LocalNode, Membership, MembershipContext, MembershipError};
+use crate::route::{Directory, Peer};
+use crate::shard::{self, Command, LocalBus};
+use crate::stats::Snapshot;
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A subscription was refused (reserved channel).
+    #[error(transparent)]
+    Subscribe(#[from] BusError),
+    /// The bus address could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard's executor did not start.
+    #[error("shard {shard} did not start: {reason}")]
+    Executor {
+        /// Which shard.
+        shard: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// Membership failed (e.g. etcd unreachable, cluster full).
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+}
+
+/// State shared by the shards and the handle (read-mostly).
+pub(crate) struct Shared {
+    pub(crate) config: NodeConfig,
+    pub(crate) id: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) handlers: ArcSwap<HandlerTable>,
+    pub(crate) handler_epoch: AtomicU64,
+    state: AtomicU8,
+    local: LocalNode,
+}
+
+impl Shared {
+    pub(crate) fn local_info(&self) -> NodeInfo {
+        self.local.info()
+    }
+
+    pub(crate) fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Acquire) {
+            0 => NodeState::Serving,
+            1 => NodeState::Paused,
+            _ => NodeState::Draining,
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    senders: Vec<async_channel::Sender<Command>>,
+    next_shard: AtomicUsize,
+    threads: Mutex<Vec<ExecutorJoinHandle<()>>>,
+    membership: Mutex<Box<dyn Membership>>,
+    update: Mutex<()>,
+    stopped: AtomicBool,
+}
+
+/// A running node. Cheap to clone; `Send + Sync`; stops when [`Node::stop`]
+/// is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id())
+            .field("addr", &self.local_addr())
+            .finish()
+    }
+}
+
+/// A task started with [`Node::spawn_on`].
+pub struct ShardTask<T> {
+    rx: crossbeam_channel::Receiver<T>,
+}
+
+impl<T> ShardTask<T> {
+    /// Blocks until the task finishes; `None` if the node stopped first.
+    pub fn join(self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+
+    /// Waits at most `timeout`; `None` if it did not finish in time.
+    pub fn join_timeout(&self, timeout: Duration) -> Option<T> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+fn bind_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), std::io::Error> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    let bound = s
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+    Ok((s, bound))
+}
+
+impl Node {
+    /// Starts a node: validates `config`, binds its port, asks `membership`
+    /// for an id, starts the shards, then starts membership.
+    pub fn start(
+        config: NodeConfig,
+        subscriptions: Vec<(Channel, Handler)>,
+        mut membership: Box<dyn Membership>,
+    ) -> Result<Node, StartError> {
+        config.validate()?;
+        let mut table = HandlerTable::default();
+        for (ch, h) in subscriptions {
+            table = table.with(ch, h)?;
+        }
+        let (probe, addr) = bind_port(config.tcp).map_err(|source| StartError::Bind {
+            addr: config.tcp,
+            source,
+        })?;
+        let mut info = NodeInfo {
+            version: PROTOCOL_VERSION,
+            cluster: config.cluster.clone(),
+            id: NodeId(0),
+            name: config.name.clone(),
+            instance: fastrand::u64(..),
+            channels: table.channels(),
+            state: NodeState::Serving,
+        };
+        info.id = membership.join(&info, addr)?;
+        let directory = Arc::new(Directory::new());
+        directory.update(|t| {
+            t.with_peer(Peer {
+                info: info.clone(),
+                addr,
+                up: true,
+            })
+        });
+        let local = LocalNode {
+            info: Arc::new(Mutex::new(info.clone())),
+            addr,
+        };
+        let shared = Arc::new(Shared {
+            id: info.id,
+            addr,
+            directory: directory.clone(),
+            handlers: ArcSwap::from_pointee(table),
+            handler_epoch: AtomicU64::new(1),
+            state: AtomicU8::new(0),
+            local: local.clone(),
+            config,
+        });
+        let (senders, threads) = start_shards(&shared)?;
+        drop(probe);
+        let node = Node {
+            inner: Arc::new(Inner {
+                shared,
+                senders,
+                next_shard: AtomicUsize::new(0),
+                threads: Mutex::new(threads),
+                membership: Mutex::new(membership),
+                update: Mutex::new(()),
+                stopped: AtomicBool::new(false),
+            }),
+        };
+        let ctx = MembershipContext { directory, local };
+        if let Err(e) = node.membership().start(ctx) {
+            node.stop();
+            return Err(e.into());
+        }
+        info!(id = %info.id, name = %info.name, %addr, shards = node.shards(), "node started");
+        Ok(node)
+    }
+
+    fn membership(&self) -> std::sync::MutexGuard<'_, Box<dyn Membership>> {
+        self.inner
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// This node's id in its cluster.
+    pub fn id(&self) -> NodeId {
+        self.shared().id
+    }
+
+    /// The bus address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().addr
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.senders.len()
+    }
+
+    /// This node's current info (channels, state).
+    pub fn info(&self) -> NodeInfo {
+        self.shared().local_info()
+    }
+
+    /// The current peer table (this node included).
+    pub fn peers(&self) -> Arc<crate::route::PeerTable> {
+        self.shared().directory.snapshot()
+    }
+
+    /// Serves `channel` with `handler` on every shard, and tells the cluster.
+    pub fn subscribe(&self, channel: Channel, handler: Handler) -> Result<(), BusError> {
+        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.shared().handlers.load().with(channel, handler)?;
+        self.set_handlers(table);
+        Ok(())
+    }
+
+    /// Stops serving `channel`; returns whether it was served.
+    pub fn unsubscribe(&self, channel: Channel) -> bool {
+        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.shared().handlers.load();
+        if current.get(channel).is_none() {
+            return false;
+        }
+        let table = current.without(channel);
+        drop(current);
+        self.set_handlers(table);
+        true
+    }
+
+    fn set_handlers(&self, table: HandlerTable) {
+        let channels = table.channels();
+        self.shared().handlers.store(Arc::new(table));
+        self.shared().handler_epoch.fetch_add(1, Ordering::AcqRel);
+        self.local_changed(|info| info.channels = channels);
+    }
+
+    /// Sets this node's state (serving, paused, draining) and tells the cluster.
+    pub fn set_state(&self, state: NodeState) {
+        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
+        let v = match state {
+            NodeState::Serving => 0,
+            NodeState::Paused => 1,
+            NodeState::Draining => 2,
+        };
+        self.shared().state.store(v, Ordering::Release);
+        self.local_changed(|info| info.state = state);
+    }
+
+    fn local_changed(&self, f: impl FnOnce(&mut NodeInfo)) {
+        let shared = self.shared();
+        let info = {
+            let mut info = shared.local.info.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut info);
+            info.clone()
+        };
+        let addr = shared.addr;
+        shared.directory.update(|t| {
+            t.with_peer(Peer {
+                info: info.clone(),
+                addr,
+                up: true,
+            })
+        });
+        self.membership().local_changed(&info);
+        for s in &self.inner.senders {
+            let _ = s.try_send(Command::Announce);
+        }
+    }
+
+    fn pre_check(&self, channel: Channel, len: usize) -> Result<(), BusError> {
+        if channel.is_reserved() {
+            return Err(BusError::ReservedChannel { channel });
+        }
+        let max = self.shared().config.max_payload;
+        if len > max as usize {
+            return Err(BusError::PayloadTooLarge { len, max });
+        }
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(BusError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn has_provider(&self, channel: Channel) -> Result<(), BusError> {
+        if self.shared().directory.load().providers(channel).is_empty() {
+            Err(BusError::NoProvider { channel })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on the next shard (round-robin over shards).
+    fn run(&self, f: impl FnOnce(&LocalBus) + Send + 'static) -> Result<(), BusError> {
+        let i = self.inner.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards();
+        self.run_on(i, f)
+    }
+
+    fn run_on(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&LocalBus) + Send + 'static,
+    ) -> Result<(), BusError> {
+        let sender = self
+            .inner
+            .senders
+            .get(shard)
+            .ok_or(BusError::Backpressure {
+                what: "no such shard",
+            })?;
+        sender
+            .try_send(Command::Run(Box::new(f)))
+            .map_err(|e| match e {
+                async_channel::TrySendError::Full(_) => BusError::Backpressure {
+                    what: "shard command queue",
+                },
+                async_channel::TrySendError::Closed(_) => BusError::ShuttingDown,
+            })
+    }
+
+    /// Request/response from a plain thread: blocks until the reply, or a
+    /// typed error within `timeout`.
+    pub fn request(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.request_with(channel, payload, timeout, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().unwrap_or(Err(BusError::ShuttingDown))
+    }
+
+    /// Request/response as a future usable on any executor (`Send`).
+    pub fn request_async(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, BusError>> + Send + 'static {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let started = self.request_with(channel, payload, timeout, move |r| {
+            let _ = tx.send(r);
+        });
+        async move {
+            started?;
+            rx.await.unwrap_or(Err(BusError::ShuttingDown))
+        }
+    }
+
+    fn request_with(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+        done: impl FnOnce(Result<Vec<u8>, BusError>) + Send + 'static,
+    ) -> Result<(), BusError> {
+        self.pre_check(channel, payload.len())?;
+        let payload = payload.to_vec();
+        self.run(move |bus| {
+            let bus = bus.clone();
+            glommio::spawn_local(
+                async move { done(bus.request(channel, &payload, timeout).await) },
+            )
+            .detach();
+        })
+    }
+
+    /// One-way message to one provider. Routing errors known now are returned;
+    /// a provider lost after this call is logged by the shard.
+    pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
+        self.pre_check(channel, payload.len())?;
+        self.has_provider(channel)?;
+        let payload = payload.to_vec();
+        self.run(move |bus| {
+            if let Err(e) = bus.notify(channel, &payload) {
+                warn!(%channel, error = %e, "notify failed");
+            }
+        })
+    }
+
+    /// One-way message to every provider of `channel`.
+    pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
+        self.pre_check(channel, payload.len())?;
+        self.has_provider(channel)?;
+        let payload = payload.to_vec();
+        self.run(move |bus| {
+            if let Err(e) = bus.publish(channel, &payload) {
+                warn!(%channel, error = %e, "publish failed");
+            }
+        })
+    }
+
+    /// The seed's `call`: the provider's reply goes to this node's
+    /// `reply_channel` handler.
+    pub fn call(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        reply_channel: Channel,
+    ) -> Result<(), BusError> {
+        self.pre_check(channel, payload.len())?;
+        if reply_channel.is_reserved() {
+            return Err(BusError::ReservedChannel {
+                channel: reply_channel,
+            });
+        }
+        self.has_provider(channel)?;
+        let payload = payload.to_vec();
+        self.run(move |bus| {
+            if let Err(e) = bus.call(channel, &payload, reply_channel) {
+                warn!(%channel, error = %e, "call failed");
+            }
+        })
+    }
+
+    /// Runs `f(bus)` as a task on shard `shard`; sends from there need no hop.
+    pub fn spawn_on<F, Fut, T>(&self, shard: usize, f: F) -> Result<ShardTask<T>, BusError>
+    where
+        F: FnOnce(LocalBus) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.run_on(shard, move |bus| {
+            let fut = f(bus.clone());
+            glommio::spawn_local(async move {
+                let _ = tx.send(fut.await);
+            })
+            .detach();
+        })?;
+        Ok(ShardTask { rx })
+    }
+
+    /// Counters summed over every shard.
+    pub fn stats(&self) -> Snapshot {
+        let mut total = Snapshot::default();
+        for i in 0..self.shards() {
+            if let Ok(task) = self.spawn_on(i, |bus| async move { bus.counters() }) {
+                if let Some(s) = task.join_timeout(Duration::from_secs(5)) {
+                    total = total + s;
+                }
+            }
+        }
+        total
+    }
+
+    /// Whether [`Node::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+
+    /// Leaves the cluster and stops every shard; waiting requests fail with
+    /// `ShuttingDown`. Idempotent.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+}
+
+impl Inner {
+    fn stop(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let started = Instant::now();
+        self.membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leave();
+        for s in &self.senders {
+            let _ = s.try_send(Command::Stop);
+            s.close();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().name().map(str::to_owned);
+        for t in threads {
+            if me.as_deref() == t.thread().name() {
+                continue; // stop() called from a shard: it exits by itself.
+            }
+            if t.join().is_err() {
+                warn!("a shard panicked while stopping");
+            }
+        }
+        info!(id = %self.shared.id, ms = started.elapsed().as_millis() as u64, "node stopped");
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type Started = (
+    Vec<async_channel::Sender<Command>>,
+    Vec<ExecutorJoinHandle<()>>,
+);
+
+fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
+    let cfg = &shared.config;
+    let mut senders = Vec::with_capacity(cfg.shards);
+    let mut threads = Vec::with_capacity(cfg.shards);
+    let stop_all = |senders: &mut Vec<async_channel::Sender<Command>>,
+                    threads: Vec<ExecutorJoinHandle<()>>| {
+        for s in senders.drain(..) {
+            s.close();
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+    };
+    for i in 0..cfg.shards {
+        let (tx, rx) = async_channel::bounded(cfg.command_queue);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let placement = if cfg.pin_cpus {
+            Placement::Fixed(i)
+        } else {
+            Placement::Unbound
+        };
+        let mut builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("domi-{}-{i}", shared.id.0))
+            .io_memory(cfg.io_memory);
+        if let Some(spin) = cfg.spin_before_park {
+            builder = builder.spin_before_park(spin);
+        }
+        let sh = shared.clone();
+        let handle = builder
+            .spawn(move || shard::run(sh, i, rx, ready_tx))
+            .map_err(|e| StartError::Executor {
+                shard: i,
+                reason: e.to_string(),
+            });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                stop_all(&mut senders, threads);
+                return Err(e);
+            }
+        };
+        threads.push(handle);
+        senders.push(tx);
+        let result = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| Err(std::io::Error::other("shard did not report ready")));
+        if let Err(source) = result {
+            stop_all(&mut senders, threads);
+            return Err(StartError::Bind {
+                addr: shared.addr,
+                source,
+            });
+        }
+    }
+    Ok((senders, threads))
+}

@@ -1,0 +1,100 @@
+//! Two tiny single-thread wake-up primitives for tasks on one shard.
+//!
+//! glommio tasks of one shard never run concurrently, so these use `Cell`s
+//! instead of atomics: [`Wake`] is an edge (one waiter, reset when consumed),
+//! [`Signal`] a level (many waiters, never reset).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+/// An edge-triggered wake-up for one waiting task (e.g. a connection's writer).
+#[derive(Default)]
+pub(crate) struct Wake {
+    pending: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Wake {
+    /// Marks the wake-up pending and wakes the waiter, if any.
+    pub(crate) fn notify(&self) {
+        if !self.pending.replace(true) {
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resolves once a wake-up is pending, and consumes it.
+    pub(crate) async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.pending.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A level-triggered signal: once raised it stays raised; any number of waiters.
+#[derive(Default)]
+pub(crate) struct Signal {
+    raised: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    /// Raises the signal and wakes every waiter.
+    pub(crate) fn raise(&self) {
+        if !self.raised.replace(true) {
+            for w in self.wakers.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether the signal was raised.
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.get()
+    }
+
+    /// Resolves once the signal is raised.
+    pub(crate) async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.raised.get() {
+                Poll::Ready(())
+            } else {
+                let mut w = self.wakers.borrow_mut();
+                if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future;
+
+    #[test]
+    fn wake_is_consumed_and_signal_stays() {
+        let w = Wake::default();
+        w.notify();
+        w.notify();
+        future::block_on(w.wait());
+        assert!(future::block_on(future::poll_once(w.wait())).is_none());
+        let s = Signal::default();
+        assert!(future::block_on(future::poll_once(s.wait())).is_none());
+        s.raise();
+        assert!(s.is_raised());
+        future::block_on(s.wait());
+        future::block_on(s.wait());
+    }
+}

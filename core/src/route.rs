@@ -1,0 +1,258 @@
+//! Routing: the immutable peer table, round-robin selection, and the
+//! [`Directory`] through which membership publishes tables to the shards.
+//!
+//! A [`PeerTable`] is a value: membership code builds a new one from the old
+//! (pure functions, unit-tested) and swaps it in; shards read the current one
+//! with one atomic load per send and never lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::channel::{Channel, NodeId};
+use crate::handshake::{NodeInfo, NodeState};
+
+/// What the table knows of one node (the local node included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Id, name, channels, state, as announced.
+    pub info: NodeInfo,
+    /// Bus address.
+    pub addr: SocketAddr,
+    /// Whether membership currently sees the node alive.
+    pub up: bool,
+}
+
+impl Peer {
+    /// Whether new requests may be routed to this node.
+    pub fn routable(&self) -> bool {
+        self.up && self.info.state == NodeState::Serving
+    }
+}
+
+/// An immutable snapshot: id → peer, and channel → routable providers.
+#[derive(Clone, Debug, Default)]
+pub struct PeerTable {
+    epoch: u64,
+    peers: BTreeMap<NodeId, Peer>,
+    providers: HashMap<Channel, Arc<[NodeId]>>,
+}
+
+impl PeerTable {
+    /// An empty table.
+    pub fn new() -> PeerTable {
+        PeerTable::default()
+    }
+
+    /// Monotonic version, bumped by every change.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Routable providers of `channel`, sorted by id (the local node included).
+    pub fn providers(&self, channel: Channel) -> &[NodeId] {
+        self.providers.get(&channel).map(|p| &p[..]).unwrap_or(&[])
+    }
+
+    /// Every node that serves `channel`, routable or not.
+    pub fn all_serving(&self, channel: Channel) -> impl Iterator<Item = &Peer> {
+        self.peers
+            .values()
+            .filter(move |p| p.info.channels.binary_search(&channel).is_ok())
+    }
+
+    /// One peer.
+    pub fn get(&self, id: NodeId) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    /// All peers by id.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// A new table with `peer` inserted or replaced.
+    pub fn with_peer(&self, peer: Peer) -> PeerTable {
+        let mut peers = self.peers.clone();
+        peers.insert(peer.info.id, peer);
+        Self::from_peers(self.epoch + 1, peers)
+    }
+
+    /// A new table without `id`.
+    pub fn without(&self, id: NodeId) -> PeerTable {
+        let mut peers = self.peers.clone();
+        peers.remove(&id);
+        Self::from_peers(self.epoch + 1, peers)
+    }
+
+    /// A new table with `id` marked up or down (unchanged if unknown).
+    pub fn with_up(&self, id: NodeId, up: bool) -> PeerTable {
+        match self.peers.get(&id) {
+            Some(p) if p.up != up => self.with_peer(Peer { up, ..p.clone() }),
+            _ => self.clone(),
+        }
+    }
+
+    /// A table holding exactly `peers` (channel lists sorted and de-duplicated).
+    pub fn from_peers(epoch: u64, mut peers: BTreeMap<NodeId, Peer>) -> PeerTable {
+        let mut providers: HashMap<Channel, Vec<NodeId>> = HashMap::new();
+        for p in peers.values_mut() {
+            p.info.channels.sort_unstable();
+            p.info.channels.dedup();
+            if p.routable() {
+                for ch in &p.info.channels {
+                    providers.entry(*ch).or_default().push(p.info.id);
+                }
+            }
+        }
+        PeerTable {
+            epoch,
+            peers,
+            providers: providers
+                .into_iter()
+                .map(|(k, v)| (k, Arc::from(v)))
+                .collect(),
+        }
+    }
+}
+
+/// Picks the next provider round-robin from `providers`, skipping those for
+/// which `skip` is true. `cursor` is the caller's own (per shard, per channel).
+pub fn select(
+    providers: &[NodeId],
+    cursor: &mut usize,
+    mut skip: impl FnMut(NodeId) -> bool,
+) -> Option<NodeId> {
+    let n = providers.len();
+    for _ in 0..n {
+        let id = providers[*cursor % n];
+        *cursor = cursor.wrapping_add(1);
+        if !skip(id) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The shared, lock-free-to-read home of the current [`PeerTable`].
+///
+/// Writers (membership threads, `subscribe`) serialize on a mutex and swap in
+/// a new table; readers load it with one atomic operation.
+#[derive(Debug, Default)]
+pub struct Directory {
+    table: ArcSwap<PeerTable>,
+    write: Mutex<()>,
+    changes: AtomicU64,
+}
+
+impl Directory {
+    /// A directory holding an empty table.
+    pub fn new() -> Directory {
+        Directory::default()
+    }
+
+    /// The current table (one atomic load; hold the guard briefly).
+    pub fn load(&self) -> arc_swap::Guard<Arc<PeerTable>> {
+        self.table.load()
+    }
+
+    /// The current table as an owned `Arc`.
+    pub fn snapshot(&self) -> Arc<PeerTable> {
+        self.table.load_full()
+    }
+
+    /// Applies a pure update `f(old) -> new` and publishes the result.
+    pub fn update(&self, f: impl FnOnce(&PeerTable) -> PeerTable) {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let next = f(&self.table.load());
+        self.table.store(Arc::new(next));
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many updates were published (cheap change detection for shards).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::PROTOCOL_VERSION;
+
+    fn peer(id: u16, chans: &[u16], state: NodeState, up: bool) -> Peer {
+        Peer {
+            info: NodeInfo {
+                version: PROTOCOL_VERSION,
+                cluster: "c".into(),
+                id: NodeId(id),
+                name: format!("n{id}"),
+                instance: id as u64,
+                channels: chans.iter().rev().map(|c| Channel(*c)).collect(),
+                state,
+            },
+            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + id)),
+            up,
+        }
+    }
+
+    #[test]
+    fn providers_leave_out_paused_draining_and_down() {
+        let t = PeerTable::new()
+            .with_peer(peer(2, &[50, 51], NodeState::Serving, true))
+            .with_peer(peer(1, &[50, 50], NodeState::Serving, true))
+            .with_peer(peer(3, &[50], NodeState::Paused, true))
+            .with_peer(peer(4, &[50], NodeState::Draining, true))
+            .with_peer(peer(5, &[50], NodeState::Serving, false));
+        assert_eq!(t.providers(Channel(50)), &[NodeId(1), NodeId(2)]);
+        assert_eq!(t.providers(Channel(51)), &[NodeId(2)]);
+        assert_eq!(t.providers(Channel(52)), &[] as &[NodeId]);
+        assert_eq!(t.all_serving(Channel(50)).count(), 5);
+        assert_eq!(t.epoch(), 5);
+        let t = t.with_up(NodeId(5), true);
+        assert_eq!(t.providers(Channel(50)).len(), 3);
+        let t = t.without(NodeId(1));
+        assert_eq!(t.providers(Channel(50)), &[NodeId(2), NodeId(5)]);
+    }
+
+    #[test]
+    fn round_robin_is_exactly_even_and_skips() {
+        let p = [NodeId(0), NodeId(1), NodeId(2)];
+        let mut cursor = 0;
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let id = select(&p, &mut cursor, |_| false).unwrap();
+            counts[id.0 as usize] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(select(&p, &mut cursor, |id| id == NodeId(1)).unwrap());
+        }
+        assert!(!seen.contains(&NodeId(1)));
+        assert_eq!(select(&p, &mut cursor, |_| true), None);
+        assert_eq!(select(&[], &mut cursor, |_| false), None);
+    }
+
+    #[test]
+    fn directory_publishes_updates() {
+        let d = Directory::new();
+        assert!(d.load().is_empty());
+        d.update(|t| t.with_peer(peer(1, &[9], NodeState::Serving, true)));
+        assert_eq!(d.changes(), 1);
+        assert_eq!(d.load().providers(Channel(9)), &[NodeId(1)]);
+    }
+}

@@ -1,0 +1,782 @@
+//! One shard: a glommio reactor's share of the node.
+//!
+//! Each shard owns its listener (SO_REUSEPORT on the node's port), its
+//! connections, its cached handler table, its round-robin cursors, its
+//! down-marks and its waiting requests. Nothing here takes a lock or crosses
+//! threads on the per-message path: the peer table is one atomic load
+//! ([`crate::route::Directory`]), the handler table one relaxed epoch check.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::channel::{Channel, NodeId};
+use crate::conn::{CloseReason, Conn, Dir};
+use crate::error::{BusError, ErrorCode};
+use crate::frame::{Frame, FrameKind, Meta};
+use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Request};
+use crate::handshake::{self, NodeInfo, NodeState};
+use crate::node::Shared;
+use crate::notify::Signal;
+use crate::route;
+use crate::stats::Counters;
+
+/// Work handed to a shard from outside it.
+pub(crate) enum Command {
+    /// Run a closure on the shard (sends from plain threads, user tasks).
+    Run(Box<dyn FnOnce(&LocalBus) + Send>),
+    /// Tell connected peers our channels or state changed.
+    Announce,
+    /// Stop the shard.
+    Stop,
+}
+
+struct Waiting {
+    conn: u64,
+    tx: oneshot::Sender<Result<Vec<u8>, BusError>>,
+}
+
+struct Down {
+    until: Instant,
+    attempts: u32,
+}
+
+pub(crate) struct ShardCore {
+    shared: Arc<Shared>,
+    index: usize,
+    handlers: RefCell<(u64, Arc<HandlerTable>)>,
+    outbound: RefCell<HashMap<NodeId, Rc<Conn>>>,
+    inbound: RefCell<HashMap<u64, Rc<Conn>>>,
+    cursors: RefCell<HashMap<Channel, usize>>,
+    down: RefCell<HashMap<NodeId, Down>>,
+    pending: RefCell<HashMap<u64, Waiting>>,
+    next_id: Cell<u64>,
+    seen_changes: Cell<u64>,
+    counters: Counters,
+    stopping: Signal,
+}
+
+/// The bus as seen from inside one shard: send from handlers and shard tasks
+/// without any cross-thread hop. Not `Send`; get one from a handler's request
+/// or from [`crate::Node::spawn_on`].
+#[derive(Clone)]
+pub struct LocalBus(Rc<ShardCore>);
+
+impl LocalBus {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.0.shared.id
+    }
+
+    /// The index of the shard this bus belongs to.
+    pub fn shard(&self) -> usize {
+        self.0.index
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.0.next_id.get();
+        self.0.next_id.set(id + 1);
+        id
+    }
+
+    fn check_send(&self, channel: Channel, len: usize) -> Result<(), BusError> {
+        if channel.is_reserved() {
+            return Err(BusError::ReservedChannel { channel });
+        }
+        let max = self.0.shared.config.max_payload;
+        if len > max as usize {
+            return Err(BusError::PayloadTooLarge { len, max });
+        }
+        if self.0.stopping.is_raised() {
+            return Err(BusError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn is_down(&self, id: NodeId, now: &mut Option<Instant>) -> bool {
+        let down = self.0.down.borrow();
+        match down.get(&id) {
+            None => false,
+            Some(d) => d.until > *now.get_or_insert_with(Instant::now),
+        }
+    }
+
+    /// The next provider of `channel`, round-robin, skipping `exclude`.
+    fn pick(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
+        let table = self.0.shared.directory.load();
+        let providers = table.providers(channel);
+        let mut cursors = self.0.cursors.borrow_mut();
+        let cursor = cursors.entry(channel).or_insert(self.0.index);
+        let mut now = None;
+        let any_down = !self.0.down.borrow().is_empty();
+        route::select(providers, cursor, |id| {
+            exclude.contains(&id) || (any_down && self.is_down(id, &mut now))
+        })
+        .ok_or(BusError::NoProvider { channel })
+    }
+
+    fn meta(&self, kind: FrameKind, channel: Channel, reply: Channel, corr: u64) -> Meta {
+        Meta {
+            kind,
+            channel,
+            reply_channel: reply,
+            source: self.node_id(),
+            correlation: corr,
+        }
+    }
+
+    /// The outbound connection to `peer`, opened if needed.
+    fn conn_to(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
+        if let Some(c) = self.0.outbound.borrow().get(&peer) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .0
+            .shared
+            .directory
+            .load()
+            .get(peer)
+            .map(|p| p.addr)
+            .ok_or(BusError::PeerLost { peer })?;
+        let conn = Conn::new(
+            self.next_id(),
+            Dir::Outbound,
+            self.0.shared.config.max_write_queue,
+        );
+        conn.peer.set(Some(peer));
+        conn.push_control(
+            self.node_id(),
+            Channel::HELLO,
+            &self.0.shared.local_info().to_bytes(),
+        );
+        self.0.outbound.borrow_mut().insert(peer, conn.clone());
+        let bus = self.clone();
+        let c = conn.clone();
+        glommio::spawn_local(async move {
+            let timeout = bus.0.shared.config.connect_timeout;
+            let connect = async { TcpStream::connect(addr).await.map_err(std::io::Error::from) };
+            let timed = async {
+                glommio::timer::sleep(timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            };
+            match future::or(connect, timed).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    c.attach(stream);
+                    bus.serve(c).await;
+                }
+                Err(e) => bus.on_closed(&c, CloseReason::Io(e)),
+            }
+        })
+        .detach();
+        Ok(conn)
+    }
+
+    fn push_or_backpressure(conn: &Conn, meta: &Meta, payload: &[u8]) -> Result<(), BusError> {
+        conn.push(meta, payload)
+            .map_err(|_| BusError::Backpressure {
+                what: "connection write queue",
+            })
+    }
+
+    /// One-way message to one provider of `channel` (round-robin).
+    pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
+        self.check_send(channel, payload.len())?;
+        let peer = self.pick(channel, &[])?;
+        self.send_one_way(peer, channel, payload)
+    }
+
+    fn send_one_way(&self, peer: NodeId, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
+        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        if peer == self.node_id() {
+            self.deliver(
+                self.meta(FrameKind::OneWay, channel, Channel(0), 0),
+                payload,
+                ReplyTo::Nobody,
+            );
+            return Ok(());
+        }
+        let conn = self.conn_to(peer)?;
+        Self::push_or_backpressure(
+            &conn,
+            &self.meta(FrameKind::OneWay, channel, Channel(0), 0),
+            payload,
+        )
+    }
+
+    /// One-way message to every routable provider of `channel`; returns how many.
+    pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<usize, BusError> {
+        self.check_send(channel, payload.len())?;
+        let providers: Vec<NodeId> = self.0.shared.directory.load().providers(channel).to_vec();
+        if providers.is_empty() {
+            return Err(BusError::NoProvider { channel });
+        }
+        let mut sent = 0;
+        let mut last_err = None;
+        for peer in providers {
+            match self.send_one_way(peer, channel, payload) {
+                Ok(()) => sent += 1,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (sent, last_err) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(sent),
+        }
+    }
+
+    /// The seed's `call`: one provider runs the handler; its reply is delivered
+    /// to this node's `reply_channel` handler.
+    pub fn call(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        reply_channel: Channel,
+    ) -> Result<(), BusError> {
+        self.check_send(channel, payload.len())?;
+        if reply_channel.is_reserved() {
+            return Err(BusError::ReservedChannel {
+                channel: reply_channel,
+            });
+        }
+        let peer = self.pick(channel, &[])?;
+        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
+        if peer == self.node_id() {
+            let to = ReplyTo::LocalCall {
+                bus: self.clone(),
+                reply_channel,
+            };
+            self.deliver(meta, payload, to);
+            return Ok(());
+        }
+        let conn = self.conn_to(peer)?;
+        Self::push_or_backpressure(&conn, &meta, payload)
+    }
+
+    /// Request/response: one provider's reply, or a typed error within `timeout`.
+    ///
+    /// A provider that answers `Paused`, `ShuttingDown` or `NoHandler` is
+    /// skipped and the next one tried, inside the same timeout.
+    pub async fn request(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.check_send(channel, payload.len())?;
+        let deadline = Instant::now() + timeout;
+        let mut tried: Vec<NodeId> = Vec::new();
+        loop {
+            let peer = match self.pick(channel, &tried) {
+                Ok(p) => p,
+                Err(e) if tried.is_empty() => return Err(e),
+                Err(_) => return Err(BusError::NoProvider { channel }),
+            };
+            let rx = self.start_request(peer, channel, payload)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match rx {
+                Started::Local(rx) => Self::await_reply(rx, remaining).await,
+                Started::Remote(corr, rx) => {
+                    let r = Self::await_reply(rx, remaining).await;
+                    if r.is_none() {
+                        self.0.pending.borrow_mut().remove(&corr);
+                    }
+                    r
+                }
+            };
+            match result {
+                None => {
+                    return Err(BusError::Timeout {
+                        channel,
+                        after: timeout,
+                    })
+                }
+                Some(Err(BusError::Remote { peer, code })) if code.is_retryable() => {
+                    tried.push(peer);
+                    if Instant::now() >= deadline {
+                        return Err(BusError::Remote { peer, code });
+                    }
+                }
+                Some(r) => return r,
+            }
+        }
+    }
+
+    fn start_request(
+        &self,
+        peer: NodeId,
+        channel: Channel,
+        payload: &[u8],
+    ) -> Result<Started, BusError> {
+        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        let (tx, rx) = oneshot::channel();
+        if peer == self.node_id() {
+            self.deliver(
+                self.meta(FrameKind::Request, channel, Channel(0), 0),
+                payload,
+                ReplyTo::Waiter(tx),
+            );
+            return Ok(Started::Local(rx));
+        }
+        if self.0.pending.borrow().len() >= self.0.shared.config.max_pending {
+            return Err(BusError::Backpressure {
+                what: "shard request table",
+            });
+        }
+        let conn = self.conn_to(peer)?;
+        let corr = self.next_id();
+        let meta = self.meta(FrameKind::Request, channel, Channel(0), corr);
+        Self::push_or_backpressure(&conn, &meta, payload)?;
+        self.0
+            .pending
+            .borrow_mut()
+            .insert(corr, Waiting { conn: conn.id, tx });
+        Ok(Started::Remote(corr, rx))
+    }
+
+    async fn await_reply(
+        rx: oneshot::Receiver<Result<Vec<u8>, BusError>>,
+        within: Duration,
+    ) -> Option<Result<Vec<u8>, BusError>> {
+        let reply = async { Some(rx.await.unwrap_or(Err(BusError::ShuttingDown))) };
+        let timer = async {
+            glommio::timer::sleep(within).await;
+            None
+        };
+        future::or(reply, timer).await
+    }
+
+    /// Runs the handler of `meta.channel` on this shard.
+    fn deliver(&self, meta: Meta, payload: &[u8], to: ReplyTo) {
+        let shared = &self.0.shared;
+        let expects = !matches!(to, ReplyTo::Nobody);
+        let state = shared.state();
+        if state != NodeState::Serving && meta.kind == FrameKind::Request {
+            let code = if state == NodeState::Paused {
+                ErrorCode::Paused
+            } else {
+                ErrorCode::ShuttingDown
+            };
+            self.refuse(to, code);
+            return;
+        }
+        let Some(handler) = self.handler(meta.channel) else {
+            self.0
+                .counters
+                .unhandled
+                .set(self.0.counters.unhandled.get() + 1);
+            if expects {
+                self.refuse(to, ErrorCode::NoHandler);
+            } else {
+                debug!(channel = %meta.channel, "one-way message for a channel with no handler dropped");
+            }
+            return;
+        };
+        self.0
+            .counters
+            .handled
+            .set(self.0.counters.handled.get() + 1);
+        let replier = Replier::new(to, shared.id, shared.config.max_payload);
+        match handler {
+            Handler::Sync(f) => {
+                let mut req = Request {
+                    meta,
+                    payload,
+                    replier,
+                    bus: self,
+                };
+                f(&mut req);
+            }
+            Handler::Async(f) => {
+                let owned = OwnedRequest {
+                    meta,
+                    payload: payload.to_vec(),
+                    replier,
+                    bus: self.clone(),
+                };
+                glommio::spawn_local(f(owned)).detach();
+            }
+        }
+    }
+
+    fn refuse(&self, to: ReplyTo, code: ErrorCode) {
+        let me = self.node_id();
+        match to {
+            ReplyTo::Conn {
+                conn, correlation, ..
+            } => conn.push_error(me, correlation, code),
+            ReplyTo::Waiter(tx) => {
+                let _ = tx.send(Err(BusError::Remote { peer: me, code }));
+            }
+            ReplyTo::Nobody | ReplyTo::LocalCall { .. } => {}
+        }
+    }
+
+    /// A `call` reply reaches this node's reply-channel handler.
+    pub(crate) fn deliver_reply_locally(&self, reply_channel: Channel, bytes: Vec<u8>) {
+        let bus = self.clone();
+        glommio::spawn_local(async move {
+            let meta = bus.meta(FrameKind::OneWay, reply_channel, Channel(0), 0);
+            bus.deliver(meta, &bytes, ReplyTo::Nobody);
+        })
+        .detach();
+    }
+
+    fn handler(&self, channel: Channel) -> Option<Handler> {
+        let epoch = self.0.shared.handler_epoch.load(Ordering::Acquire);
+        let mut cached = self.0.handlers.borrow_mut();
+        if cached.0 != epoch {
+            *cached = (epoch, self.0.shared.handlers.load_full());
+        }
+        cached.1.get(channel).cloned()
+    }
+
+    /// Reads a connection until it closes, dispatching every frame.
+    async fn serve(&self, conn: Rc<Conn>) {
+        let w = conn.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = w.clone().write_loop().await {
+                w.fail(e);
+            }
+        })
+        .detach();
+        let max = self.0.shared.config.max_payload;
+        let reason = conn
+            .read_loop(max, |frame| self.on_frame(&conn, frame))
+            .await;
+        self.on_closed(&conn, reason);
+    }
+
+    fn on_frame(&self, conn: &Rc<Conn>, frame: Frame<'_>) -> Result<(), CloseReason> {
+        let c = &self.0.counters;
+        c.frames_in.set(c.frames_in.get() + 1);
+        c.bytes_in
+            .set(c.bytes_in.get() + frame.payload.len() as u64 + 24);
+        if !conn.open.get() {
+            return self.on_handshake(conn, frame);
+        }
+        let meta = frame.meta;
+        match meta.kind {
+            FrameKind::Request | FrameKind::OneWay => {
+                if meta.channel.is_reserved() {
+                    return Err(CloseReason::Protocol(format!(
+                        "user frame to reserved {}",
+                        meta.channel
+                    )));
+                }
+                let to = if meta.kind == FrameKind::OneWay {
+                    ReplyTo::Nobody
+                } else {
+                    ReplyTo::Conn {
+                        conn: conn.clone(),
+                        correlation: meta.correlation,
+                        reply_channel: meta.reply_channel,
+                    }
+                };
+                self.deliver(meta, frame.payload, to);
+            }
+            FrameKind::Reply if meta.correlation == 0 => {
+                let one_way = Meta {
+                    kind: FrameKind::OneWay,
+                    ..meta
+                };
+                self.deliver(one_way, frame.payload, ReplyTo::Nobody);
+            }
+            FrameKind::Reply => self.complete(meta.correlation, Ok(frame.payload.to_vec())),
+            FrameKind::Error => {
+                let code = ErrorCode::from_payload(frame.payload);
+                self.complete(
+                    meta.correlation,
+                    Err(BusError::Remote {
+                        peer: meta.source,
+                        code,
+                    }),
+                );
+            }
+            FrameKind::Control => match meta.channel {
+                Channel::HEARTBEAT if conn.dir == Dir::Inbound => {
+                    conn.push_control(self.node_id(), Channel::HEARTBEAT, &[]);
+                }
+                Channel::HEARTBEAT | Channel::ANNOUNCE => {}
+                other => {
+                    return Err(CloseReason::Protocol(format!(
+                        "unexpected control frame on {other}"
+                    )))
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn on_handshake(&self, conn: &Rc<Conn>, frame: Frame<'_>) -> Result<(), CloseReason> {
+        let meta = frame.meta;
+        let expected = match conn.dir {
+            Dir::Inbound => Channel::HELLO,
+            Dir::Outbound => Channel::HELLO_ACK,
+        };
+        if meta.kind == FrameKind::Error {
+            return Err(CloseReason::Refused(format!(
+                "{:?}",
+                ErrorCode::from_payload(frame.payload)
+            )));
+        }
+        if meta.kind != FrameKind::Control || meta.channel != expected {
+            return Err(CloseReason::Protocol(format!(
+                "expected handshake, got {:?} on {}",
+                meta.kind, meta.channel
+            )));
+        }
+        let ours = self.0.shared.local_info();
+        let theirs = NodeInfo::decode(frame.payload)
+            .and_then(|t| handshake::validate(&ours, &t).map(|()| t));
+        let theirs = match theirs {
+            Ok(t) => t,
+            Err(e) => {
+                if conn.dir == Dir::Inbound {
+                    conn.push_error(self.node_id(), 0, ErrorCode::Refused);
+                    conn.close_after_flush();
+                    warn!(error = %e, "handshake refused");
+                    return Ok(());
+                }
+                return Err(CloseReason::Refused(e.to_string()));
+            }
+        };
+        if conn.dir == Dir::Outbound && conn.peer.get() != Some(theirs.id) {
+            return Err(CloseReason::Refused(format!(
+                "expected {:?} at that address, found {}",
+                conn.peer.get(),
+                theirs.id
+            )));
+        }
+        conn.peer.set(Some(theirs.id));
+        conn.open.set(true);
+        if conn.dir == Dir::Inbound {
+            conn.push_control(self.node_id(), Channel::HELLO_ACK, &ours.to_bytes());
+        } else {
+            self.0.down.borrow_mut().remove(&theirs.id);
+        }
+        debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "connection open");
+        Ok(())
+    }
+
+    fn complete(&self, corr: u64, result: Result<Vec<u8>, BusError>) {
+        if let Some(w) = self.0.pending.borrow_mut().remove(&corr) {
+            let _ = w.tx.send(result);
+        }
+    }
+
+    fn on_closed(&self, conn: &Rc<Conn>, reason: CloseReason) {
+        conn.close();
+        conn.release();
+        match &reason {
+            CloseReason::Eof | CloseReason::Local => {
+                debug!(peer = ?conn.peer.get(), "connection closed: {reason}")
+            }
+            _ => {
+                self.0
+                    .counters
+                    .bad_closes
+                    .set(self.0.counters.bad_closes.get() + 1);
+                warn!(peer = ?conn.peer.get(), dir = ?conn.dir, "connection closed: {reason}");
+            }
+        }
+        match conn.dir {
+            Dir::Inbound => {
+                self.0.inbound.borrow_mut().remove(&conn.id);
+            }
+            Dir::Outbound => {
+                let Some(peer) = conn.peer.get() else { return };
+                {
+                    let mut out = self.0.outbound.borrow_mut();
+                    if out.get(&peer).map(|c| c.id) == Some(conn.id) {
+                        out.remove(&peer);
+                    }
+                }
+                let lost: Vec<u64> = self
+                    .0
+                    .pending
+                    .borrow()
+                    .iter()
+                    .filter(|(_, w)| w.conn == conn.id)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for corr in lost {
+                    self.complete(corr, Err(BusError::PeerLost { peer }));
+                }
+                if !matches!(reason, CloseReason::Local) {
+                    self.mark_down(peer);
+                }
+            }
+        }
+    }
+
+    fn mark_down(&self, peer: NodeId) {
+        let mut down = self.0.down.borrow_mut();
+        let attempts = down.get(&peer).map(|d| d.attempts + 1).unwrap_or(0);
+        let delay = self
+            .0
+            .shared
+            .config
+            .backoff
+            .delay(attempts, fastrand::f64());
+        down.insert(
+            peer,
+            Down {
+                until: Instant::now() + delay,
+                attempts,
+            },
+        );
+    }
+
+    /// Pushes our current info to every connected peer.
+    fn announce(&self) {
+        let info = self.0.shared.local_info().to_bytes();
+        for conn in self.0.inbound.borrow().values() {
+            if conn.open.get() {
+                conn.push_control(self.node_id(), Channel::ANNOUNCE, &info);
+            }
+        }
+    }
+
+    /// Closes outbound connections to peers that left the table or moved.
+    fn reconcile(&self) {
+        let changes = self.0.shared.directory.changes();
+        if changes == self.0.seen_changes.replace(changes) {
+            return;
+        }
+        let table = self.0.shared.directory.load();
+        let stale: Vec<Rc<Conn>> = self
+            .0
+            .outbound
+            .borrow()
+            .iter()
+            .filter(|(id, _)| table.get(**id).is_none_or(|p| !p.up))
+            .map(|(_, c)| c.clone())
+            .collect();
+        for c in stale {
+            c.close();
+        }
+        self.0
+            .down
+            .borrow_mut()
+            .retain(|id, _| table.get(*id).is_some());
+    }
+
+    /// This shard's counters.
+    pub fn counters(&self) -> crate::stats::Snapshot {
+        self.0.counters.snapshot()
+    }
+
+    fn shutdown(&self) {
+        self.0.stopping.raise();
+        let conns: Vec<Rc<Conn>> = self
+            .0
+            .outbound
+            .borrow()
+            .values()
+            .chain(self.0.inbound.borrow().values())
+            .cloned()
+            .collect();
+        for c in conns {
+            c.close();
+        }
+        for (_, w) in self.0.pending.borrow_mut().drain() {
+            let _ = w.tx.send(Err(BusError::ShuttingDown));
+        }
+    }
+}
+
+enum Started {
+    Local(oneshot::Receiver<Result<Vec<u8>, BusError>>),
+    Remote(u64, oneshot::Receiver<Result<Vec<u8>, BusError>>),
+}
+
+/// Runs one shard until it is told to stop.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    commands: async_channel::Receiver<Command>,
+    ready: crossbeam_channel::Sender<Result<(), std::io::Error>>,
+) {
+    let listener = match TcpListener::bind(shared.addr) {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    let bus = LocalBus(Rc::new(ShardCore {
+        handlers: RefCell::new((u64::MAX, Arc::new(HandlerTable::default()))),
+        shared,
+        index,
+        outbound: RefCell::default(),
+        inbound: RefCell::default(),
+        cursors: RefCell::default(),
+        down: RefCell::default(),
+        pending: RefCell::default(),
+        next_id: Cell::new(1),
+        seen_changes: Cell::new(0),
+        counters: Counters::default(),
+        stopping: Signal::default(),
+    }));
+    let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
+    let housekeeping = glommio::spawn_local(housekeeping(bus.clone()));
+    while let Ok(cmd) = commands.recv().await {
+        match cmd {
+            Command::Run(f) => f(&bus),
+            Command::Announce => bus.announce(),
+            Command::Stop => break,
+        }
+    }
+    bus.shutdown();
+    drop(accept);
+    drop(housekeeping);
+}
+
+async fn accept_loop(bus: LocalBus, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            bus.0.stopping.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let conn = Conn::new(
+                    bus.next_id(),
+                    Dir::Inbound,
+                    bus.0.shared.config.max_write_queue,
+                );
+                conn.attach(stream);
+                bus.0.inbound.borrow_mut().insert(conn.id, conn.clone());
+                let b = bus.clone();
+                glommio::spawn_local(async move { b.serve(conn).await }).detach();
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn housekeeping(bus: LocalBus) {
+    while !bus.0.stopping.is_raised() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        bus.reconcile();
+    }
+}

@@ -1,0 +1,175 @@
+//! `Node::builder(name)`: settings, subscriptions and membership, then `start()`.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use domi_cluster::{StaticConfig, StaticMembership};
+use domi_core::{BusError, Channel, Handler, Membership, NodeConfig, NodeId, StartError};
+
+/// A running node: everything of [`domi_core::Node`] (through `Deref`), plus
+/// the conveniences of the facade.
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: domi_core::Node,
+}
+
+impl Deref for Node {
+    type Target = domi_core::Node;
+    fn deref(&self) -> &domi_core::Node {
+        &self.inner
+    }
+}
+
+impl Node {
+    /// Starts describing a node named `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            config: NodeConfig::new(name),
+            subscriptions: Vec::new(),
+            statics: StaticConfig::default(),
+            membership: None,
+        }
+    }
+
+    /// Blocks until some node (this one included) serves `channel`, or
+    /// returns `NoProvider` after `timeout`.
+    pub fn wait_for_provider(&self, channel: Channel, timeout: Duration) -> Result<(), BusError> {
+        self.wait_for_providers(channel, 1, timeout)
+    }
+
+    /// Blocks until at least `count` nodes serve `channel`.
+    pub fn wait_for_providers(
+        &self,
+        channel: Channel,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.peers().providers(channel).len() >= count {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BusError::NoProvider { channel });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The underlying core node.
+    pub fn core(&self) -> &domi_core::Node {
+        &self.inner
+    }
+}
+
+/// Builds a [`Node`]. Defaults: cluster `default`, `127.0.0.1:0`, one pinned
+/// shard per CPU, static membership with no peers.
+#[must_use]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    subscriptions: Vec<(Channel, Handler)>,
+    statics: StaticConfig,
+    membership: Option<Box<dyn Membership>>,
+}
+
+impl NodeBuilder {
+    /// The bus address (port 0 picks a free port).
+    pub fn tcp(mut self, addr: SocketAddr) -> Self {
+        self.config.tcp = addr;
+        self
+    }
+
+    /// The cluster name; peers of other clusters are refused.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.config.cluster = name.into();
+        self
+    }
+
+    /// Number of shards.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
+    /// Pin shard `i` to CPU `i` (default on).
+    pub fn pin_cpus(mut self, pin: bool) -> Self {
+        self.config.pin_cpus = pin;
+        self
+    }
+
+    /// io_uring buffer memory per shard (glommio `io_memory`).
+    pub fn io_memory(mut self, bytes: usize) -> Self {
+        self.config.io_memory = bytes;
+        self
+    }
+
+    /// Spin before parking idle shards (lower latency, more CPU).
+    pub fn spin_before_park(mut self, spin: Duration) -> Self {
+        self.config.spin_before_park = Some(spin);
+        self
+    }
+
+    /// Largest payload sent or accepted (default 16 MiB).
+    pub fn max_payload(mut self, bytes: u32) -> Self {
+        self.config.max_payload = bytes;
+        self
+    }
+
+    /// Any other setting.
+    pub fn configure(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Settings preset for tests and examples that run many nodes: shards
+    /// float, 1 MiB of io_uring memory each.
+    pub fn small(self) -> Self {
+        self.pin_cpus(false).io_memory(1 << 20)
+    }
+
+    /// Serves `channel` with `handler` from the start.
+    pub fn subscribe(mut self, channel: Channel, handler: Handler) -> Self {
+        self.subscriptions.push((channel, handler));
+        self
+    }
+
+    /// Adds a static peer address.
+    pub fn peer(mut self, addr: SocketAddr) -> Self {
+        self.statics.peers.push(addr);
+        self
+    }
+
+    /// Adds static peer addresses.
+    pub fn peers(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.statics.peers.extend(addrs);
+        self
+    }
+
+    /// Fixes this node's id (static membership; etcd allocates ids itself).
+    pub fn node_id(mut self, id: NodeId) -> Self {
+        self.statics.node_id = Some(id);
+        self
+    }
+
+    /// Static membership settings (heartbeat, silence, backoff).
+    pub fn static_config(mut self, f: impl FnOnce(&mut StaticConfig)) -> Self {
+        f(&mut self.statics);
+        self
+    }
+
+    /// Another membership source instead of the static list.
+    pub fn membership(mut self, m: Box<dyn Membership>) -> Self {
+        self.membership = Some(m);
+        self
+    }
+
+    /// Starts the node.
+    pub fn start(self) -> Result<Node, StartError> {
+        let membership = self
+            .membership
+            .unwrap_or_else(|| Box::new(StaticMembership::new(self.statics)));
+        let inner = domi_core::Node::start(self.config, self.subscriptions, membership)?;
+        Ok(Node { inner })
+    }
+}

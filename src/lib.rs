@@ -1,0 +1,37 @@
+//! # domi
+//!
+//! A thread-per-core io_uring message bus for low-latency Linux services.
+//! A node subscribes handlers to 16-bit channels; any node sends to a channel
+//! and the bus delivers to one node that serves it, round-robin; the handler
+//! can reply.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use domi::{Channel, Handler, Node};
+//!
+//! let server = Node::builder("server")
+//!     .subscribe(Channel(50), Handler::sync(|req| {
+//!         let _ = req.reply(b"pong");
+//!     }))
+//!     .start()?;
+//! let client = Node::builder("client").peer(server.local_addr()).start()?;
+//! client.wait_for_provider(Channel(50), Duration::from_secs(5))?;
+//! let reply = client.request(Channel(50), b"ping", Duration::from_secs(1))?;
+//! assert_eq!(reply, b"pong");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Layout
+//! - [`builder`]: `Node::builder(name)`, choosing the membership (static by default).
+//! - The bus itself lives in `domi-core` (re-exported here), membership in
+//!   `domi-cluster`, the admin HTTP server in `domi-admin`.
+
+pub mod builder;
+
+pub use builder::{Node, NodeBuilder};
+pub use domi_cluster::{StaticConfig, StaticMembership};
+pub use domi_core::{
+    BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipError,
+    NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError, Request,
+    ShardTask, Snapshot, StartError,
+};
