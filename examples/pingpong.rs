@@ -7,6 +7,8 @@
 //! request/reply round trips with one in flight, then one-way throughput with
 //! `notify` driven from a task on the client's shard.
 
+#![allow(clippy::print_stdout)] // an example program: its output is the point.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

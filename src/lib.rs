@@ -30,6 +30,7 @@ pub mod builder;
 
 pub use builder::{Node, NodeBuilder};
 pub use domi_cluster::{StaticConfig, StaticMembership};
+pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{
     BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipError,
     NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError, Request,

@@ -52,7 +52,9 @@ struct Down {
 pub(crate) struct ShardCore {
     shared: Arc<Shared>,
     index: usize,
-    handlers: RefCell<(u64, Arc<HandlerTable>)>,
+    /// This shard's own copy of the handler table (refreshed on epoch change),
+    /// so a frame clones an `Rc`, never an `Arc` shared with other CPUs.
+    handlers: RefCell<(u64, Rc<HandlerTable>)>,
     outbound: RefCell<HashMap<NodeId, Rc<Conn>>>,
     inbound: RefCell<HashMap<u64, Rc<Conn>>>,
     cursors: RefCell<HashMap<Channel, usize>>,
@@ -369,7 +371,8 @@ impl LocalBus {
             self.refuse(to, code);
             return;
         }
-        let Some(handler) = self.handler(meta.channel) else {
+        let table = self.handlers();
+        let Some(handler) = table.get(meta.channel) else {
             self.0
                 .counters
                 .unhandled
@@ -431,13 +434,14 @@ impl LocalBus {
         .detach();
     }
 
-    fn handler(&self, channel: Channel) -> Option<Handler> {
+    fn handlers(&self) -> Rc<HandlerTable> {
         let epoch = self.0.shared.handler_epoch.load(Ordering::Acquire);
         let mut cached = self.0.handlers.borrow_mut();
         if cached.0 != epoch {
-            *cached = (epoch, self.0.shared.handlers.load_full());
+            let copy = HandlerTable::clone(&self.0.shared.handlers.load());
+            *cached = (epoch, Rc::new(copy));
         }
-        cached.1.get(channel).cloned()
+        cached.1.clone()
     }
 
     /// Reads a connection until it closes, dispatching every frame.
@@ -718,7 +722,7 @@ pub(crate) async fn run(
         }
     };
     let bus = LocalBus(Rc::new(ShardCore {
-        handlers: RefCell::new((u64::MAX, Arc::new(HandlerTable::default()))),
+        handlers: RefCell::new((u64::MAX, Rc::new(HandlerTable::default()))),
         shared,
         index,
         outbound: RefCell::default(),

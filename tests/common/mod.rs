@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests: small nodes on loopback port 0,
+//! and waiting for a condition with a deadline (never sleeping "long enough").
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domi::{Channel, Handler, Node, NodeBuilder};
+
+/// A one-shard, unpinned node with 1 MiB of io_uring memory.
+pub fn small(name: &str) -> NodeBuilder {
+    Node::builder(name).shards(1).small()
+}
+
+/// A server replying `pong` on `channel` and counting what it handled.
+pub fn pong_server(name: &str, channel: Channel) -> (Node, Arc<AtomicUsize>) {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    let node = small(name)
+        .subscribe(
+            channel,
+            Handler::sync(move |req| {
+                h.fetch_add(1, Ordering::SeqCst);
+                let _ = req.reply(b"pong");
+            }),
+        )
+        .start()
+        .expect("server starts");
+    (node, handled)
+}
+
+/// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Sum of counters.
+pub fn total(counts: &[&Arc<AtomicUsize>]) -> usize {
+    counts.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+}
+
+/// The standard wait for topology to settle.
+pub const SETTLE: Duration = Duration::from_secs(10);
