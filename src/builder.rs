@@ -98,6 +98,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Pins shard `i` to `cpus[i % len]`.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.config.cpus = Some(cpus.into_iter().collect());
+        self
+    }
+
     /// io_uring buffer memory per shard (glommio `io_memory`).
     pub fn io_memory(mut self, bytes: usize) -> Self {
         self.config.io_memory = bytes;

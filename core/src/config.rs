@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub shards: usize,
     /// Pin shard `i` to CPU `i`; off, shards float (tests running many nodes).
     pub pin_cpus: bool,
+    /// Explicit CPUs: shard `i` runs on `cpus[i % len]` (overrides `pin_cpus`).
+    pub cpus: Option<Vec<usize>>,
     /// Memory glommio registers per shard for io_uring buffers.
     pub io_memory: usize,
     /// Spin this long before parking an idle shard (lower latency, more CPU).
@@ -46,6 +48,7 @@ impl NodeConfig {
             tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: available_cpus(),
             pin_cpus: true,
+            cpus: None,
             io_memory: 10 << 20,
             spin_before_park: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
@@ -77,6 +80,17 @@ impl NodeConfig {
                 available: cpus,
             });
         }
+        if let Some(list) = &self.cpus {
+            if list.is_empty() {
+                return Err(ConfigError::ZeroLimit { field: "cpus" });
+            }
+            if let Some(&cpu) = list.iter().find(|&&c| c >= cpus) {
+                return Err(ConfigError::NoSuchCpu {
+                    cpu,
+                    available: cpus,
+                });
+            }
+        }
         if self.max_payload == 0 {
             return Err(ConfigError::ZeroLimit {
                 field: "max_payload",
@@ -102,11 +116,32 @@ impl NodeConfig {
     }
 }
 
-/// CPUs this process may use.
+/// CPUs online on this machine. glommio pins by CPU number and ignores the
+/// process affinity mask, so this counts online CPUs rather than the mask.
 pub fn available_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()))
+        .or_else(|| std::thread::available_parallelism().map(|n| n.get()).ok())
         .unwrap_or(1)
+}
+
+/// Counts the CPUs of a kernel CPU list such as `0-3,6,8-9`.
+pub fn parse_cpu_list(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                n += b.checked_sub(a)? + 1;
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                n += 1;
+            }
+        }
+    }
+    Some(n)
 }
 
 /// An invalid [`NodeConfig`].
@@ -128,6 +163,14 @@ pub enum ConfigError {
     TooManyShards {
         /// Requested shards.
         requested: usize,
+        /// CPUs available.
+        available: usize,
+    },
+    /// A CPU that does not exist.
+    #[error("CPU {cpu} requested, {available} CPUs available")]
+    NoSuchCpu {
+        /// Requested CPU.
+        cpu: usize,
         /// CPUs available.
         available: usize,
     },
@@ -156,6 +199,15 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-1"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,6,8-9"), Some(7));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+    }
 
     #[test]
     fn validation_catches_each_mistake() {
@@ -193,6 +245,14 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::QueueBelowPayload { .. })
+        ));
+        let c = NodeConfig {
+            cpus: Some(vec![10_000]),
+            ..ok.clone()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::NoSuchCpu { cpu: 10_000, .. })
         ));
         let c = NodeConfig { io_memory: 1, ..ok };
         assert!(matches!(

@@ -553,7 +553,9 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
     for i in 0..cfg.shards {
         let (tx, rx) = async_channel::bounded(cfg.command_queue);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        let placement = if cfg.pin_cpus {
+        let placement = if let Some(list) = &cfg.cpus {
+            Placement::Fixed(list[i % list.len()])
+        } else if cfg.pin_cpus {
             Placement::Fixed(i)
         } else {
             Placement::Unbound
