@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test lint fmt clean
+.PHONY: setup setup-peers run test bench bench-peers lint fmt clean
 
 ## setup: install system packages the build and the tests need, only when missing
 setup:
@@ -20,14 +20,39 @@ setup:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing </dev/null; \
 	fi
 
+## setup-peers: what `make bench-peers` needs (ZeroMQ, NATS server)
+setup-peers: setup
+	@missing=""; \
+	[ -e /usr/include/zmq.h ] || missing="$$missing libzmq3-dev"; \
+	command -v pkg-config  >/dev/null || missing="$$missing pkg-config"; \
+	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "make setup-peers: installing$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing </dev/null; \
+	fi
+
 ## run: the quick start — a server and a client node in one process (static membership, no etcd)
 run: setup
 	$(CARGO) run --release --example pingpong
 
-## test: every test: unit, property, integration, examples
+## test: every test: unit, property, integration, examples, and a quick bench run
 test: setup
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	$(CARGO) run -q -p domi-bench -- --quick --reps 1 --out target/bench-quick
+
+## bench: throughput, latency and memory against same-run baselines -> target/bench/
+bench: setup
+	$(CARGO) build --release -p domi-bench
+	./target/release/domi-bench --reps 3 --out target/bench
+	$(CARGO) bench -p domi-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3 | tee target/bench/micro.txt
+
+## bench-peers: the same workloads against ZeroMQ and NATS, alternating -> target/bench-peers/
+bench-peers: setup-peers
+	$(CARGO) build --release --manifest-path benches/peers/Cargo.toml
+	$(CARGO) build --release -p domi-bench
+	./target/release/domi-bench --reps 3 --peers-only --peers benches/peers/target/release/domi-peers --out target/bench-peers
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

@@ -121,11 +121,14 @@ fn main() -> anyhow::Result<()> {
             while sent < count {
                 match bus.notify(SINK, &p) {
                     Ok(()) => sent += 1,
-                    Err(domi::BusError::Backpressure { .. }) => glommio::yield_if_needed().await,
+                    Err(domi::BusError::Backpressure { .. }) => {
+                        futures_lite::future::yield_now().await
+                    }
                     Err(e) => return Err(e),
                 }
-                if sent % 256 == 0 {
-                    glommio::yield_if_needed().await;
+                // Queued frames leave when the task yields: one write per batch.
+                if sent % 64 == 0 {
+                    futures_lite::future::yield_now().await;
                 }
             }
             Ok(())

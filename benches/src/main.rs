@@ -57,6 +57,9 @@ struct RunArgs {
     /// Path of the `domi-peers` binary: also measure ZeroMQ and NATS.
     #[arg(long)]
     peers: Option<PathBuf>,
+    /// With `--peers`: run only the peer comparisons.
+    #[arg(long)]
+    peers_only: bool,
     /// CPU of the client side.
     #[arg(long, default_value_t = 0)]
     client_cpu: usize,
@@ -150,15 +153,22 @@ fn main() -> Result<()> {
         environment: environment(&plan, &args),
         ..Report::default()
     };
-    let steps = (plot::SWEEP.len() * 2 + 8 + if args.peers.is_some() { 6 } else { 0 }) * plan.reps;
+    let core_steps = if args.peers_only {
+        0
+    } else {
+        plot::SWEEP.len() * 2 + 8
+    };
+    let steps = (core_steps + if args.peers.is_some() { 6 } else { 0 }) * plan.reps;
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
-    run_single_shard(&plan, &mut report, &bar)?;
-    run_two_shards(&plan, &mut report, &bar)?;
+    if !(args.peers_only && args.peers.is_some()) {
+        run_single_shard(&plan, &mut report, &bar)?;
+        run_two_shards(&plan, &mut report, &bar)?;
+    }
     if let Some(bin) = &args.peers {
         peers::run(bin, &plan, &mut report, &bar)?;
     }

@@ -220,7 +220,7 @@ impl Conn {
         max_payload: u32,
         mut on_frame: impl FnMut(frame::Frame<'_>) -> Result<(), CloseReason>,
     ) -> CloseReason {
-        const INITIAL: usize = 64 * 1024;
+        const INITIAL: usize = 256 * 1024;
         let mut buf = vec![0u8; INITIAL];
         let (mut start, mut end) = (0usize, 0usize);
         loop {

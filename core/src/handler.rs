@@ -7,13 +7,13 @@
 //! is answered with an error frame ([`ErrorCode::NoReply`]) so the caller
 //! fails fast instead of waiting for its timeout.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
+use rustc_hash::FxHashMap;
 
 use crate::channel::{Channel, NodeId};
 use crate::conn::Conn;
@@ -64,7 +64,7 @@ impl std::fmt::Debug for Handler {
 /// An immutable channel → handler map; replaced as a whole on change.
 #[derive(Clone, Debug, Default)]
 pub struct HandlerTable {
-    map: HashMap<Channel, Handler>,
+    map: FxHashMap<Channel, Handler>,
 }
 
 impl HandlerTable {

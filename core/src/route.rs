@@ -5,12 +5,13 @@
 //! (pure functions, unit-tested) and swaps it in; shards read the current one
 //! with one atomic load per send and never lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 
 use crate::channel::{Channel, NodeId};
 use crate::handshake::{NodeInfo, NodeState};
@@ -38,7 +39,7 @@ impl Peer {
 pub struct PeerTable {
     epoch: u64,
     peers: BTreeMap<NodeId, Peer>,
-    providers: HashMap<Channel, Arc<[NodeId]>>,
+    providers: FxHashMap<Channel, Arc<[NodeId]>>,
 }
 
 impl PeerTable {
@@ -108,7 +109,7 @@ impl PeerTable {
 
     /// A table holding exactly `peers` (channel lists sorted and de-duplicated).
     pub fn from_peers(epoch: u64, mut peers: BTreeMap<NodeId, Peer>) -> PeerTable {
-        let mut providers: HashMap<Channel, Vec<NodeId>> = HashMap::new();
+        let mut providers: FxHashMap<Channel, Vec<NodeId>> = FxHashMap::default();
         for p in peers.values_mut() {
             p.info.channels.sort_unstable();
             p.info.channels.dedup();

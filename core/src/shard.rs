@@ -7,7 +7,6 @@
 //! ([`crate::route::Directory`]), the handler table one relaxed epoch check.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
+use rustc_hash::FxHashMap;
 use tracing::{debug, warn};
 
 use crate::channel::{Channel, NodeId};
@@ -26,7 +26,7 @@ use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Requ
 use crate::handshake::{self, NodeInfo, NodeState};
 use crate::node::Shared;
 use crate::notify::Signal;
-use crate::route;
+use crate::route::{self, PeerTable};
 use crate::stats::Counters;
 
 /// Work handed to a shard from outside it.
@@ -55,11 +55,17 @@ pub(crate) struct ShardCore {
     /// This shard's own copy of the handler table (refreshed on epoch change),
     /// so a frame clones an `Rc`, never an `Arc` shared with other CPUs.
     handlers: RefCell<(u64, Rc<HandlerTable>)>,
-    outbound: RefCell<HashMap<NodeId, Rc<Conn>>>,
-    inbound: RefCell<HashMap<u64, Rc<Conn>>>,
-    cursors: RefCell<HashMap<Channel, usize>>,
-    down: RefCell<HashMap<NodeId, Down>>,
-    pending: RefCell<HashMap<u64, Waiting>>,
+    /// This shard's view of the peer table, refreshed when the directory's
+    /// change counter moves (one atomic load per send, no shared refcount).
+    table: RefCell<(u64, Arc<PeerTable>)>,
+    /// Outbound connections, indexed by node id (`0..=1023`).
+    outbound: RefCell<Vec<Option<Rc<Conn>>>>,
+    inbound: RefCell<FxHashMap<u64, Rc<Conn>>>,
+    cursors: RefCell<FxHashMap<Channel, usize>>,
+    /// Peers this shard failed to reach, indexed by node id, and how many.
+    down: RefCell<Vec<Option<Down>>>,
+    downs: Cell<usize>,
+    pending: RefCell<FxHashMap<u64, Waiting>>,
     next_id: Cell<u64>,
     seen_changes: Cell<u64>,
     counters: Counters,
@@ -105,20 +111,29 @@ impl LocalBus {
 
     fn is_down(&self, id: NodeId, now: &mut Option<Instant>) -> bool {
         let down = self.0.down.borrow();
-        match down.get(&id) {
+        match &down[id.0 as usize] {
             None => false,
             Some(d) => d.until > *now.get_or_insert_with(Instant::now),
         }
     }
 
+    /// The current peer table (cached per shard; refreshed on change).
+    fn table(&self) -> std::cell::Ref<'_, Arc<PeerTable>> {
+        let changes = self.0.shared.directory.changes();
+        if self.0.table.borrow().0 != changes {
+            *self.0.table.borrow_mut() = (changes, self.0.shared.directory.snapshot());
+        }
+        std::cell::Ref::map(self.0.table.borrow(), |t| &t.1)
+    }
+
     /// The next provider of `channel`, round-robin, skipping `exclude`.
     fn pick(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
-        let table = self.0.shared.directory.load();
+        let table = self.table();
         let providers = table.providers(channel);
         let mut cursors = self.0.cursors.borrow_mut();
         let cursor = cursors.entry(channel).or_insert(self.0.index);
         let mut now = None;
-        let any_down = !self.0.down.borrow().is_empty();
+        let any_down = self.0.downs.get() > 0;
         route::select(providers, cursor, |id| {
             exclude.contains(&id) || (any_down && self.is_down(id, &mut now))
         })
@@ -137,14 +152,11 @@ impl LocalBus {
 
     /// The outbound connection to `peer`, opened if needed.
     fn conn_to(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
-        if let Some(c) = self.0.outbound.borrow().get(&peer) {
+        if let Some(c) = &self.0.outbound.borrow()[peer.0 as usize] {
             return Ok(c.clone());
         }
         let addr = self
-            .0
-            .shared
-            .directory
-            .load()
+            .table()
             .get(peer)
             .map(|p| p.addr)
             .ok_or(BusError::PeerLost { peer })?;
@@ -159,7 +171,7 @@ impl LocalBus {
             Channel::HELLO,
             &self.0.shared.local_info().to_bytes(),
         );
-        self.0.outbound.borrow_mut().insert(peer, conn.clone());
+        self.0.outbound.borrow_mut()[peer.0 as usize] = Some(conn.clone());
         let bus = self.clone();
         let c = conn.clone();
         glommio::spawn_local(async move {
@@ -217,7 +229,7 @@ impl LocalBus {
     /// One-way message to every routable provider of `channel`; returns how many.
     pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<usize, BusError> {
         self.check_send(channel, payload.len())?;
-        let providers: Vec<NodeId> = self.0.shared.directory.load().providers(channel).to_vec();
+        let providers: Vec<NodeId> = self.table().providers(channel).to_vec();
         if providers.is_empty() {
             return Err(BusError::NoProvider { channel });
         }
@@ -566,7 +578,7 @@ impl LocalBus {
         if conn.dir == Dir::Inbound {
             conn.push_control(self.node_id(), Channel::HELLO_ACK, &ours.to_bytes());
         } else {
-            self.0.down.borrow_mut().remove(&theirs.id);
+            self.clear_down(theirs.id);
         }
         debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "connection open");
         Ok(())
@@ -601,8 +613,9 @@ impl LocalBus {
                 let Some(peer) = conn.peer.get() else { return };
                 {
                     let mut out = self.0.outbound.borrow_mut();
-                    if out.get(&peer).map(|c| c.id) == Some(conn.id) {
-                        out.remove(&peer);
+                    let slot = &mut out[peer.0 as usize];
+                    if slot.as_ref().map(|c| c.id) == Some(conn.id) {
+                        *slot = None;
                     }
                 }
                 let lost: Vec<u64> = self
@@ -625,20 +638,27 @@ impl LocalBus {
 
     fn mark_down(&self, peer: NodeId) {
         let mut down = self.0.down.borrow_mut();
-        let attempts = down.get(&peer).map(|d| d.attempts + 1).unwrap_or(0);
+        let slot = &mut down[peer.0 as usize];
+        let attempts = slot.as_ref().map(|d| d.attempts + 1).unwrap_or(0);
         let delay = self
             .0
             .shared
             .config
             .backoff
             .delay(attempts, fastrand::f64());
-        down.insert(
-            peer,
-            Down {
-                until: Instant::now() + delay,
-                attempts,
-            },
-        );
+        if slot.is_none() {
+            self.0.downs.set(self.0.downs.get() + 1);
+        }
+        *slot = Some(Down {
+            until: Instant::now() + delay,
+            attempts,
+        });
+    }
+
+    fn clear_down(&self, peer: NodeId) {
+        if self.0.down.borrow_mut()[peer.0 as usize].take().is_some() {
+            self.0.downs.set(self.0.downs.get() - 1);
+        }
     }
 
     /// Pushes our current info to every connected peer.
@@ -657,22 +677,27 @@ impl LocalBus {
         if changes == self.0.seen_changes.replace(changes) {
             return;
         }
-        let table = self.0.shared.directory.load();
+        let table = self.table().clone();
         let stale: Vec<Rc<Conn>> = self
             .0
             .outbound
             .borrow()
             .iter()
-            .filter(|(id, _)| table.get(**id).is_none_or(|p| !p.up))
+            .enumerate()
+            .filter_map(|(id, c)| Some((NodeId(id as u16), c.as_ref()?)))
+            .filter(|(id, _)| table.get(*id).is_none_or(|p| !p.up))
             .map(|(_, c)| c.clone())
             .collect();
         for c in stale {
             c.close();
         }
-        self.0
-            .down
-            .borrow_mut()
-            .retain(|id, _| table.get(*id).is_some());
+        if self.0.downs.get() > 0 {
+            for id in 0..=NodeId::MAX {
+                if table.get(NodeId(id)).is_none() {
+                    self.clear_down(NodeId(id));
+                }
+            }
+        }
     }
 
     /// This shard's counters.
@@ -686,7 +711,8 @@ impl LocalBus {
             .0
             .outbound
             .borrow()
-            .values()
+            .iter()
+            .flatten()
             .chain(self.0.inbound.borrow().values())
             .cloned()
             .collect();
@@ -725,10 +751,12 @@ pub(crate) async fn run(
         handlers: RefCell::new((u64::MAX, Rc::new(HandlerTable::default()))),
         shared,
         index,
-        outbound: RefCell::default(),
+        table: RefCell::new((u64::MAX, Arc::new(PeerTable::new()))),
+        outbound: RefCell::new(vec![None; NodeId::MAX as usize + 1]),
         inbound: RefCell::default(),
         cursors: RefCell::default(),
-        down: RefCell::default(),
+        down: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
+        downs: Cell::new(0),
         pending: RefCell::default(),
         next_id: Cell::new(1),
         seen_changes: Cell::new(0),

@@ -1,0 +1,82 @@
+//! Micro-benchmarks of the pure hot paths, in ns: header decode, frame
+//! encode, provider selection. Run: `cargo bench -p domi-core --bench hot_paths`
+//! (part of `make bench`).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use domi_core::frame::{self, Decoded, FrameKind, Meta, PROTOCOL_VERSION};
+use domi_core::route::{self, Peer, PeerTable};
+use domi_core::{Channel, NodeId, NodeInfo, NodeState};
+
+fn meta() -> Meta {
+    Meta {
+        kind: FrameKind::Request,
+        channel: Channel(50),
+        reply_channel: Channel(0),
+        source: NodeId(3),
+        correlation: 42,
+    }
+}
+
+fn codec(c: &mut Criterion) {
+    let mut buf = Vec::new();
+    frame::encode(&mut buf, &meta(), &[7u8; 64]);
+    c.bench_function("decode 64 B frame", |b| {
+        b.iter(|| match frame::decode(black_box(&buf), 1 << 24) {
+            Ok(Decoded::Frame { frame, .. }) => frame.payload.len(),
+            _ => 0,
+        })
+    });
+    let payload = [7u8; 64];
+    let mut out = Vec::with_capacity(1 << 16);
+    c.bench_function("encode 64 B frame", |b| {
+        b.iter(|| {
+            if out.len() > 60_000 {
+                out.clear();
+            }
+            frame::encode(&mut out, black_box(&meta()), black_box(&payload));
+        })
+    });
+}
+
+fn table(peers: u16, channels_each: u16) -> PeerTable {
+    let mut map = BTreeMap::new();
+    for id in 0..peers {
+        map.insert(
+            NodeId(id),
+            Peer {
+                info: NodeInfo {
+                    version: PROTOCOL_VERSION,
+                    cluster: "c".into(),
+                    id: NodeId(id),
+                    name: format!("n{id}"),
+                    instance: id as u64,
+                    channels: (0..channels_each).map(|c| Channel(c + (id % 8))).collect(),
+                    state: NodeState::Serving,
+                },
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + id)),
+                up: true,
+            },
+        );
+    }
+    PeerTable::from_peers(1, map)
+}
+
+fn selection(c: &mut Criterion) {
+    for (peers, chans) in [(3u16, 4u16), (1024, 16)] {
+        let t = table(peers, chans);
+        let mut cursor = 0usize;
+        c.bench_function(&format!("select provider ({peers} peers)"), |b| {
+            b.iter(|| {
+                let p = t.providers(black_box(Channel(3)));
+                route::select(p, &mut cursor, |_| false)
+            })
+        });
+    }
+}
+
+criterion_group!(benches, codec, selection);
+criterion_main!(benches);
