@@ -153,6 +153,10 @@ impl NodeBuilder {
     }
 
     /// Fixes this node's id (static membership; etcd allocates ids itself).
+    ///
+    /// Without it a static node derives its id from its address, which can
+    /// collide (1 in 1024 per pair); a peer whose id is taken is ignored and
+    /// logged. Give every node of a static cluster a distinct id.
     pub fn node_id(mut self, id: NodeId) -> Self {
         self.statics.node_id = Some(id);
         self

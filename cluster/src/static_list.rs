@@ -142,6 +142,10 @@ enum ProbeError {
     Unexpected(FrameKind),
     #[error("peer has this node's id {0}; configure distinct node ids")]
     DuplicateId(NodeId),
+    #[error(
+        "peer claims id {id}, already taken by the peer at {other}; configure distinct node ids"
+    )]
+    IdTaken { id: NodeId, other: SocketAddr },
     #[error("peer silent for {0:?}")]
     Silent(Duration),
 }
@@ -170,6 +174,11 @@ impl Probe {
             }
             match result {
                 Ok(()) => return,
+                Err(e @ (ProbeError::DuplicateId(_) | ProbeError::IdTaken { .. })) => {
+                    if attempt == 0 {
+                        tracing::error!(peer = %self.addr, error = %e, "static peer ignored");
+                    }
+                }
                 Err(e) => {
                     if attempt < 2 {
                         debug!(peer = %self.addr, error = %e, "static peer unreachable");
@@ -221,6 +230,14 @@ impl Probe {
         handshake::validate(&ours, &theirs)?;
         if theirs.id == ours.id {
             return Err(ProbeError::DuplicateId(theirs.id));
+        }
+        if let Some(p) = self.ctx.directory.load().get(theirs.id) {
+            if p.addr != self.addr && p.up {
+                return Err(ProbeError::IdTaken {
+                    id: theirs.id,
+                    other: p.addr,
+                });
+            }
         }
         if let Some(old) = known.replace(theirs.id) {
             if old != theirs.id {

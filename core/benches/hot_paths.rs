@@ -2,6 +2,8 @@
 //! encode, provider selection. Run: `cargo bench -p domi-core --bench hot_paths`
 //! (part of `make bench`).
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items.
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::SocketAddr;

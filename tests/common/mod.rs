@@ -3,15 +3,18 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domi::{Channel, Handler, Node, NodeBuilder};
+use domi::{Channel, Handler, Node, NodeBuilder, NodeId};
 
-/// A one-shard, unpinned node with 1 MiB of io_uring memory.
+/// A one-shard, unpinned node with 1 MiB of io_uring memory and a node id
+/// unique in this test process (static membership needs distinct ids).
 pub fn small(name: &str) -> NodeBuilder {
-    Node::builder(name).shards(1).small()
+    static NEXT_ID: AtomicU16 = AtomicU16::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) % 1024;
+    Node::builder(name).shards(1).small().node_id(NodeId(id))
 }
 
 /// A server replying `pong` on `channel` and counting what it handled.

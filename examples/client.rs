@@ -1,0 +1,201 @@
+//! A load-generating client for the `server` example: sends `--count`
+//! requests of `--payload` bytes to `--channel`, keeping `--concurrency`
+//! requests in flight, and reports round-trip latency and throughput.
+//!
+//! Run (with a server started by `cargo run --release --example server -- --tcp 127.0.0.1:7000`):
+//! `cargo run --release --example client -- --peer 127.0.0.1:7000 --count 100000 --concurrency 16`
+//!
+//! Prints one summary line to stdout (a JSON object with `--json`); exits with
+//! status 0 if every request got a reply, 1 otherwise. Logs go to stderr; set
+//! `RUST_LOG` (default `info`).
+
+#![allow(clippy::print_stdout)] // an example program: its output is the point.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use domi::{Channel, Node};
+use hdrhistogram::Histogram;
+use tracing::warn;
+
+/// How long to wait for every peer to serve the channel.
+const PROVIDERS_WITHIN: Duration = Duration::from_secs(10);
+
+/// How many failed requests are logged individually.
+const LOGGED_ERRORS: u64 = 5;
+
+#[derive(Parser)]
+#[command(about = "Drives request/reply load against domi servers")]
+struct Args {
+    /// A server's bus address (repeatable; at least one).
+    #[arg(long = "peer", required = true)]
+    peers: Vec<SocketAddr>,
+    /// Requests to send in total.
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Requests kept in flight.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Request payload bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Channel the requests go to.
+    #[arg(long, default_value_t = 50)]
+    channel: u16,
+    /// Per-request timeout, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Cluster name; must match the servers'.
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// This node's id, 0..=1023 (static membership; derived from the address if unset).
+    #[arg(long)]
+    node_id: Option<u16>,
+}
+
+/// What the load run measured.
+struct Summary {
+    sent: u64,
+    replies: u64,
+    errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    elapsed: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut peers = args.peers.clone();
+    peers.sort_unstable();
+    peers.dedup();
+    let channel = Channel(args.channel);
+
+    let mut builder = Node::builder("client")
+        .cluster(args.cluster.clone())
+        .shards(1)
+        .small()
+        .peers(peers.iter().copied());
+    if let Some(id) = args.node_id {
+        builder = builder.node_id(domi::NodeId(id));
+    }
+    let node = builder.start().context("starting the client node")?;
+    if let Err(e) = node.wait_for_providers(channel, peers.len(), PROVIDERS_WITHIN) {
+        let found = node.peers().providers(channel).len();
+        node.stop();
+        anyhow::bail!(
+            "{e}: {found} of {} peer(s) serve {channel} after {PROVIDERS_WITHIN:?} \
+             (are the servers at {peers:?} running, in cluster {:?}?)",
+            peers.len(),
+            args.cluster
+        );
+    }
+
+    let count = args.count;
+    let concurrency = args.concurrency;
+    let payload = vec![7u8; args.payload];
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let summary = node
+        .spawn_on(0, move |bus| async move {
+            let issued = Rc::new(Cell::new(0u64));
+            let replies = Rc::new(Cell::new(0u64));
+            let errors = Rc::new(Cell::new(0u64));
+            let hist = Rc::new(RefCell::new(
+                Histogram::<u64>::new(3).expect("3 significant digits is valid"),
+            ));
+            let payload = Rc::new(payload);
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (bus, issued, replies, errors, hist, payload) = (
+                        bus.clone(),
+                        issued.clone(),
+                        replies.clone(),
+                        errors.clone(),
+                        hist.clone(),
+                        payload.clone(),
+                    );
+                    glommio::spawn_local(async move {
+                        while issued.get() < count {
+                            issued.set(issued.get() + 1);
+                            let t = Instant::now();
+                            match bus.request(channel, &payload, timeout).await {
+                                Ok(_) => {
+                                    let us = t.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                                    hist.borrow_mut().saturating_record(us);
+                                    replies.set(replies.get() + 1);
+                                }
+                                Err(e) => {
+                                    if errors.get() < LOGGED_ERRORS {
+                                        warn!(%channel, error = %e, "request failed");
+                                    }
+                                    errors.set(errors.get() + 1);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+            let elapsed = start.elapsed();
+            let hist = hist.borrow();
+            Summary {
+                sent: issued.get(),
+                replies: replies.get(),
+                errors: errors.get(),
+                p50_us: hist.value_at_quantile(0.50),
+                p99_us: hist.value_at_quantile(0.99),
+                elapsed,
+            }
+        })?
+        .join()
+        .context("the client node stopped before the load run finished")?;
+    node.stop();
+
+    let per_sec = if summary.elapsed.is_zero() {
+        0.0
+    } else {
+        summary.replies as f64 / summary.elapsed.as_secs_f64()
+    };
+    if args.json {
+        let line = serde_json::json!({
+            "sent": summary.sent,
+            "replies": summary.replies,
+            "errors": summary.errors,
+            "p50_us": summary.p50_us,
+            "p99_us": summary.p99_us,
+            "per_sec": per_sec,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "sent {} replies {} errors {} in {:.3} s: p50 {} us, p99 {} us, {:.0} replies/s \
+             ({} in flight, {} B payload)",
+            summary.sent,
+            summary.replies,
+            summary.errors,
+            summary.elapsed.as_secs_f64(),
+            summary.p50_us,
+            summary.p99_us,
+            per_sec,
+            concurrency,
+            args.payload
+        );
+    }
+    std::io::Write::flush(&mut std::io::stdout())?;
+    std::process::exit(if summary.errors == 0 { 0 } else { 1 });
+}
