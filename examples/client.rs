@@ -31,9 +31,12 @@ const LOGGED_ERRORS: u64 = 5;
 #[derive(Parser)]
 #[command(about = "Drives request/reply load against domi servers")]
 struct Args {
-    /// A server's bus address (repeatable; at least one).
-    #[arg(long = "peer", required = true)]
+    /// A server's bus address (repeatable; at least one unless `--etcd`).
+    #[arg(long = "peer", required_unless_present = "etcd")]
     peers: Vec<SocketAddr>,
+    /// Providers to wait for before starting (default: one per `--peer`, or 1 with `--etcd`).
+    #[arg(long)]
+    providers: Option<usize>,
     /// Requests to send in total.
     #[arg(long, default_value_t = 10_000)]
     count: u64,
@@ -58,6 +61,10 @@ struct Args {
     /// This node's id, 0..=1023 (static membership; derived from the address if unset).
     #[arg(long)]
     node_id: Option<u16>,
+    /// Join the cluster through etcd at these endpoints (comma-separated)
+    /// instead of static `--peer`s; the id then comes from etcd.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
 }
 
 /// What the load run measured.
@@ -91,14 +98,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(id) = args.node_id {
         builder = builder.node_id(domi::NodeId(id));
     }
+    if !args.etcd.is_empty() {
+        builder = builder.etcd(args.etcd.clone());
+    }
     let node = builder.start().context("starting the client node")?;
-    if let Err(e) = node.wait_for_providers(channel, peers.len(), PROVIDERS_WITHIN) {
+    let want = args.providers.unwrap_or(peers.len().max(1));
+    if let Err(e) = node.wait_for_providers(channel, want, PROVIDERS_WITHIN) {
         let found = node.peers().providers(channel).len();
         node.stop();
         anyhow::bail!(
-            "{e}: {found} of {} peer(s) serve {channel} after {PROVIDERS_WITHIN:?} \
-             (are the servers at {peers:?} running, in cluster {:?}?)",
-            peers.len(),
+            "{e}: {found} of {want} provider(s) serve {channel} after {PROVIDERS_WITHIN:?} \
+             (are the servers at {peers:?} {:?} running, in cluster {:?}?)",
+            args.etcd,
             args.cluster
         );
     }

@@ -39,6 +39,10 @@ struct Args {
     /// This node's id, 0..=1023 (static membership; derived from the address if unset).
     #[arg(long)]
     node_id: Option<u16>,
+    /// Join the cluster through etcd at these endpoints (comma-separated)
+    /// instead of static `--peer`s; the id then comes from etcd.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +61,9 @@ fn main() -> anyhow::Result<()> {
         .peers(args.peers);
     if let Some(id) = args.node_id {
         builder = builder.node_id(domi::NodeId(id));
+    }
+    if !args.etcd.is_empty() {
+        builder = builder.etcd(args.etcd.clone());
     }
     let node = builder
         .subscribe(

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use domi_cluster::{StaticConfig, StaticMembership};
+use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 use domi_core::{BusError, Channel, Handler, Membership, NodeConfig, NodeId, StartError};
 
 /// A running node: everything of [`domi_core::Node`] (through `Deref`), plus
@@ -28,6 +28,7 @@ impl Node {
             config: NodeConfig::new(name),
             subscriptions: Vec::new(),
             statics: StaticConfig::default(),
+            etcd: None,
             membership: None,
         }
     }
@@ -70,6 +71,7 @@ pub struct NodeBuilder {
     config: NodeConfig,
     subscriptions: Vec<(Channel, Handler)>,
     statics: StaticConfig,
+    etcd: Option<EtcdConfig>,
     membership: Option<Box<dyn Membership>>,
 }
 
@@ -168,6 +170,25 @@ impl NodeBuilder {
         self
     }
 
+    /// Joins the cluster through etcd at `endpoints` (e.g. `http://127.0.0.1:2379`)
+    /// instead of a static list: the node gets the lowest free id and learns
+    /// its peers from the watch.
+    pub fn etcd(mut self, endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.etcd = Some(EtcdConfig::new(endpoints));
+        self
+    }
+
+    /// etcd membership settings (lease TTL, timeouts, backoff); implies etcd.
+    pub fn etcd_config(mut self, f: impl FnOnce(&mut EtcdConfig)) -> Self {
+        let mut c = self
+            .etcd
+            .take()
+            .unwrap_or_else(|| EtcdConfig::new(Vec::<String>::new()));
+        f(&mut c);
+        self.etcd = Some(c);
+        self
+    }
+
     /// Another membership source instead of the static list.
     pub fn membership(mut self, m: Box<dyn Membership>) -> Self {
         self.membership = Some(m);
@@ -176,9 +197,14 @@ impl NodeBuilder {
 
     /// Starts the node.
     pub fn start(self) -> Result<Node, StartError> {
-        let membership = self
-            .membership
-            .unwrap_or_else(|| Box::new(StaticMembership::new(self.statics)));
+        let membership: Box<dyn Membership> = match (self.membership, self.etcd) {
+            (Some(m), _) => m,
+            (None, Some(mut etcd)) => {
+                etcd.shards = self.config.shards;
+                Box::new(EtcdMembership::new(etcd))
+            }
+            (None, None) => Box::new(StaticMembership::new(self.statics)),
+        };
         let inner = domi_core::Node::start(self.config, self.subscriptions, membership)?;
         Ok(Node { inner })
     }

@@ -29,7 +29,7 @@
 pub mod builder;
 
 pub use builder::{Node, NodeBuilder};
-pub use domi_cluster::{StaticConfig, StaticMembership};
+pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{
     BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipError,

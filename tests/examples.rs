@@ -6,142 +6,14 @@
 //! profile) and runs the binaries from the target directory. Every wait has a
 //! deadline; nothing sleeps "long enough".
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Deadline for a server to print its `listening` line.
-const STARTUP: Duration = Duration::from_secs(30);
-/// Deadline for the load run of the client.
-const CLIENT_RUN: Duration = Duration::from_secs(60);
-/// Deadline for the client to give up on an unreachable peer.
-const CLIENT_FAIL: Duration = Duration::from_secs(30);
-
-/// Builds the two examples once per test process; returns the directory
-/// holding their binaries.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let release = !cfg!(debug_assertions);
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(&manifest)
-            .args(["build", "--example", "server", "--example", "client"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building the examples failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => manifest.join(dir), // join keeps an absolute dir as is
-            None => manifest.join("target"),
-        };
-        target
-            .join(if release { "release" } else { "debug" })
-            .join("examples")
-    })
-}
-
-fn example(name: &str) -> Command {
-    let path = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} was not built", path.display());
-    Command::new(path)
-}
-
-/// Collects a child's pipe in a thread, to show in failure messages.
-fn drain(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let t = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    text
-}
-
-fn read(text: &Mutex<String>) -> String {
-    text.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
-/// A running `server` example; killed and reaped on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    id: u16,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts a server on a free loopback port and waits for its
-    /// `listening <addr> id <n>` line.
-    fn start(name: &str, node_id: u16) -> Server {
-        let mut child = example("server")
-            .args(["--name", name, "--tcp", "127.0.0.1:0"])
-            .args(["--node-id", &node_id.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("server starts");
-        let stderr = drain(child.stderr.take().expect("piped stderr"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = tx.send(first);
-            // Keep reading so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        // Wrap the child first: a failed assertion below still kills it.
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            id: 0,
-            stderr,
-        };
-        let line = match rx.recv_timeout(STARTUP) {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!(
-                "server {name} exited before listening ({:?}); stderr:\n{}",
-                server.child.try_wait(),
-                read(&server.stderr)
-            ),
-            Err(_) => panic!(
-                "server {name} printed nothing within {STARTUP:?}; stderr:\n{}",
-                read(&server.stderr)
-            ),
-        };
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        match parts.as_slice() {
-            ["listening", addr, "id", id] => {
-                server.addr = addr.parse().expect("an address");
-                server.id = id.parse().expect("a node id");
-            }
-            _ => panic!("unexpected first line from server {name}: {line:?}"),
-        }
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::procs::*;
 
 /// What a finished child printed.
 struct Finished {

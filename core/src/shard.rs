@@ -109,12 +109,10 @@ impl LocalBus {
         Ok(())
     }
 
-    fn is_down(&self, id: NodeId, now: &mut Option<Instant>) -> bool {
-        let down = self.0.down.borrow();
-        match &down[id.0 as usize] {
-            None => false,
-            Some(d) => d.until > *now.get_or_insert_with(Instant::now),
-        }
+    /// Whether this shard saw `id` fail and has not reconnected yet. A down
+    /// peer gets no requests; housekeeping retries it in the background.
+    fn is_down(&self, id: NodeId) -> bool {
+        self.0.down.borrow()[id.0 as usize].is_some()
     }
 
     /// The current peer table (cached per shard; refreshed on change).
@@ -132,10 +130,9 @@ impl LocalBus {
         let providers = table.providers(channel);
         let mut cursors = self.0.cursors.borrow_mut();
         let cursor = cursors.entry(channel).or_insert(self.0.index);
-        let mut now = None;
         let any_down = self.0.downs.get() > 0;
         route::select(providers, cursor, |id| {
-            exclude.contains(&id) || (any_down && self.is_down(id, &mut now))
+            exclude.contains(&id) || (any_down && self.is_down(id))
         })
         .ok_or(BusError::NoProvider { channel })
     }
@@ -661,6 +658,34 @@ impl LocalBus {
         }
     }
 
+    /// Starts a background reconnect (handshake only) to every down peer
+    /// whose backoff has expired; success clears the mark.
+    fn retry_down_peers(&self) {
+        if self.0.downs.get() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<NodeId> = self
+            .0
+            .down
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, d)| {
+                d.as_ref()
+                    .filter(|d| d.until <= now)
+                    .map(|_| NodeId(id as u16))
+            })
+            .collect();
+        for peer in due {
+            if self.0.outbound.borrow()[peer.0 as usize].is_none() {
+                if let Err(e) = self.conn_to(peer) {
+                    debug!(%peer, error = %e, "reconnect not possible now");
+                }
+            }
+        }
+    }
+
     /// Pushes our current info to every connected peer.
     fn announce(&self) {
         let info = self.0.shared.local_info().to_bytes();
@@ -810,5 +835,6 @@ async fn housekeeping(bus: LocalBus) {
     while !bus.0.stopping.is_raised() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         bus.reconcile();
+        bus.retry_down_peers();
     }
 }

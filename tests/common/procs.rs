@@ -1,0 +1,153 @@
+//! Running the `server` and `client` examples as child processes.
+//!
+//! Cargo does not build examples for integration tests, so these helpers
+//! build them (`cargo build --example server --example client`, same profile)
+//! and run the binaries from the target directory. Every wait has a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Deadline for a server to print its `listening` line.
+pub const STARTUP: Duration = Duration::from_secs(30);
+/// Deadline for the load run of the client.
+pub const CLIENT_RUN: Duration = Duration::from_secs(60);
+/// Deadline for the client to give up on an unreachable peer.
+pub const CLIENT_FAIL: Duration = Duration::from_secs(30);
+
+/// Builds the two examples once per test process; returns the directory
+/// holding their binaries.
+pub fn examples_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let release = !cfg!(debug_assertions);
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&manifest)
+            .args(["build", "--example", "server", "--example", "client"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building the examples failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => manifest.join(dir), // join keeps an absolute dir as is
+            None => manifest.join("target"),
+        };
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("examples")
+    })
+}
+
+pub fn example(name: &str) -> Command {
+    let path = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} was not built", path.display());
+    Command::new(path)
+}
+
+/// Collects a child's pipe in a thread, to show in failure messages.
+pub fn drain(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let t = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+            t.push_str(&line);
+            t.push('\n');
+        }
+    });
+    text
+}
+
+pub fn read(text: &Mutex<String>) -> String {
+    text.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A running `server` example; killed and reaped on drop.
+pub struct Server {
+    /// The child process.
+    pub child: Child,
+    /// Its bus address.
+    pub addr: SocketAddr,
+    /// Its node id.
+    pub id: u16,
+    /// What it logged.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts a server on a free loopback port and waits for its
+    /// `listening <addr> id <n>` line.
+    pub fn start(name: &str, node_id: u16) -> Server {
+        Server::start_with(name, &["--node-id", &node_id.to_string()])
+    }
+
+    /// Starts a server with extra flags (e.g. `--etcd URL`).
+    pub fn start_with(name: &str, extra: &[&str]) -> Server {
+        let mut child = example("server")
+            .args(["--name", name, "--tcp", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = tx.send(first);
+            // Keep reading so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        // Wrap the child first: a failed assertion below still kills it.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            id: 0,
+            stderr,
+        };
+        let line = match rx.recv_timeout(STARTUP) {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "server {name} exited before listening ({:?}); stderr:\n{}",
+                server.child.try_wait(),
+                read(&server.stderr)
+            ),
+            Err(_) => panic!(
+                "server {name} printed nothing within {STARTUP:?}; stderr:\n{}",
+                read(&server.stderr)
+            ),
+        };
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["listening", addr, "id", id] => {
+                server.addr = addr.parse().expect("an address");
+                server.id = id.parse().expect("a node id");
+            }
+            _ => panic!("unexpected first line from server {name}: {line:?}"),
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
