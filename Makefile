@@ -5,7 +5,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-peers run test bench bench-peers lint fmt clean
+.PHONY: setup setup-peers run test bench bench-peers etcd lint fmt clean
+
+ETCD_PORT ?= 2379
 
 ## setup: install system packages the build and the tests need, only when missing
 setup:
@@ -46,6 +48,7 @@ test: setup
 bench: setup
 	$(CARGO) build --release -p domi-bench
 	./target/release/domi-bench --reps 3 --out target/bench
+	./target/release/domi-bench scale | tee target/bench/scale.json
 	$(CARGO) bench -p domi-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3 | tee target/bench/micro.txt
 
 ## bench-peers: the same workloads against ZeroMQ and NATS, alternating -> target/bench-peers/
@@ -53,6 +56,14 @@ bench-peers: setup-peers
 	$(CARGO) build --release --manifest-path benches/peers/Cargo.toml
 	$(CARGO) build --release -p domi-bench
 	./target/release/domi-bench --reps 3 --peers-only --peers benches/peers/target/release/domi-peers --out target/bench-peers
+
+## etcd: a local single-member etcd on 127.0.0.1:$(ETCD_PORT) (foreground; Ctrl-C stops it)
+etcd: setup
+	etcd --name domi-dev --data-dir target/etcd-data \
+		--listen-client-urls http://127.0.0.1:$(ETCD_PORT) --advertise-client-urls http://127.0.0.1:$(ETCD_PORT) \
+		--listen-peer-urls http://127.0.0.1:$$(( $(ETCD_PORT) + 1 )) \
+		--initial-advertise-peer-urls http://127.0.0.1:$$(( $(ETCD_PORT) + 1 )) \
+		--initial-cluster domi-dev=http://127.0.0.1:$$(( $(ETCD_PORT) + 1 ))
 
 ## lint: formatting check and clippy with warnings as errors
 lint:

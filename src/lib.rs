@@ -31,6 +31,7 @@ pub mod builder;
 pub use builder::{Node, NodeBuilder};
 pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
+pub use domi_core::{frame, route};
 pub use domi_core::{
     BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipError,
     NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError, Request,

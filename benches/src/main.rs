@@ -13,6 +13,7 @@ mod bus;
 mod peers;
 mod plot;
 mod report;
+mod scale;
 mod server;
 mod wire;
 
@@ -41,6 +42,15 @@ enum Cmd {
     /// Internal: the server node role (a child process of the bench).
     #[command(hide = true)]
     Server(ServerArgs),
+    /// Cluster scale: 1024 records in a private etcd, time until a watcher holds them.
+    Scale {
+        /// Records to register.
+        #[arg(long, default_value_t = 1023)]
+        records: u16,
+        /// Channels per record.
+        #[arg(long, default_value_t = 16)]
+        channels: u16,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -139,8 +149,10 @@ fn main() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    if let Some(Cmd::Server(a)) = cli.cmd {
-        return server::run(a);
+    match cli.cmd {
+        Some(Cmd::Server(a)) => return server::run(a),
+        Some(Cmd::Scale { records, channels }) => return scale::run(records, channels),
+        None => {}
     }
     let args = cli.run;
     let plan = Plan {

@@ -85,10 +85,53 @@ impl PeerTable {
         self.peers.is_empty()
     }
 
+    /// Approximate heap bytes held by this table (peers, names, channel
+    /// lists, the provider index); for capacity planning and benchmarks.
+    pub fn approx_heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let peers: usize = self
+            .peers
+            .values()
+            .map(|p| {
+                size_of::<(NodeId, Peer)>()
+                    + 16 // B-tree node overhead per entry, roughly
+                    + p.info.name.capacity()
+                    + p.info.cluster.capacity()
+                    + p.info.channels.capacity() * size_of::<Channel>()
+            })
+            .sum();
+        let index: usize = self
+            .providers
+            .values()
+            .map(|v| size_of::<(Channel, Arc<[NodeId]>)>() + 16 + v.len() * size_of::<NodeId>())
+            .sum();
+        peers + index
+    }
+
     /// A new table with `peer` inserted or replaced.
     pub fn with_peer(&self, peer: Peer) -> PeerTable {
         let mut peers = self.peers.clone();
         peers.insert(peer.info.id, peer);
+        Self::from_peers(self.epoch + 1, peers)
+    }
+
+    /// A new table with every change of a batch applied, rebuilt once:
+    /// `Some(peer)` inserts or replaces, `None` removes that id.
+    pub fn with_changes(
+        &self,
+        changes: impl IntoIterator<Item = (NodeId, Option<Peer>)>,
+    ) -> PeerTable {
+        let mut peers = self.peers.clone();
+        for (id, change) in changes {
+            match change {
+                Some(p) => {
+                    peers.insert(id, p);
+                }
+                None => {
+                    peers.remove(&id);
+                }
+            }
+        }
         Self::from_peers(self.epoch + 1, peers)
     }
 

@@ -335,12 +335,9 @@ impl Discovery {
                         if !changes.is_empty() {
                             let id = self.id;
                             ctx.directory.update(|cur| {
-                                let mut t = cur.clone();
-                                for c in &changes {
-                                    match record::apply(&cluster, id, &t, c) {
-                                        Ok(next) => t = next,
-                                        Err(e) => warn!(error = %e, "ignoring an unusable node record"),
-                                    }
+                                let (t, bad) = record::apply_all(&cluster, id, cur, &changes);
+                                for e in bad {
+                                    warn!(error = %e, "ignoring an unusable node record");
                                 }
                                 t
                             });

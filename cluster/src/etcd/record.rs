@@ -246,6 +246,35 @@ fn parse_peer(cluster: &str, key_id: NodeId, value: &[u8]) -> Result<Peer, Recor
     Ok(peer)
 }
 
+/// Applies a batch of watch changes with one table rebuild. Changes to the
+/// local node's key are ignored; unusable records are skipped and returned.
+pub fn apply_all(
+    cluster: &str,
+    local: NodeId,
+    table: &PeerTable,
+    changes: &[Change],
+) -> (PeerTable, Vec<RecordError>) {
+    let prefix = nodes_prefix(cluster);
+    let mut batch = Vec::with_capacity(changes.len());
+    let mut bad = Vec::new();
+    for change in changes {
+        match change {
+            Change::Put { key, value } => match parse_id(&prefix, key) {
+                Some(id) if id != local => match parse_peer(cluster, id, value) {
+                    Ok(p) => batch.push((id, Some(p))),
+                    Err(e) => bad.push(e),
+                },
+                _ => {}
+            },
+            Change::Delete { key } => match parse_id(&prefix, key) {
+                Some(id) if id != local => batch.push((id, None)),
+                _ => {}
+            },
+        }
+    }
+    (table.with_changes(batch), bad)
+}
+
 /// Applies one watch change to `table`. The local node's own key is ignored
 /// (the node maintains its own entry). Returns the new table, or the old one
 /// and an error for a record that cannot be used.
@@ -405,6 +434,28 @@ mod tests {
             e.unwrap_err(),
             RecordError::IdMismatch { key: 6, record: 5 }
         );
+        // A batch gives the same result as one change at a time.
+        let (k1, v1) = kv(6, &[50]);
+        let (k2, v2) = kv(7, &[50]);
+        let batch = [
+            Change::Put {
+                key: k1.clone(),
+                value: v1,
+            },
+            Change::Put { key: k2, value: v2 },
+            Change::Delete { key: k1 },
+            Change::Put {
+                key: b"/domi/c/nodes/8".to_vec(),
+                value: b"nope".to_vec(),
+            },
+        ];
+        let (tb, bad) = apply_all("c", NodeId(9), &t, &batch);
+        let mut one = t.clone();
+        for c in &batch[..3] {
+            one = apply("c", NodeId(9), &one, c).unwrap();
+        }
+        assert_eq!(tb.providers(Channel(50)), one.providers(Channel(50)));
+        assert_eq!(bad.len(), 1);
         // Paused records leave the rotation.
         let mut paused = info(1, &[50]);
         paused.state = NodeState::Paused;
