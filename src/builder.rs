@@ -1,70 +1,14 @@
 //! `Node::builder(name)`: settings, subscriptions and membership, then `start()`.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
-use domi_core::{BusError, Channel, Handler, Membership, NodeConfig, NodeId, StartError};
+use domi_core::{Channel, Handler, Membership, NodeConfig, NodeId};
 
-/// A running node: everything of [`domi_core::Node`] (through `Deref`), plus
-/// the conveniences of the facade.
-#[derive(Clone, Debug)]
-pub struct Node {
-    inner: domi_core::Node,
-}
+use crate::node::{Node, StartError};
 
-impl Deref for Node {
-    type Target = domi_core::Node;
-    fn deref(&self) -> &domi_core::Node {
-        &self.inner
-    }
-}
-
-impl Node {
-    /// Starts describing a node named `name`.
-    pub fn builder(name: impl Into<String>) -> NodeBuilder {
-        NodeBuilder {
-            config: NodeConfig::new(name),
-            subscriptions: Vec::new(),
-            statics: StaticConfig::default(),
-            etcd: None,
-            membership: None,
-        }
-    }
-
-    /// Blocks until some node (this one included) serves `channel`, or
-    /// returns `NoProvider` after `timeout`.
-    pub fn wait_for_provider(&self, channel: Channel, timeout: Duration) -> Result<(), BusError> {
-        self.wait_for_providers(channel, 1, timeout)
-    }
-
-    /// Blocks until at least `count` nodes serve `channel`.
-    pub fn wait_for_providers(
-        &self,
-        channel: Channel,
-        count: usize,
-        timeout: Duration,
-    ) -> Result<(), BusError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.peers().providers(channel).len() >= count {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(BusError::NoProvider { channel });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// The underlying core node.
-    pub fn core(&self) -> &domi_core::Node {
-        &self.inner
-    }
-}
-
-/// Builds a [`Node`]. Defaults: cluster `default`, `127.0.0.1:0`, one pinned
+/// Builds a [`Node`]; start with [`Node::builder`]. Defaults: cluster `default`, `127.0.0.1:0`, one pinned
 /// shard per CPU, static membership with no peers.
 #[must_use]
 pub struct NodeBuilder {
@@ -73,9 +17,21 @@ pub struct NodeBuilder {
     statics: StaticConfig,
     etcd: Option<EtcdConfig>,
     membership: Option<Box<dyn Membership>>,
+    lifecycle: crate::node::Lifecycle,
 }
 
 impl NodeBuilder {
+    pub(crate) fn new(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            config: NodeConfig::new(name),
+            subscriptions: Vec::new(),
+            statics: StaticConfig::default(),
+            etcd: None,
+            membership: None,
+            lifecycle: crate::node::Lifecycle::default(),
+        }
+    }
+
     /// The bus address (port 0 picks a free port).
     pub fn tcp(mut self, addr: SocketAddr) -> Self {
         self.config.tcp = addr;
@@ -195,8 +151,37 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node.
-    pub fn start(self) -> Result<Node, StartError> {
+    /// Serves the admin HTTP endpoints on `addr` (loopback unless you say
+    /// otherwise; port 0 picks a free port).
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.lifecycle.http = Some(addr);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on mutating admin endpoints.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.lifecycle.token = Some(token.into());
+        self
+    }
+
+    /// How long a stop may drain before giving up (default 8 s).
+    pub fn drain_deadline(mut self, d: Duration) -> Self {
+        self.lifecycle.drain_deadline = d;
+        self
+    }
+
+    /// Starts the node (and its admin server, if configured).
+    pub fn start(mut self) -> Result<Node, StartError> {
+        let admin = match self.lifecycle.http {
+            Some(addr) => {
+                let server = domi_admin::AdminServer::bind(addr)?;
+                if let Some(etcd) = &mut self.etcd {
+                    etcd.http = Some(server.local_addr());
+                }
+                Some(server)
+            }
+            None => None,
+        };
         let membership: Box<dyn Membership> = match (self.membership, self.etcd) {
             (Some(m), _) => m,
             (None, Some(mut etcd)) => {
@@ -205,7 +190,12 @@ impl NodeBuilder {
             }
             (None, None) => Box::new(StaticMembership::new(self.statics)),
         };
-        let inner = domi_core::Node::start(self.config, self.subscriptions, membership)?;
-        Ok(Node { inner })
+        Node::start(
+            self.config,
+            self.subscriptions,
+            membership,
+            admin,
+            self.lifecycle,
+        )
     }
 }

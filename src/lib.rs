@@ -23,17 +23,21 @@
 //!
 //! ## Layout
 //! - [`builder`]: `Node::builder(name)`, choosing the membership (static by default).
+//! - [`node`]: the running node's lifecycle: pause/resume, the drain on stop,
+//!   signals, `wait()`, and the admin HTTP server (`domi-admin`).
 //! - The bus itself lives in `domi-core` (re-exported here), membership in
 //!   `domi-cluster`, the admin HTTP server in `domi-admin`.
 
 pub mod builder;
+pub mod node;
 
-pub use builder::{Node, NodeBuilder};
+pub use builder::NodeBuilder;
 pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{frame, route};
 pub use domi_core::{
     BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipError,
     NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError, Request,
-    ShardTask, Snapshot, StartError,
+    ShardTask, Snapshot,
 };
+pub use node::{Node, StartError, StopOutcome};

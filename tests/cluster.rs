@@ -155,7 +155,9 @@ fn a_full_cluster_is_a_typed_error() {
         .collect();
     etcd.put_many(&kvs);
     match etcd_node(&etcd, "one-too-many", "full").start() {
-        Err(StartError::Membership(MembershipError::ClusterFull { cluster })) => {
+        Err(StartError::Core(domi_core::StartError::Membership(
+            MembershipError::ClusterFull { cluster },
+        ))) => {
             assert_eq!(cluster, "full")
         }
         other => panic!("expected ClusterFull, got {other:?}"),
@@ -182,7 +184,9 @@ fn etcd_down_at_start_is_a_typed_error_not_a_hang() {
     assert!(
         matches!(
             r,
-            Err(StartError::Membership(MembershipError::Unavailable { .. }))
+            Err(StartError::Core(domi_core::StartError::Membership(
+                MembershipError::Unavailable { .. }
+            )))
         ),
         "{r:?}"
     );

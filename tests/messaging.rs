@@ -234,9 +234,9 @@ fn reserved_channels_and_unknown_channels_are_typed_errors() {
             .small()
             .subscribe(reserved, Handler::sync(|_| {}))
             .start(),
-        Err(domi::StartError::Subscribe(
+        Err(domi::StartError::Core(domi_core::StartError::Subscribe(
             BusError::ReservedChannel { .. }
-        ))
+        )))
     ));
 }
 

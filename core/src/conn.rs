@@ -18,6 +18,7 @@ use crate::channel::{Channel, NodeId};
 use crate::error::ErrorCode;
 use crate::frame::{self, Decoded, FrameKind, Meta};
 use crate::notify::{Signal, Wake};
+use crate::stats::Counters;
 
 /// Which side opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +56,7 @@ pub(crate) struct Conn {
     pub(crate) peer: Cell<Option<NodeId>>,
     pub(crate) open: Cell<bool>,
     max_queue: usize,
+    counters: Rc<Counters>,
     stream: RefCell<Option<TcpStream>>,
     out: RefCell<Vec<u8>>,
     writer: Wake,
@@ -64,13 +66,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, dir: Dir, max_queue: usize) -> Rc<Conn> {
+    pub(crate) fn new(id: u64, dir: Dir, max_queue: usize, counters: Rc<Counters>) -> Rc<Conn> {
         Rc::new(Conn {
             id,
             dir,
             peer: Cell::new(None),
             open: Cell::new(false),
             max_queue,
+            counters,
             stream: RefCell::new(None),
             out: RefCell::new(Vec::with_capacity(64 * 1024)),
             writer: Wake::default(),
@@ -96,10 +99,18 @@ impl Conn {
         }
         let mut out = self.out.borrow_mut();
         if out.len() + payload.len() > self.max_queue {
+            Counters::inc(&self.counters.backpressure);
             return Err(QueueFull);
         }
         frame::encode(&mut out, meta, payload);
         drop(out);
+        let c = &self.counters;
+        Counters::inc(&c.frames_out);
+        c.bytes_out
+            .set(c.bytes_out.get() + (frame::HEADER_LEN + payload.len()) as u64);
+        if meta.kind == FrameKind::Reply {
+            Counters::inc(&c.replies);
+        }
         self.writer.notify();
         Ok(())
     }
@@ -266,6 +277,11 @@ impl Conn {
                 Err(e) => return CloseReason::Io(e),
             }
         }
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.out.borrow().len()
     }
 
     /// Drops the stream (closing the socket).

@@ -68,7 +68,9 @@ pub(crate) struct ShardCore {
     pending: RefCell<FxHashMap<u64, Waiting>>,
     next_id: Cell<u64>,
     seen_changes: Cell<u64>,
-    counters: Counters,
+    counters: Rc<Counters>,
+    /// Async handlers running now.
+    in_flight: Rc<Cell<u64>>,
     stopping: Signal,
 }
 
@@ -161,6 +163,7 @@ impl LocalBus {
             self.next_id(),
             Dir::Outbound,
             self.0.shared.config.max_write_queue,
+            self.0.counters.clone(),
         );
         conn.peer.set(Some(peer));
         conn.push_control(
@@ -373,8 +376,10 @@ impl LocalBus {
         let state = shared.state();
         if state != NodeState::Serving && meta.kind == FrameKind::Request {
             let code = if state == NodeState::Paused {
+                Counters::inc(&self.0.counters.refused_paused);
                 ErrorCode::Paused
             } else {
+                Counters::inc(&self.0.counters.refused_draining);
                 ErrorCode::ShuttingDown
             };
             self.refuse(to, code);
@@ -415,7 +420,14 @@ impl LocalBus {
                     replier,
                     bus: self.clone(),
                 };
-                glommio::spawn_local(f(owned)).detach();
+                let in_flight = self.0.in_flight.clone();
+                in_flight.set(in_flight.get() + 1);
+                let fut = f(owned);
+                glommio::spawn_local(async move {
+                    fut.await;
+                    in_flight.set(in_flight.get() - 1);
+                })
+                .detach();
             }
         }
     }
@@ -725,6 +737,33 @@ impl LocalBus {
         }
     }
 
+    /// Async handlers still running and bytes still queued on this shard
+    /// (what a drain waits for).
+    pub fn busy(&self) -> (u64, usize) {
+        let queued = self
+            .0
+            .outbound
+            .borrow()
+            .iter()
+            .flatten()
+            .chain(self.0.inbound.borrow().values())
+            .map(|c| c.queued())
+            .sum();
+        (self.0.in_flight.get(), queued)
+    }
+
+    /// Peers this shard holds an open outbound connection to.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        self.0
+            .outbound
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|c| c.open.get() && !c.is_closed())
+            .filter_map(|c| c.peer.get())
+            .collect()
+    }
+
     /// This shard's counters.
     pub fn counters(&self) -> crate::stats::Snapshot {
         self.0.counters.snapshot()
@@ -785,7 +824,8 @@ pub(crate) async fn run(
         pending: RefCell::default(),
         next_id: Cell::new(1),
         seen_changes: Cell::new(0),
-        counters: Counters::default(),
+        counters: Rc::default(),
+        in_flight: Rc::default(),
         stopping: Signal::default(),
     }));
     let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
@@ -817,6 +857,7 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
                     bus.next_id(),
                     Dir::Inbound,
                     bus.0.shared.config.max_write_queue,
+                    bus.0.counters.clone(),
                 );
                 conn.attach(stream);
                 bus.0.inbound.borrow_mut().insert(conn.id, conn.clone());

@@ -2,57 +2,71 @@
 
 use std::cell::Cell;
 
-/// A shard's counters (single-threaded; no atomics on the message path).
-#[derive(Default, Debug)]
-pub(crate) struct Counters {
-    pub(crate) frames_in: Cell<u64>,
-    pub(crate) bytes_in: Cell<u64>,
-    pub(crate) sent: Cell<u64>,
-    pub(crate) handled: Cell<u64>,
-    pub(crate) unhandled: Cell<u64>,
-    pub(crate) bad_closes: Cell<u64>,
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// A shard's counters (single-threaded; no atomics on the message path).
+        #[derive(Default, Debug)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: Cell<u64>,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.get(),)* }
+            }
+        }
+
+        /// A copy of counters, per shard or summed over a node.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl std::ops::Add for Snapshot {
+            type Output = Snapshot;
+            fn add(self, o: Snapshot) -> Snapshot {
+                Snapshot { $($name: self.$name + o.$name,)* }
+            }
+        }
+
+        impl Snapshot {
+            /// Every counter as (name, value), for status and metrics output.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames received.
+    frames_in,
+    /// Bytes received (headers included).
+    bytes_in,
+    /// Frames queued for sending.
+    frames_out,
+    /// Bytes queued for sending (headers included).
+    bytes_out,
+    /// Messages sent by this node (requests, calls, one-way).
+    sent,
+    /// Messages handed to a handler.
+    handled,
+    /// Replies sent by handlers.
+    replies,
+    /// Messages for a channel with no handler.
+    unhandled,
+    /// Requests refused because the node is paused.
+    refused_paused,
+    /// Requests refused because the node is draining.
+    refused_draining,
+    /// Sends refused because a queue was full.
+    backpressure,
+    /// Connections closed because of an error (malformed input, refused handshake, i/o).
+    bad_closes,
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            frames_in: self.frames_in.get(),
-            bytes_in: self.bytes_in.get(),
-            sent: self.sent.get(),
-            handled: self.handled.get(),
-            unhandled: self.unhandled.get(),
-            bad_closes: self.bad_closes.get(),
-        }
-    }
-}
-
-/// A copy of counters, per shard or summed over a node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Frames received.
-    pub frames_in: u64,
-    /// Bytes received (headers included).
-    pub bytes_in: u64,
-    /// Messages sent (requests, calls, one-way).
-    pub sent: u64,
-    /// Messages handed to a handler.
-    pub handled: u64,
-    /// Messages for a channel with no handler.
-    pub unhandled: u64,
-    /// Connections closed because of an error (malformed input, refused handshake, i/o).
-    pub bad_closes: u64,
-}
-
-impl std::ops::Add for Snapshot {
-    type Output = Snapshot;
-    fn add(self, o: Snapshot) -> Snapshot {
-        Snapshot {
-            frames_in: self.frames_in + o.frames_in,
-            bytes_in: self.bytes_in + o.bytes_in,
-            sent: self.sent + o.sent,
-            handled: self.handled + o.handled,
-            unhandled: self.unhandled + o.unhandled,
-            bad_closes: self.bad_closes + o.bad_closes,
-        }
+    pub(crate) fn inc(c: &Cell<u64>) {
+        c.set(c.get() + 1);
     }
 }

@@ -1,0 +1,158 @@
+//! Admin routing as a pure function: no sockets, unit-tested.
+
+/// An admin endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /stop`.
+    Stop,
+    /// `POST /pause`.
+    Pause,
+    /// `POST /resume`.
+    Resume,
+    /// `GET /status`.
+    Status,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /health`.
+    Health,
+}
+
+/// Why a request is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such path (404).
+    #[error("not found")]
+    NotFound,
+    /// The path exists for other methods (405, with `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The method the path takes.
+        allow: &'static str,
+    },
+    /// A mutating endpoint without the configured bearer token (401).
+    #[error("unauthorized")]
+    Unauthorized,
+}
+
+impl RouteError {
+    /// The HTTP status code.
+    pub fn status(self) -> u16 {
+        match self {
+            RouteError::NotFound => 404,
+            RouteError::MethodNotAllowed { .. } => 405,
+            RouteError::Unauthorized => 401,
+        }
+    }
+}
+
+/// Decides what a request is: `method` and `url` as received, the
+/// `Authorization` header if any, and the configured token if any.
+pub fn route(
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    token: Option<&str>,
+) -> Result<Endpoint, RouteError> {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let (endpoint, allow) = match path {
+        "/stop" => (Endpoint::Stop, "POST"),
+        "/pause" => (Endpoint::Pause, "POST"),
+        "/resume" => (Endpoint::Resume, "POST"),
+        "/status" => (Endpoint::Status, "GET"),
+        "/metrics" => (Endpoint::Metrics, "GET"),
+        "/health" => (Endpoint::Health, "GET"),
+        _ => return Err(RouteError::NotFound),
+    };
+    let method_ok = method == allow || (allow == "GET" && method == "HEAD");
+    if !method_ok {
+        return Err(RouteError::MethodNotAllowed { allow });
+    }
+    if allow == "POST" {
+        if let Some(token) = token {
+            let presented = authorization
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim);
+            if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+                return Err(RouteError::Unauthorized);
+            }
+        }
+    }
+    Ok(endpoint)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_methods_and_paths() {
+        assert_eq!(route("POST", "/stop", None, None), Ok(Endpoint::Stop));
+        assert_eq!(route("POST", "/pause/", None, None), Ok(Endpoint::Pause));
+        assert_eq!(
+            route("POST", "/resume?x=1", None, None),
+            Ok(Endpoint::Resume)
+        );
+        assert_eq!(route("GET", "/status", None, None), Ok(Endpoint::Status));
+        assert_eq!(route("HEAD", "/health", None, None), Ok(Endpoint::Health));
+        assert_eq!(route("GET", "/metrics", None, None), Ok(Endpoint::Metrics));
+        assert_eq!(route("GET", "/nope", None, None), Err(RouteError::NotFound));
+        assert_eq!(route("GET", "", None, None), Err(RouteError::NotFound));
+        assert_eq!(
+            route("GET", "/stop", None, None),
+            Err(RouteError::MethodNotAllowed { allow: "POST" })
+        );
+        assert_eq!(
+            route("DELETE", "/status", None, None),
+            Err(RouteError::MethodNotAllowed { allow: "GET" })
+        );
+        assert_eq!(RouteError::MethodNotAllowed { allow: "GET" }.status(), 405);
+    }
+
+    #[test]
+    fn tokens_guard_mutating_endpoints_only() {
+        let t = Some("s3cret");
+        assert_eq!(
+            route("POST", "/stop", None, t),
+            Err(RouteError::Unauthorized)
+        );
+        assert_eq!(
+            route("POST", "/stop", Some("Bearer wrong"), t),
+            Err(RouteError::Unauthorized)
+        );
+        assert_eq!(
+            route("POST", "/stop", Some("Basic s3cret"), t),
+            Err(RouteError::Unauthorized)
+        );
+        assert_eq!(
+            route("POST", "/stop", Some("Bearer s3cret"), t),
+            Ok(Endpoint::Stop)
+        );
+        assert_eq!(route("GET", "/status", None, t), Ok(Endpoint::Status));
+        assert_eq!(RouteError::Unauthorized.status(), 401);
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        for (m, u) in [
+            ("", ""),
+            ("GET", "?"),
+            ("POST", "//"),
+            ("GET", "/\u{0}"),
+            ("x", "/status#frag"),
+        ] {
+            let _ = route(m, u, Some("Bearer"), Some(""));
+        }
+    }
+}
