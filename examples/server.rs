@@ -4,9 +4,14 @@
 //! Run: `cargo run --release --example server -- --tcp 127.0.0.1:7000`
 //! (add `--peer ADDR` for other static peers, `--shards N` for more shards).
 //!
-//! After start it prints one line to stdout, `listening <addr> id <n>`, then
-//! runs until it is killed (SIGINT, SIGTERM). Logs go to stderr; set
-//! `RUST_LOG` (default `info`).
+//! With etcd and the admin endpoints:
+//! `cargo run --release --example server -- --etcd http://127.0.0.1:2379 --http 127.0.0.1:8080`
+//!
+//! After start it prints one line to stdout, `listening <addr> id <n> http <addr|->`,
+//! then serves until SIGINT, SIGTERM, SIGHUP or `POST /stop`: it drains (in-flight
+//! requests finish, peers fail over) and exits 0, or exits 1 if the drain takes
+//! longer than `--drain-ms`. A second signal exits at once. Logs go to stderr;
+//! set `RUST_LOG` (default `info`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -43,6 +48,18 @@ struct Args {
     /// instead of static `--peer`s; the id then comes from etcd.
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
+    /// Serve the admin endpoints (/stop /pause /resume /status /metrics /health) here.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on mutating admin endpoints.
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Answer after this many ms (an async handler); 0 answers inline.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// How long a stop may drain before the process exits with code 1.
+    #[arg(long, default_value_t = 8000)]
+    drain_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,23 +82,45 @@ fn main() -> anyhow::Result<()> {
     if !args.etcd.is_empty() {
         builder = builder.etcd(args.etcd.clone());
     }
+    if let Some(http) = args.http {
+        builder = builder.http(http);
+    }
+    if let Some(token) = args.admin_token {
+        builder = builder.admin_token(token);
+    }
+    let handler = if args.delay_ms == 0 {
+        Handler::sync(|req| {
+            let _ = req.reply(b"pong");
+        })
+    } else {
+        let delay = std::time::Duration::from_millis(args.delay_ms);
+        Handler::asynchronous(move |mut req| async move {
+            glommio::timer::sleep(delay).await;
+            let _ = req.reply(b"pong");
+        })
+    };
     let node = builder
-        .subscribe(
-            PING,
-            Handler::sync(|req| {
-                let _ = req.reply(b"pong");
-            }),
-        )
+        .drain_deadline(std::time::Duration::from_millis(args.drain_ms))
+        .subscribe(PING, handler)
         .start()
         .context("starting the server node")?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening {} id {}", node.local_addr(), node.id().0)?;
+        let http = node
+            .http_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "listening {} id {} http {http}",
+            node.local_addr(),
+            node.id().0
+        )?;
         out.flush()?;
     }
-    // Serve until killed: SIGINT and SIGTERM end the process (default action).
+    node.stop_on_signals()
+        .context("installing the signal handler")?;
     // stdin is deliberately ignored: callers may start this with stdin closed.
-    loop {
-        std::thread::park();
-    }
+    let outcome = node.wait();
+    std::process::exit(outcome.code());
 }

@@ -295,3 +295,30 @@ fn nodes_of_another_cluster_are_refused() {
     );
     assert_eq!(client.peers().len(), 1, "only itself");
 }
+
+#[test]
+fn pause_is_announced_to_static_peers_and_resume_brings_the_node_back() {
+    let (a, handled_a) = pong_server("a", CH);
+    let (b, handled_b) = pong_server("b", CH);
+    let client = small("client")
+        .peers([a.local_addr(), b.local_addr()])
+        .start()
+        .unwrap();
+    client.wait_for_providers(CH, 2, SETTLE).unwrap();
+    a.pause();
+    wait_until("the client to see a paused", SETTLE, || {
+        client.peers().providers(CH) == [b.id()]
+    });
+    let before = handled_a.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(client.request(CH, b"x", T).unwrap(), b"pong");
+    }
+    assert_eq!(handled_a.load(Ordering::SeqCst), before);
+    assert!(handled_b.load(Ordering::SeqCst) >= 20);
+    // A paused node still sends its own requests and receives the replies.
+    client.pause();
+    assert_eq!(client.request(CH, b"x", T).unwrap(), b"pong");
+    client.resume();
+    a.resume();
+    client.wait_for_providers(CH, 2, SETTLE).unwrap();
+}

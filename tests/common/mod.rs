@@ -52,3 +52,41 @@ pub fn total(counts: &[&Arc<AtomicUsize>]) -> usize {
 pub const SETTLE: Duration = Duration::from_secs(10);
 pub mod etcd;
 pub mod procs;
+
+/// One request's outcome: when it started, how long it took, the result.
+pub type Outcome = (Instant, Duration, Result<Vec<u8>, domi::BusError>);
+
+/// Keeps `in_flight` requests on `channel` going from shard 0 of `client`
+/// until `stop` is set; returns every outcome.
+pub fn load(
+    client: &Node,
+    channel: Channel,
+    in_flight: usize,
+    timeout: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> domi::ShardTask<Vec<Outcome>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    client
+        .spawn_on(0, move |bus| async move {
+            let results: Rc<RefCell<Vec<Outcome>>> = Rc::default();
+            let mut tasks = Vec::new();
+            for _ in 0..in_flight {
+                let (bus, results, stop) = (bus.clone(), results.clone(), stop.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let r = bus.request(channel, b"ping", timeout).await;
+                        results.borrow_mut().push((t, t.elapsed(), r));
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            Rc::try_unwrap(results)
+                .map(RefCell::into_inner)
+                .unwrap_or_default()
+        })
+        .expect("load starts")
+}

@@ -85,6 +85,8 @@ pub struct Server {
     pub id: u16,
     /// What it logged.
     pub stderr: Arc<Mutex<String>>,
+    /// Its admin address, if it serves one.
+    pub http: Option<SocketAddr>,
 }
 
 impl Server {
@@ -120,6 +122,7 @@ impl Server {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             id: 0,
             stderr,
+            http: None,
         };
         let line = match rx.recv_timeout(STARTUP) {
             Ok(Some(line)) => line,
@@ -135,9 +138,10 @@ impl Server {
         };
         let parts: Vec<&str> = line.split_whitespace().collect();
         match parts.as_slice() {
-            ["listening", addr, "id", id] => {
+            ["listening", addr, "id", id, "http", http] => {
                 server.addr = addr.parse().expect("an address");
                 server.id = id.parse().expect("a node id");
+                server.http = http.parse().ok();
             }
             _ => panic!("unexpected first line from server {name}: {line:?}"),
         }
@@ -150,4 +154,60 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Server {
+    /// Sends a signal (e.g. "TERM") to the server process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit within `within`; its exit code.
+    pub fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 exchange: (status, headers lowercased, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("admin connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("admin answers");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }
