@@ -181,13 +181,21 @@ pub fn select(
     mut skip: impl FnMut(NodeId) -> bool,
 ) -> Option<NodeId> {
     let n = providers.len();
+    if n == 0 {
+        return None;
+    }
+    // The cursor stays in 0..n, so the hot path has no division; it is
+    // reduced only when the provider list shrank since the last call.
+    let mut i = if *cursor < n { *cursor } else { *cursor % n };
     for _ in 0..n {
-        let id = providers[*cursor % n];
-        *cursor = cursor.wrapping_add(1);
+        let id = providers[i];
+        i = if i + 1 == n { 0 } else { i + 1 };
         if !skip(id) {
+            *cursor = i;
             return Some(id);
         }
     }
+    *cursor = i;
     None
 }
 
