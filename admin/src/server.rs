@@ -3,6 +3,7 @@
 //! [`crate::metrics`]; this file only moves requests and responses.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -163,7 +164,33 @@ fn respond(
     }
 }
 
+/// Largest request body the admin accepts (its endpoints take none).
+const MAX_BODY: usize = 1 << 20;
+
+/// Answers 413 to a request declaring a body over [`MAX_BODY`].
+///
+/// tiny_http 0.12 drains an unread body on drop by allocating a buffer of
+/// the whole declared length, so a request declaring a terabyte aborts the
+/// process. Such a request is answered over the raw stream, which is then
+/// deliberately never dropped: it costs one socket, not the process.
+fn refuse_huge_body(request: tiny_http::Request, declared: usize) {
+    warn!(
+        declared,
+        "admin request with an oversized body refused (connection left open)"
+    );
+    let response = Response::from_string("{\"error\":\"payload too large\"}")
+        .with_status_code(413)
+        .with_header(json_header())
+        .with_header(Header::from_bytes("Connection", "close").expect("valid header"));
+    let mut stream = request.upgrade("none", response);
+    let _ = stream.flush();
+    std::mem::forget(stream);
+}
+
 fn answer(request: tiny_http::Request, token: Option<&str>, control: &dyn Control) {
+    if let Some(declared) = request.body_length().filter(|n| *n > MAX_BODY) {
+        return refuse_huge_body(request, declared);
+    }
     let auth = request
         .headers()
         .iter()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::frame::DEFAULT_MAX_PAYLOAD;
+use crate::timeouts::Timeouts;
 
 /// Settings of one node. Build with [`NodeConfig::new`] and adjust fields.
 #[derive(Clone, Debug)]
@@ -37,6 +38,14 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Reconnect backoff after a failed connection.
     pub backoff: Backoff,
+    /// Handshake, half-frame, heartbeat and silence limits.
+    pub timeouts: Timeouts,
+    /// Inbound connections accepted per node (split evenly over shards);
+    /// more are closed at once and counted.
+    pub max_connections: usize,
+    /// Async handlers running per shard; at the limit the shard stops
+    /// reading until one finishes (TCP backpressure to the senders).
+    pub max_handlers: u64,
 }
 
 impl NodeConfig {
@@ -57,6 +66,9 @@ impl NodeConfig {
             command_queue: 1 << 16,
             connect_timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
+            timeouts: Timeouts::default(),
+            max_connections: 4096,
+            max_handlers: 4096,
         }
     }
 
@@ -102,9 +114,13 @@ impl NodeConfig {
                 payload: self.max_payload,
             });
         }
-        if self.max_pending == 0 || self.command_queue == 0 {
+        if self.max_pending == 0
+            || self.command_queue == 0
+            || self.max_connections == 0
+            || self.max_handlers == 0
+        {
             return Err(ConfigError::ZeroLimit {
-                field: "max_pending/command_queue",
+                field: "max_pending/command_queue/max_connections/max_handlers",
             });
         }
         if self.io_memory < 64 * 1024 {

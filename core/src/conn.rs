@@ -10,6 +10,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::{future, AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -17,8 +18,9 @@ use glommio::net::TcpStream;
 use crate::channel::{Channel, NodeId};
 use crate::error::ErrorCode;
 use crate::frame::{self, Decoded, FrameKind, Meta};
-use crate::notify::{Signal, Wake};
+use crate::notify::{Gate, Signal, Wake};
 use crate::stats::Counters;
+use crate::timeouts::{Expired, Observed};
 
 /// Which side opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub(crate) enum CloseReason {
     Protocol(String),
     #[error("handshake refused: {0}")]
     Refused(String),
+    #[error("timed out: {0:?}")]
+    Timeout(Expired),
     #[error("closed locally")]
     Local,
 }
@@ -63,6 +67,11 @@ pub(crate) struct Conn {
     closing: Signal,
     close_when_flushed: Cell<bool>,
     failure: RefCell<Option<CloseReason>>,
+    created: Instant,
+    last_read: Cell<Instant>,
+    last_write: Cell<Instant>,
+    last_heartbeat: Cell<Instant>,
+    mid_frame: Cell<bool>,
 }
 
 impl Conn {
@@ -80,6 +89,11 @@ impl Conn {
             closing: Signal::default(),
             close_when_flushed: Cell::new(false),
             failure: RefCell::new(None),
+            created: Instant::now(),
+            last_read: Cell::new(Instant::now()),
+            last_write: Cell::new(Instant::now()),
+            last_heartbeat: Cell::new(Instant::now()),
+            mid_frame: Cell::new(false),
         })
     }
 
@@ -194,6 +208,7 @@ impl Conn {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            self.last_write.set(Instant::now());
             buf = &buf[n..];
         }
         Ok(())
@@ -229,6 +244,7 @@ impl Conn {
     pub(crate) async fn read_loop(
         &self,
         max_payload: u32,
+        handlers: &Gate,
         mut on_frame: impl FnMut(frame::Frame<'_>) -> Result<(), CloseReason>,
     ) -> CloseReason {
         const INITIAL: usize = 256 * 1024;
@@ -265,18 +281,47 @@ impl Conn {
                     Err(e) => return CloseReason::Frame(e),
                 }
             }
+            self.mid_frame.set(end > start);
             if self.is_closed() {
                 return self.closed_reason();
             }
+            if handlers.taken() > 0 {
+                // Too many async handlers in flight on this shard: stop reading
+                // (TCP pushes back on the sender) until one finishes.
+                future::or(handlers.free(), self.closing.wait()).await;
+                if self.is_closed() {
+                    return self.closed_reason();
+                }
+            }
             match self.read_some(&mut buf[end..]).await {
                 Ok(0) => return CloseReason::Eof,
-                Ok(n) => end += n,
+                Ok(n) => {
+                    end += n;
+                    self.last_read.set(Instant::now());
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted && self.is_closed() => {
                     return self.closed_reason()
                 }
                 Err(e) => return CloseReason::Io(e),
             }
         }
+    }
+
+    /// What housekeeping needs to judge this connection at `now`.
+    pub(crate) fn observe(&self, now: Instant) -> Observed {
+        Observed {
+            open: self.open.get(),
+            mid_frame: self.mid_frame.get(),
+            age: now.saturating_duration_since(self.created),
+            read_idle: now.saturating_duration_since(self.last_read.get()),
+            write_idle: now.saturating_duration_since(self.last_write.get()),
+            heartbeat_idle: now.saturating_duration_since(self.last_heartbeat.get()),
+        }
+    }
+
+    /// Records that a heartbeat went out.
+    pub(crate) fn heartbeat_sent(&self, now: Instant) {
+        self.last_heartbeat.set(now);
     }
 
     /// Bytes queued and not yet written.

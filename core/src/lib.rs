@@ -12,6 +12,7 @@
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
 //! - [`route`]: the immutable peer table, round-robin selection, the `Directory`.
 //! - [`backoff`]: jittered exponential backoff arithmetic.
+//! - [`timeouts`]: handshake, half-frame, heartbeat and silence decisions.
 //! - [`config`]: `NodeConfig` and its validation.
 //! - [`membership`]: the seam membership implementations plug into.
 //! - `conn`, `shard`, `notify` (private): the glommio drivers: connections,
@@ -35,6 +36,7 @@ mod notify;
 pub mod route;
 mod shard;
 pub mod stats;
+pub mod timeouts;
 
 pub use channel::{Channel, NodeId};
 pub use config::{ConfigError, NodeConfig};

@@ -25,7 +25,7 @@ use crate::frame::{Frame, FrameKind, Meta};
 use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Request};
 use crate::handshake::{self, NodeInfo, NodeState};
 use crate::node::Shared;
-use crate::notify::Signal;
+use crate::notify::{Gate, Signal};
 use crate::route::{self, PeerTable};
 use crate::stats::Counters;
 
@@ -69,8 +69,8 @@ pub(crate) struct ShardCore {
     next_id: Cell<u64>,
     seen_changes: Cell<u64>,
     counters: Rc<Counters>,
-    /// Async handlers running now.
-    in_flight: Rc<Cell<u64>>,
+    /// Async handlers running now, capped by `max_handlers`.
+    in_flight: Rc<Gate>,
     stopping: Signal,
 }
 
@@ -421,11 +421,11 @@ impl LocalBus {
                     bus: self.clone(),
                 };
                 let in_flight = self.0.in_flight.clone();
-                in_flight.set(in_flight.get() + 1);
+                in_flight.take();
                 let fut = f(owned);
                 glommio::spawn_local(async move {
                     fut.await;
-                    in_flight.set(in_flight.get() - 1);
+                    in_flight.give();
                 })
                 .detach();
             }
@@ -476,7 +476,7 @@ impl LocalBus {
         .detach();
         let max = self.0.shared.config.max_payload;
         let reason = conn
-            .read_loop(max, |frame| self.on_frame(&conn, frame))
+            .read_loop(max, &self.0.in_flight, |frame| self.on_frame(&conn, frame))
             .await;
         self.on_closed(&conn, reason);
     }
@@ -569,6 +569,8 @@ impl LocalBus {
                 if conn.dir == Dir::Inbound {
                     conn.push_error(self.node_id(), 0, ErrorCode::Refused);
                     conn.close_after_flush();
+                    Counters::inc(&self.0.counters.bad_closes);
+                    Counters::inc(&self.0.counters.closed_refused);
                     warn!(error = %e, "handshake refused");
                     return Ok(());
                 }
@@ -602,15 +604,23 @@ impl LocalBus {
     fn on_closed(&self, conn: &Rc<Conn>, reason: CloseReason) {
         conn.close();
         conn.release();
-        match &reason {
-            CloseReason::Eof | CloseReason::Local => {
-                debug!(peer = ?conn.peer.get(), "connection closed: {reason}")
-            }
-            _ => {
-                self.0
-                    .counters
-                    .bad_closes
-                    .set(self.0.counters.bad_closes.get() + 1);
+        let c = &self.0.counters;
+        let kind = match &reason {
+            CloseReason::Eof | CloseReason::Local => None,
+            CloseReason::Io(_) => Some(None),
+            CloseReason::Frame(_) => Some(Some(&c.closed_malformed)),
+            CloseReason::Protocol(_) => Some(Some(&c.closed_protocol)),
+            CloseReason::Refused(_) => Some(Some(&c.closed_refused)),
+            CloseReason::Timeout(crate::timeouts::Expired::Silence) => Some(Some(&c.closed_silent)),
+            CloseReason::Timeout(_) => Some(Some(&c.closed_timeout)),
+        };
+        match kind {
+            None => debug!(peer = ?conn.peer.get(), "connection closed: {reason}"),
+            Some(counter) => {
+                Counters::inc(&c.bad_closes);
+                if let Some(counter) = counter {
+                    Counters::inc(counter);
+                }
                 warn!(peer = ?conn.peer.get(), dir = ?conn.dir, "connection closed: {reason}");
             }
         }
@@ -667,6 +677,31 @@ impl LocalBus {
     fn clear_down(&self, peer: NodeId) {
         if self.0.down.borrow_mut()[peer.0 as usize].take().is_some() {
             self.0.downs.set(self.0.downs.get() - 1);
+        }
+    }
+
+    /// Closes connections whose handshake, frame or peer timed out, and
+    /// sends heartbeats on idle outbound connections.
+    fn check_connections(&self) {
+        let now = Instant::now();
+        let t = self.0.shared.config.timeouts;
+        let conns: Vec<Rc<Conn>> = self
+            .0
+            .outbound
+            .borrow()
+            .iter()
+            .flatten()
+            .chain(self.0.inbound.borrow().values())
+            .cloned()
+            .collect();
+        for conn in conns {
+            let seen = conn.observe(now);
+            if let Some(expired) = t.verdict(&seen) {
+                conn.fail(CloseReason::Timeout(expired));
+            } else if conn.dir == Dir::Outbound && t.heartbeat_due(&seen) {
+                conn.push_control(self.node_id(), Channel::HEARTBEAT, &[]);
+                conn.heartbeat_sent(now);
+            }
         }
     }
 
@@ -749,7 +784,7 @@ impl LocalBus {
             .chain(self.0.inbound.borrow().values())
             .map(|c| c.queued())
             .sum();
-        (self.0.in_flight.get(), queued)
+        (self.0.in_flight.taken(), queued)
     }
 
     /// Peers this shard holds an open outbound connection to.
@@ -811,6 +846,7 @@ pub(crate) async fn run(
             return;
         }
     };
+    let max_handlers = shared.config.max_handlers;
     let bus = LocalBus(Rc::new(ShardCore {
         handlers: RefCell::new((u64::MAX, Rc::new(HandlerTable::default()))),
         shared,
@@ -825,7 +861,7 @@ pub(crate) async fn run(
         next_id: Cell::new(1),
         seen_changes: Cell::new(0),
         counters: Rc::default(),
-        in_flight: Rc::default(),
+        in_flight: Rc::new(Gate::new(max_handlers)),
         stopping: Signal::default(),
     }));
     let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
@@ -852,6 +888,17 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
+                let cfg = &bus.0.shared.config;
+                let per_shard = cfg.max_connections.div_ceil(cfg.shards).max(1);
+                if bus.0.inbound.borrow().len() >= per_shard {
+                    Counters::inc(&bus.0.counters.refused_connections);
+                    debug!(
+                        limit = cfg.max_connections,
+                        "connection refused: limit reached"
+                    );
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let conn = Conn::new(
                     bus.next_id(),
@@ -876,6 +923,7 @@ async fn housekeeping(bus: LocalBus) {
     while !bus.0.stopping.is_raised() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         bus.reconcile();
+        bus.check_connections();
         bus.retry_down_peers();
     }
 }

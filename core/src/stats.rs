@@ -61,8 +61,20 @@ counters! {
     refused_draining,
     /// Sends refused because a queue was full.
     backpressure,
-    /// Connections closed because of an error (malformed input, refused handshake, i/o).
+    /// Connections closed because of an error (any of the reasons below, or i/o).
     bad_closes,
+    /// Connections closed for a malformed frame (bad magic, version, kind, length).
+    closed_malformed,
+    /// Connections closed for a protocol violation (e.g. a user frame to a reserved channel).
+    closed_protocol,
+    /// Handshakes refused (other cluster, other version, self).
+    closed_refused,
+    /// Connections closed for an unfinished handshake or frame.
+    closed_timeout,
+    /// Connections to peers that fell silent.
+    closed_silent,
+    /// Inbound connections refused over the connection limit.
+    refused_connections,
 }
 
 impl Counters {

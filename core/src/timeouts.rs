@@ -1,0 +1,145 @@
+//! Connection timeouts and heartbeats as pure decisions: the shard's
+//! housekeeping passes in what it observed (ages, idleness) and acts on the
+//! answer; nothing here reads a clock.
+
+use std::time::Duration;
+
+/// Connection time limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A connection must complete its handshake within this.
+    pub handshake: Duration,
+    /// A frame that started arriving must finish within this.
+    pub frame: Duration,
+    /// Idle outbound connections send a heartbeat this often.
+    pub heartbeat: Duration,
+    /// A connection that received nothing for this long is dead.
+    pub silence: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(5),
+            frame: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(500),
+            silence: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// Why housekeeping closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// No handshake in time.
+    Handshake,
+    /// A frame started and did not finish in time.
+    Frame,
+    /// Nothing received for the silence limit.
+    Silence,
+}
+
+/// What one connection looks like to housekeeping.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    /// Handshake completed.
+    pub open: bool,
+    /// Part of a frame is buffered.
+    pub mid_frame: bool,
+    /// Time since the connection was created.
+    pub age: Duration,
+    /// Time since bytes last arrived (or since creation).
+    pub read_idle: Duration,
+    /// Time since a write last made progress (or since creation).
+    pub write_idle: Duration,
+    /// Time since this side last sent a heartbeat (or since creation).
+    pub heartbeat_idle: Duration,
+}
+
+impl Timeouts {
+    /// Whether the connection must be closed, and why.
+    pub fn verdict(&self, o: &Observed) -> Option<Expired> {
+        if !o.open {
+            return (o.age >= self.handshake).then_some(Expired::Handshake);
+        }
+        if o.mid_frame && o.read_idle >= self.frame.min(self.silence) {
+            return Some(Expired::Frame);
+        }
+        // Silent means no progress either way: a peer that still drains our
+        // writes is slow, not dead.
+        (o.read_idle.min(o.write_idle) >= self.silence).then_some(Expired::Silence)
+    }
+
+    /// Whether the connecting side should send a heartbeat now: the line
+    /// was idle in either direction for an interval, and none went out
+    /// within the last interval. The accepting side echoes heartbeats.
+    pub fn heartbeat_due(&self, o: &Observed) -> bool {
+        o.open
+            && o.heartbeat_idle >= self.heartbeat
+            && (o.write_idle >= self.heartbeat || o.read_idle >= self.heartbeat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(open: bool, mid: bool, age: u64, read: u64, write: u64) -> Observed {
+        Observed {
+            open,
+            mid_frame: mid,
+            age: Duration::from_millis(age),
+            read_idle: Duration::from_millis(read),
+            write_idle: Duration::from_millis(write),
+            heartbeat_idle: Duration::from_millis(age),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let t = Timeouts::default();
+        assert_eq!(t.verdict(&obs(false, false, 4_999, 0, 0)), None);
+        assert_eq!(
+            t.verdict(&obs(false, false, 5_000, 0, 0)),
+            Some(Expired::Handshake)
+        );
+        assert_eq!(t.verdict(&obs(true, false, 60_000, 1_999, 9_999)), None);
+        assert_eq!(
+            t.verdict(&obs(true, false, 60_000, 2_000, 2_000)),
+            Some(Expired::Silence)
+        );
+        assert_eq!(
+            t.verdict(&obs(true, false, 60_000, 9_000, 10)),
+            None,
+            "writes still drain: slow, not dead"
+        );
+        assert_eq!(
+            t.verdict(&obs(true, true, 60_000, 2_000, 0)),
+            Some(Expired::Frame)
+        );
+        let slow = Timeouts {
+            silence: Duration::from_secs(60),
+            ..t
+        };
+        assert_eq!(slow.verdict(&obs(true, true, 60_000, 9_999, 0)), None);
+        assert_eq!(
+            slow.verdict(&obs(true, true, 60_000, 10_000, 0)),
+            Some(Expired::Frame)
+        );
+        assert!(t.heartbeat_due(&obs(true, false, 500, 0, 500)));
+        assert!(
+            t.heartbeat_due(&obs(true, false, 500, 500, 0)),
+            "one-way senders hear echoes"
+        );
+        assert!(!t.heartbeat_due(&obs(true, false, 500, 499, 499)));
+        assert!(!t.heartbeat_due(&obs(false, false, 10_000, 0, 10_000)));
+        let recent = Observed {
+            heartbeat_idle: Duration::from_millis(100),
+            ..obs(true, false, 500, 900, 900)
+        };
+        assert!(
+            !t.heartbeat_due(&recent),
+            "at most one heartbeat per interval"
+        );
+    }
+}
