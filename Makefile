@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-peers run test bench bench-peers etcd lint fmt clean
+.PHONY: setup setup-peers run test bench bench-peers etcd chaos fuzz lint fmt clean
 
 ETCD_PORT ?= 2379
 
@@ -56,6 +56,16 @@ bench-peers: setup-peers
 	$(CARGO) build --release --manifest-path benches/peers/Cargo.toml
 	$(CARGO) build --release -p domi-bench
 	./target/release/domi-bench --reps 3 --peers-only --peers benches/peers/target/release/domi-peers --out target/bench-peers
+
+## chaos: fault injection under load (SIGKILL, etcd restart, pause, partition, SIGTERM) -> target/chaos.md
+CHAOS_PHASE_MS ?= 5000
+chaos: setup
+	CHAOS_PHASE_MS=$(CHAOS_PHASE_MS) $(CARGO) test --release --test chaos -- --nocapture
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 60)
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/run.sh
 
 ## etcd: a local single-member etcd on 127.0.0.1:$(ETCD_PORT) (foreground; Ctrl-C stops it)
 etcd: setup
