@@ -80,6 +80,14 @@ impl NodeBuilder {
         self
     }
 
+    /// A shared cluster secret (at least 16 bytes): connections prove both
+    /// ways that they know it (HMAC challenge–response, nothing secret on the
+    /// wire), and peers without it are refused.
+    pub fn cluster_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.config.cluster_secret = Some(secret.into());
+        self
+    }
+
     /// Any other setting.
     pub fn configure(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
         f(&mut self.config);

@@ -22,7 +22,10 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 fn server(etcd: &Etcd, name: &str) -> Server {
     let ep = etcd.endpoint();
-    Server::start_with(name, &["--etcd", &ep, "--cluster", "chaos", "--http", "127.0.0.1:0"])
+    Server::start_with(
+        name,
+        &["--etcd", &ep, "--cluster", "chaos", "--http", "127.0.0.1:0"],
+    )
 }
 
 /// The last failure at or after `from` and before `to`, as an offset from `from`.
@@ -37,14 +40,29 @@ fn routed_around(results: &[Outcome], from: Instant, to: Instant) -> Duration {
 
 #[test]
 fn chaos() {
-    let phase = Duration::from_millis(std::env::var("CHAOS_PHASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500));
+    let phase = Duration::from_millis(
+        std::env::var("CHAOS_PHASE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500),
+    );
     let mut etcd = Etcd::start();
     let mut servers: Vec<Server> = (0..3).map(|i| server(&etcd, &format!("s{i}"))).collect();
-    let client = Node::builder("client").shards(1).small().cluster("chaos").etcd([etcd.endpoint()]).start().unwrap();
-    client.wait_for_providers(CH, 3, Duration::from_secs(20)).unwrap();
+    let client = Node::builder("client")
+        .shards(1)
+        .small()
+        .cluster("chaos")
+        .etcd([etcd.endpoint()])
+        .start()
+        .unwrap();
+    client
+        .wait_for_providers(CH, 3, Duration::from_secs(20))
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(&client, CH, 64, TIMEOUT, stop.clone());
-    wait_until("load to flow", Duration::from_secs(10), || client.stats().sent > 1_000);
+    wait_until("load to flow", Duration::from_secs(10), || {
+        client.stats().sent > 1_000
+    });
     std::thread::sleep(phase);
     let mut faults: Vec<(&str, Instant, Instant)> = Vec::new();
 
@@ -60,9 +78,11 @@ fn chaos() {
     // 2. Restart etcd under load.
     let t = Instant::now();
     etcd.restart();
-    wait_until("records back after the etcd restart", Duration::from_secs(20), || {
-        etcd.get_prefix("/domi/chaos/nodes/").len() == 4
-    });
+    wait_until(
+        "records back after the etcd restart",
+        Duration::from_secs(20),
+        || etcd.get_prefix("/domi/chaos/nodes/").len() == 4,
+    );
     std::thread::sleep(phase);
     faults.push(("restart etcd", t, Instant::now()));
 
@@ -70,10 +90,18 @@ fn chaos() {
     let t = Instant::now();
     let paused = servers[0].http.unwrap();
     assert_eq!(http(paused, "POST", "/pause", None).0, 200);
-    wait_until("the pause to reach the client", Duration::from_secs(10), || client.peers().providers(CH).len() == 2);
+    wait_until(
+        "the pause to reach the client",
+        Duration::from_secs(10),
+        || client.peers().providers(CH).len() == 2,
+    );
     std::thread::sleep(phase);
     assert_eq!(http(paused, "POST", "/resume", None).0, 200);
-    wait_until("the resume to reach the client", Duration::from_secs(10), || client.peers().providers(CH).len() == 3);
+    wait_until(
+        "the resume to reach the client",
+        Duration::from_secs(10),
+        || client.peers().providers(CH).len() == 3,
+    );
     faults.push(("pause + resume a node", t, Instant::now()));
 
     // 4. Partition a node (SIGSTOP), then heal it (SIGCONT).
@@ -108,7 +136,10 @@ fn chaos() {
                 Err(BusError::PeerLost { .. })
                     | Err(BusError::Timeout { .. })
                     | Err(BusError::NoProvider { .. })
-                    | Err(BusError::Remote { code: ErrorCode::ShuttingDown | ErrorCode::Paused, .. })
+                    | Err(BusError::Remote {
+                        code: ErrorCode::ShuttingDown | ErrorCode::Paused,
+                        ..
+                    })
             )
         })
         .count() as u64;
@@ -116,16 +147,27 @@ fn chaos() {
     // Every request the load issued came back; `sent` also counts retries
     // to the next provider inside one request, so it is at least `issued`.
     let lost = issued.saturating_sub(answered + failed);
-    let slow = results.iter().filter(|r| r.1 > TIMEOUT + Duration::from_secs(1)).count();
+    let slow = results
+        .iter()
+        .filter(|r| r.1 > TIMEOUT + Duration::from_secs(1))
+        .count();
 
     let mut table = String::from("\n| chaos (64 in flight) | value |\n|---|---:|\n");
-    table += &format!("| requests issued | {issued} |\n| frames sent (with fail-over retries) | {sent} |\n");
+    table += &format!(
+        "| requests issued | {issued} |\n| frames sent (with fail-over retries) | {sent} |\n"
+    );
     table += &format!("| answered | {answered} |\n| failed with a typed error | {typed} |\n");
     table += &format!("| lost | {lost} |\n| hung | {} |\n", hung + slow);
     table += "\n| fault | failed requests | routed around after |\n|---|---:|---:|\n";
     for (name, from, to) in &faults {
-        let n = results.iter().filter(|(t, _, r)| t >= from && t < to && r.is_err()).count();
-        table += &format!("| {name} | {n} | {} ms |\n", routed_around(&results, *from, *to).as_millis());
+        let n = results
+            .iter()
+            .filter(|(t, _, r)| t >= from && t < to && r.is_err())
+            .count();
+        table += &format!(
+            "| {name} | {n} | {} ms |\n",
+            routed_around(&results, *from, *to).as_millis()
+        );
     }
     #[allow(clippy::print_stdout)]
     {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use domi_core::auth::{self, AuthError};
 use domi_core::backoff::Backoff;
 use domi_core::frame::{FrameKind, DEFAULT_MAX_PAYLOAD};
 use domi_core::handshake::{self, HandshakeError, NodeInfo};
@@ -136,6 +137,8 @@ enum ProbeError {
     Write(#[from] io::Error),
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
     #[error("peer refused the handshake")]
     Refused,
     #[error("unexpected {0:?} frame during handshake")]
@@ -202,7 +205,13 @@ impl Probe {
             .map_err(ProbeError::Connect)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(POLL))?;
-        write_control(&mut s, ours.id, Channel::HELLO, &ours.to_bytes())?;
+        let secret = self.ctx.local.secret();
+        let nonce_c = secret.map(|_| auth::nonce());
+        let mut hello = ours.to_bytes();
+        if let Some(n) = &nonce_c {
+            hello.extend_from_slice(n);
+        }
+        write_control(&mut s, ours.id, Channel::HELLO, &hello)?;
         let mut framer = Framer::default();
         let started = Instant::now();
         let ack = loop {
@@ -226,8 +235,15 @@ impl Probe {
             (FrameKind::Error, _) => return Err(ProbeError::Refused),
             (k, _) => return Err(ProbeError::Unexpected(k)),
         }
-        let theirs = NodeInfo::decode(&ack.payload)?;
+        let (theirs, extra) = NodeInfo::decode_prefix(&ack.payload)?;
         handshake::validate(&ours, &theirs)?;
+        if let (Some((nonce_s, proof)), Some(key), Some(nonce_c)) =
+            (auth::ack_auth(secret, extra)?, secret, nonce_c)
+        {
+            auth::check_server(key, &ours.cluster, &nonce_c, &nonce_s, proof)?;
+            let mine = auth::client_proof(key, &ours.cluster, &nonce_c, &nonce_s);
+            write_control(&mut s, ours.id, Channel::AUTH, &mine)?;
+        }
         if theirs.id == ours.id {
             return Err(ProbeError::DuplicateId(theirs.id));
         }

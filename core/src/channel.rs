@@ -21,6 +21,8 @@ impl Channel {
     pub const HEARTBEAT: Channel = Channel(65533);
     /// Control channel of announcements: channels served and state changed.
     pub const ANNOUNCE: Channel = Channel(65532);
+    /// Control channel of the connecting side's authentication proof.
+    pub const AUTH: Channel = Channel(65531);
 
     /// Whether this channel belongs to the bus.
     pub const fn is_reserved(self) -> bool {

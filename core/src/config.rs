@@ -43,6 +43,9 @@ pub struct NodeConfig {
     /// Inbound connections accepted per node (split evenly over shards);
     /// more are closed at once and counted.
     pub max_connections: usize,
+    /// Shared cluster secret: when set, every connection proves knowledge of
+    /// it both ways (see [`crate::auth`]) and peers without it are refused.
+    pub cluster_secret: Option<Vec<u8>>,
     /// Async handlers running per shard; at the limit the shard stops
     /// reading until one finishes (TCP backpressure to the senders).
     pub max_handlers: u64,
@@ -69,6 +72,7 @@ impl NodeConfig {
             timeouts: Timeouts::default(),
             max_connections: 4096,
             max_handlers: 4096,
+            cluster_secret: None,
         }
     }
 
@@ -122,6 +126,9 @@ impl NodeConfig {
             return Err(ConfigError::ZeroLimit {
                 field: "max_pending/command_queue/max_connections/max_handlers",
             });
+        }
+        if self.cluster_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::WeakSecret);
         }
         if self.io_memory < 64 * 1024 {
             return Err(ConfigError::IoMemoryTooSmall {
@@ -182,6 +189,9 @@ pub enum ConfigError {
         /// CPUs available.
         available: usize,
     },
+    /// A cluster secret shorter than 16 bytes.
+    #[error("the cluster secret must be at least 16 bytes")]
+    WeakSecret,
     /// A CPU that does not exist.
     #[error("CPU {cpu} requested, {available} CPUs available")]
     NoSuchCpu {

@@ -31,6 +31,20 @@ pub(crate) enum Dir {
     Inbound,
 }
 
+/// Where a connection stands in the optional authentication exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthState {
+    /// No secret configured, or done.
+    Done,
+    /// Connecting side: sent `nonce_c`, waiting for the server's proof.
+    AwaitServer { nonce_c: crate::auth::Nonce },
+    /// Accepting side: sent its proof, waiting for the client's.
+    AwaitClient {
+        nonce_c: crate::auth::Nonce,
+        nonce_s: crate::auth::Nonce,
+    },
+}
+
 /// The write queue is over its bound.
 #[derive(Debug)]
 pub(crate) struct QueueFull;
@@ -72,6 +86,9 @@ pub(crate) struct Conn {
     last_write: Cell<Instant>,
     last_heartbeat: Cell<Instant>,
     mid_frame: Cell<bool>,
+    /// Frames queued before authentication completes (connecting side).
+    held: RefCell<Option<Vec<u8>>>,
+    pub(crate) auth: Cell<AuthState>,
 }
 
 impl Conn {
@@ -94,6 +111,8 @@ impl Conn {
             last_write: Cell::new(Instant::now()),
             last_heartbeat: Cell::new(Instant::now()),
             mid_frame: Cell::new(false),
+            held: RefCell::new(None),
+            auth: Cell::new(AuthState::Done),
         })
     }
 
@@ -111,13 +130,19 @@ impl Conn {
         if self.is_closed() {
             return Err(QueueFull);
         }
-        let mut out = self.out.borrow_mut();
+        let mut held = self.held.borrow_mut();
+        let mut out_ref = self.out.borrow_mut();
+        let out: &mut Vec<u8> = match held.as_mut() {
+            Some(h) => h,
+            None => &mut out_ref,
+        };
         if out.len() + payload.len() > self.max_queue {
             Counters::inc(&self.counters.backpressure);
             return Err(QueueFull);
         }
-        frame::encode(&mut out, meta, payload);
-        drop(out);
+        frame::encode(out, meta, payload);
+        drop(out_ref);
+        drop(held);
         let c = &self.counters;
         Counters::inc(&c.frames_out);
         c.bytes_out
@@ -155,6 +180,19 @@ impl Conn {
         frame::encode(&mut out, &meta, payload);
         drop(out);
         self.writer.notify();
+    }
+
+    /// Holds user frames back until [`Conn::release_held`] (authentication).
+    pub(crate) fn hold(&self) {
+        *self.held.borrow_mut() = Some(Vec::new());
+    }
+
+    /// Sends the frames held during authentication.
+    pub(crate) fn release_held(&self) {
+        if let Some(h) = self.held.borrow_mut().take() {
+            self.out.borrow_mut().extend_from_slice(&h);
+            self.writer.notify();
+        }
     }
 
     /// Starts closing: both loops stop, queued bytes not yet written are dropped.
@@ -326,7 +364,7 @@ impl Conn {
 
     /// Bytes queued and not yet written.
     pub(crate) fn queued(&self) -> usize {
-        self.out.borrow().len()
+        self.out.borrow().len() + self.held.borrow().as_ref().map_or(0, Vec::len)
     }
 
     /// Drops the stream (closing the socket).

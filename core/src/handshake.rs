@@ -166,8 +166,19 @@ impl NodeInfo {
         Ok(())
     }
 
-    /// Decodes a payload; never panics on any input.
+    /// Decodes a payload that must hold exactly one node info.
     pub fn decode(buf: &[u8]) -> Result<NodeInfo, HandshakeError> {
+        let (info, rest) = NodeInfo::decode_prefix(buf)?;
+        if !rest.is_empty() {
+            return Err(HandshakeError::TrailingBytes { extra: rest.len() });
+        }
+        Ok(info)
+    }
+
+    /// Decodes a node info at the start of `buf` and returns what follows it
+    /// (the handshake's authentication block, see [`crate::auth`]); never
+    /// panics on any input.
+    pub fn decode_prefix(buf: &[u8]) -> Result<(NodeInfo, &[u8]), HandshakeError> {
         let take = |offset: usize, need: usize| -> Result<&[u8], HandshakeError> {
             buf.get(offset..offset + need)
                 .ok_or(HandshakeError::Truncated {
@@ -201,12 +212,7 @@ impl NodeInfo {
         channels.sort_unstable();
         channels.dedup();
         let end = start + count * 2;
-        if buf.len() > end {
-            return Err(HandshakeError::TrailingBytes {
-                extra: buf.len() - end,
-            });
-        }
-        Ok(NodeInfo {
+        let info = NodeInfo {
             version,
             cluster,
             id,
@@ -214,7 +220,8 @@ impl NodeInfo {
             instance,
             channels,
             state,
-        })
+        };
+        Ok((info, &buf[end..]))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`channel`]: `Channel` and `NodeId`, the reserved channel range.
 //! - [`frame`]: the 24-byte header, pure decode/encode (byte layout documented there).
 //! - [`handshake`]: `NodeInfo` exchanged when a connection opens; validation.
+//! - [`auth`]: optional cluster-secret challenge–response (HMAC-SHA256).
 //! - [`error`]: `BusError`, `ReplyError`, wire `ErrorCode`s.
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
 //! - [`route`]: the immutable peer table, round-robin selection, the `Directory`.
@@ -22,6 +23,7 @@
 //! Decisions (decode, validate, select, back off) are pure functions tested
 //! without io_uring; `conn` and `shard` only move bytes and call them.
 
+pub mod auth;
 pub mod backoff;
 pub mod channel;
 pub mod config;

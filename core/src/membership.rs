@@ -41,6 +41,7 @@ pub enum MembershipError {
 pub struct LocalNode {
     pub(crate) info: Arc<Mutex<NodeInfo>>,
     pub(crate) addr: SocketAddr,
+    pub(crate) secret: Option<Arc<Vec<u8>>>,
 }
 
 impl LocalNode {
@@ -52,6 +53,11 @@ impl LocalNode {
     /// The node's bus address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The cluster secret, when connections must authenticate.
+    pub fn secret(&self) -> Option<&[u8]> {
+        self.secret.as_deref().map(Vec::as_slice)
     }
 }
 

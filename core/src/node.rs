@@ -74,6 +74,10 @@ impl Shared {
         self.local.info()
     }
 
+    pub(crate) fn secret(&self) -> Option<&[u8]> {
+        self.local.secret()
+    }
+
     pub(crate) fn state(&self) -> NodeState {
         match self.state.load(Ordering::Acquire) {
             0 => NodeState::Serving,
@@ -177,6 +181,7 @@ impl Node {
         let local = LocalNode {
             info: Arc::new(Mutex::new(info.clone())),
             addr,
+            secret: config.cluster_secret.clone().map(Arc::new),
         };
         let shared = Arc::new(Shared {
             id: info.id,

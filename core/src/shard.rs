@@ -18,8 +18,9 @@ use glommio::net::{TcpListener, TcpStream};
 use rustc_hash::FxHashMap;
 use tracing::{debug, warn};
 
+use crate::auth;
 use crate::channel::{Channel, NodeId};
-use crate::conn::{CloseReason, Conn, Dir};
+use crate::conn::{AuthState, CloseReason, Conn, Dir};
 use crate::error::{BusError, ErrorCode};
 use crate::frame::{Frame, FrameKind, Meta};
 use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Request};
@@ -166,11 +167,15 @@ impl LocalBus {
             self.0.counters.clone(),
         );
         conn.peer.set(Some(peer));
-        conn.push_control(
-            self.node_id(),
-            Channel::HELLO,
-            &self.0.shared.local_info().to_bytes(),
-        );
+        let mut hello = self.0.shared.local_info().to_bytes();
+        if self.0.shared.secret().is_some() {
+            // Authenticate first: user frames wait until the server proved itself.
+            let nonce_c = auth::nonce();
+            hello.extend_from_slice(&nonce_c);
+            conn.auth.set(AuthState::AwaitServer { nonce_c });
+            conn.hold();
+        }
+        conn.push_control(self.node_id(), Channel::HELLO, &hello);
         self.0.outbound.borrow_mut()[peer.0 as usize] = Some(conn.clone());
         let bus = self.clone();
         let c = conn.clone();
@@ -544,16 +549,32 @@ impl LocalBus {
 
     fn on_handshake(&self, conn: &Rc<Conn>, frame: Frame<'_>) -> Result<(), CloseReason> {
         let meta = frame.meta;
-        let expected = match conn.dir {
-            Dir::Inbound => Channel::HELLO,
-            Dir::Outbound => Channel::HELLO_ACK,
-        };
         if meta.kind == FrameKind::Error {
             return Err(CloseReason::Refused(format!(
                 "{:?}",
                 ErrorCode::from_payload(frame.payload)
             )));
         }
+        let secret = self.0.shared.secret();
+        let cluster = self.0.shared.config.cluster.as_str();
+        if let AuthState::AwaitClient { nonce_c, nonce_s } = conn.auth.get() {
+            // Accepting side: the only acceptable frame now is the client's proof.
+            if meta.kind != FrameKind::Control || meta.channel != Channel::AUTH {
+                return self.refuse_inbound(conn, "expected the authentication proof");
+            }
+            let key = secret.unwrap_or_default();
+            if let Err(e) = auth::check_client(key, cluster, &nonce_c, &nonce_s, frame.payload) {
+                return self.refuse_inbound(conn, e);
+            }
+            conn.auth.set(AuthState::Done);
+            conn.open.set(true);
+            debug!(peer = ?conn.peer.get(), "connection open (authenticated)");
+            return Ok(());
+        }
+        let expected = match conn.dir {
+            Dir::Inbound => Channel::HELLO,
+            Dir::Outbound => Channel::HELLO_ACK,
+        };
         if meta.kind != FrameKind::Control || meta.channel != expected {
             return Err(CloseReason::Protocol(format!(
                 "expected handshake, got {:?} on {}",
@@ -561,37 +582,81 @@ impl LocalBus {
             )));
         }
         let ours = self.0.shared.local_info();
-        let theirs = NodeInfo::decode(frame.payload)
-            .and_then(|t| handshake::validate(&ours, &t).map(|()| t));
-        let theirs = match theirs {
+        let parsed = NodeInfo::decode_prefix(frame.payload)
+            .and_then(|(t, extra)| handshake::validate(&ours, &t).map(|()| (t, extra)));
+        let (theirs, extra) = match parsed {
             Ok(t) => t,
-            Err(e) => {
-                if conn.dir == Dir::Inbound {
-                    conn.push_error(self.node_id(), 0, ErrorCode::Refused);
-                    conn.close_after_flush();
-                    Counters::inc(&self.0.counters.bad_closes);
-                    Counters::inc(&self.0.counters.closed_refused);
-                    warn!(error = %e, "handshake refused");
-                    return Ok(());
-                }
-                return Err(CloseReason::Refused(e.to_string()));
-            }
+            Err(e) if conn.dir == Dir::Inbound => return self.refuse_inbound(conn, e),
+            Err(e) => return Err(CloseReason::Refused(e.to_string())),
         };
-        if conn.dir == Dir::Outbound && conn.peer.get() != Some(theirs.id) {
-            return Err(CloseReason::Refused(format!(
-                "expected {:?} at that address, found {}",
-                conn.peer.get(),
-                theirs.id
-            )));
+        match conn.dir {
+            Dir::Inbound => {
+                let nonce_c = match auth::hello_nonce(secret, extra) {
+                    Ok(n) => n,
+                    Err(e) => return self.refuse_inbound(conn, e),
+                };
+                conn.peer.set(Some(theirs.id));
+                let mut ack = ours.to_bytes();
+                match (nonce_c, secret) {
+                    (Some(nonce_c), Some(key)) => {
+                        let nonce_s = auth::nonce();
+                        ack.extend_from_slice(&nonce_s);
+                        ack.extend_from_slice(&auth::server_proof(
+                            key, cluster, &nonce_c, &nonce_s,
+                        ));
+                        conn.auth.set(AuthState::AwaitClient { nonce_c, nonce_s });
+                    }
+                    _ => conn.open.set(true),
+                }
+                conn.push_control(self.node_id(), Channel::HELLO_ACK, &ack);
+            }
+            Dir::Outbound => {
+                if conn.peer.get() != Some(theirs.id) {
+                    return Err(CloseReason::Refused(format!(
+                        "expected {:?} at that address, found {}",
+                        conn.peer.get(),
+                        theirs.id
+                    )));
+                }
+                let block = auth::ack_auth(secret, extra)
+                    .map_err(|e| CloseReason::Refused(e.to_string()))?;
+                if let (Some((nonce_s, proof)), Some(key)) = (block, secret) {
+                    let AuthState::AwaitServer { nonce_c } = conn.auth.get() else {
+                        return Err(CloseReason::Protocol(
+                            "unexpected authentication data".into(),
+                        ));
+                    };
+                    auth::check_server(key, cluster, &nonce_c, &nonce_s, proof)
+                        .map_err(|e| CloseReason::Refused(e.to_string()))?;
+                    conn.push_control(
+                        self.node_id(),
+                        Channel::AUTH,
+                        &auth::client_proof(key, cluster, &nonce_c, &nonce_s),
+                    );
+                    conn.auth.set(AuthState::Done);
+                }
+                conn.release_held();
+                conn.open.set(true);
+                self.clear_down(theirs.id);
+            }
         }
-        conn.peer.set(Some(theirs.id));
-        conn.open.set(true);
-        if conn.dir == Dir::Inbound {
-            conn.push_control(self.node_id(), Channel::HELLO_ACK, &ours.to_bytes());
-        } else {
-            self.clear_down(theirs.id);
+        debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "handshake done");
+        Ok(())
+    }
+
+    /// Answers a refused inbound handshake with an error frame, then closes.
+    fn refuse_inbound(
+        &self,
+        conn: &Rc<Conn>,
+        reason: impl std::fmt::Display,
+    ) -> Result<(), CloseReason> {
+        if !conn.is_closed() {
+            conn.push_error(self.node_id(), 0, ErrorCode::Refused);
+            conn.close_after_flush();
+            Counters::inc(&self.0.counters.bad_closes);
+            Counters::inc(&self.0.counters.closed_refused);
+            warn!(%reason, "handshake refused");
         }
-        debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "connection open");
         Ok(())
     }
 
