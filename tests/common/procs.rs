@@ -51,9 +51,14 @@ pub fn examples_dir() -> &'static PathBuf {
 }
 
 pub fn example(name: &str) -> Command {
+    Command::new(example_path(name))
+}
+
+/// Where an example's binary is (built on first use).
+pub fn example_path(name: &str) -> PathBuf {
     let path = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} was not built", path.display());
-    Command::new(path)
+    path
 }
 
 /// Collects a child's pipe in a thread, to show in failure messages.
@@ -98,9 +103,17 @@ impl Server {
 
     /// Starts a server with extra flags (e.g. `--etcd URL`).
     pub fn start_with(name: &str, extra: &[&str]) -> Server {
-        let mut child = example("server")
-            .args(["--name", name, "--tcp", "127.0.0.1:0"])
-            .args(extra)
+        let mut args = vec!["--tcp", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start_cmd(name, example("server"), &args)
+    }
+
+    /// Starts a server from `cmd` (the example itself, or a wrapper such as
+    /// `ip netns exec NS <example>`) with `args`.
+    pub fn start_cmd(name: &str, mut cmd: Command, args: &[&str]) -> Server {
+        let mut child = cmd
+            .args(["--name", name])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
