@@ -72,26 +72,9 @@ fn peers_without_the_secret_or_with_another_are_refused() {
 
 #[test]
 fn a_raw_hello_without_a_proof_gets_a_refusal_and_a_close() {
-    use domi::frame::{self, FrameKind, Meta};
+    use domi::frame::{self, FrameKind};
     let server = secured("server", SECRET).start().unwrap();
-    let info = domi::NodeInfo {
-        version: frame::PROTOCOL_VERSION,
-        cluster: "default".into(),
-        id: domi::NodeId(1000),
-        name: "raw".into(),
-        instance: 5,
-        channels: vec![],
-        state: domi::NodeState::Serving,
-    };
-    let meta = Meta {
-        kind: FrameKind::Control,
-        channel: Channel::HELLO,
-        reply_channel: Channel(0),
-        source: domi::NodeId(1000),
-        correlation: 0,
-    };
-    let mut hello = Vec::new();
-    frame::encode(&mut hello, &meta, &info.to_bytes());
+    let hello = common::raw::hello("default");
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     s.write_all(&hello).unwrap();

@@ -8,10 +8,11 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::raw::{assert_closed_within, hello};
 use common::*;
 use domi::{BusError, Channel, Handler};
 use domi_core::frame::{self, FrameKind, Meta};
-use domi_core::{NodeId, NodeInfo, NodeState};
+use domi_core::NodeId;
 
 const CH: Channel = Channel(50);
 const T: Duration = Duration::from_secs(5);
@@ -71,41 +72,6 @@ fn raw_connect(node: &domi::Node) -> TcpStream {
     s
 }
 
-/// Reads until the peer closes; panics if it does not within the timeout.
-fn assert_closed(mut s: TcpStream) {
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue, // an error frame may come first
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("connection not closed: {e}"),
-        }
-    }
-}
-
-fn hello(cluster: &str) -> Vec<u8> {
-    let info = NodeInfo {
-        version: frame::PROTOCOL_VERSION,
-        cluster: cluster.into(),
-        id: NodeId(999),
-        name: "raw".into(),
-        instance: 12345,
-        channels: vec![],
-        state: NodeState::Serving,
-    };
-    let mut out = Vec::new();
-    let meta = Meta {
-        kind: FrameKind::Control,
-        channel: Channel::HELLO,
-        reply_channel: Channel(0),
-        source: NodeId(999),
-        correlation: 0,
-    };
-    frame::encode(&mut out, &meta, &info.to_bytes());
-    out
-}
-
 #[test]
 fn garbage_and_huge_lengths_close_only_that_connection() {
     let (server, _) = pong_server("server", CH);
@@ -115,7 +81,7 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
     // Garbage before any handshake.
     let mut g = raw_connect(&server);
     g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    assert_closed(g);
+    assert_closed_within(g, T);
 
     // A valid handshake, then a frame declaring a 4 GiB payload.
     let mut h = raw_connect(&server);
@@ -131,7 +97,7 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
     frame::encode(&mut huge, &meta, b"");
     huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     h.write_all(&huge).unwrap();
-    assert_closed(h);
+    assert_closed_within(h, T);
 
     // A user frame to a reserved channel after a valid handshake.
     let mut r = raw_connect(&server);
@@ -146,12 +112,12 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
         b"x",
     );
     r.write_all(&bad).unwrap();
-    assert_closed(r);
+    assert_closed_within(r, T);
 
     // A handshake for another cluster is refused.
     let mut w = raw_connect(&server);
     w.write_all(&hello("elsewhere")).unwrap();
-    assert_closed(w);
+    assert_closed_within(w, T);
 
     wait_until("the bad closes to be counted", T, || {
         server.stats().bad_closes >= 3

@@ -3,61 +3,19 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::procs::{http, Server};
+use common::raw::{assert_closed_within, hello};
 use common::*;
 use domi::{BusError, Channel, Handler};
 
 const CH: Channel = Channel(50);
 const T: Duration = Duration::from_secs(10);
-
-fn assert_closed_within(mut s: TcpStream, within: Duration) {
-    s.set_read_timeout(Some(within + Duration::from_secs(2)))
-        .unwrap();
-    let started = Instant::now();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("not closed: {e}"),
-        }
-    }
-    assert!(
-        started.elapsed() <= within + Duration::from_secs(1),
-        "closed after {:?}",
-        started.elapsed()
-    );
-}
-
-fn hello() -> Vec<u8> {
-    use domi_core::frame::{self, FrameKind, Meta};
-    let info = domi::NodeInfo {
-        version: frame::PROTOCOL_VERSION,
-        cluster: "default".into(),
-        id: domi::NodeId(1000),
-        name: "raw".into(),
-        instance: 77,
-        channels: vec![],
-        state: domi::NodeState::Serving,
-    };
-    let meta = Meta {
-        kind: FrameKind::Control,
-        channel: Channel::HELLO,
-        reply_channel: Channel(0),
-        source: domi::NodeId(1000),
-        correlation: 0,
-    };
-    let mut out = Vec::new();
-    frame::encode(&mut out, &meta, &info.to_bytes());
-    out
-}
 
 #[test]
 fn silent_handshakes_and_half_frames_are_closed_after_their_timeouts() {
@@ -76,7 +34,7 @@ fn silent_handshakes_and_half_frames_are_closed_after_their_timeouts() {
     );
     // Handshakes, then sends half a header and stalls.
     let mut half = TcpStream::connect(server.local_addr()).unwrap();
-    half.write_all(&hello()).unwrap();
+    half.write_all(&hello("default")).unwrap();
     half.write_all(&[0x44, 0x4D, 1, 1, 9, 0]).unwrap();
     assert_closed_within(half, Duration::from_millis(300));
     wait_until("the timeouts to be counted", T, || {

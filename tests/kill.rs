@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::procs::Server;
-use common::wait_until;
+use common::{load, wait_until};
 use domi::{BusError, Channel, Node};
 
 const CH: Channel = Channel(50);
@@ -37,30 +35,7 @@ fn sigkill_mid_load_fails_over_within_a_second() {
         .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    type Outcome = (Instant, Duration, Result<Vec<u8>, BusError>);
-    let load = client
-        .spawn_on(0, move |bus| async move {
-            let results: Rc<RefCell<Vec<Outcome>>> = Rc::default();
-            let mut tasks = Vec::new();
-            for _ in 0..32 {
-                let (bus, results, s) = (bus.clone(), results.clone(), s.clone());
-                tasks.push(glommio::spawn_local(async move {
-                    while !s.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        let r = bus.request(CH, b"ping", Duration::from_secs(2)).await;
-                        results.borrow_mut().push((t, t.elapsed(), r));
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            Rc::try_unwrap(results)
-                .map(RefCell::into_inner)
-                .unwrap_or_default()
-        })
-        .unwrap();
+    let load = load(&client, CH, 32, Duration::from_secs(2), stop.clone());
 
     // Let load run, then kill one provider outright.
     wait_until("load to start", Duration::from_secs(10), || {

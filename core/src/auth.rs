@@ -117,9 +117,7 @@ pub fn check_server(
     nonce_s: &Nonce,
     proof: &[u8],
 ) -> Result<(), AuthError> {
-    mac(secret, b"domi/s", cluster, nonce_c, nonce_s)
-        .verify_slice(proof)
-        .map_err(|_| AuthError::BadProof)
+    check(b"domi/s", secret, cluster, nonce_c, nonce_s, proof)
 }
 
 /// Checks a client proof in constant time.
@@ -130,7 +128,18 @@ pub fn check_client(
     nonce_s: &Nonce,
     proof: &[u8],
 ) -> Result<(), AuthError> {
-    mac(secret, b"domi/c", cluster, nonce_c, nonce_s)
+    check(b"domi/c", secret, cluster, nonce_c, nonce_s, proof)
+}
+
+fn check(
+    role: &[u8],
+    secret: &[u8],
+    cluster: &str,
+    nonce_c: &Nonce,
+    nonce_s: &Nonce,
+    proof: &[u8],
+) -> Result<(), AuthError> {
+    mac(secret, role, cluster, nonce_c, nonce_s)
         .verify_slice(proof)
         .map_err(|_| AuthError::BadProof)
 }

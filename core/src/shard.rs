@@ -745,20 +745,19 @@ impl LocalBus {
         }
     }
 
+    /// Every connection of this shard, both directions.
+    fn all_conns(&self) -> Vec<Rc<Conn>> {
+        let out = self.0.outbound.borrow();
+        let inb = self.0.inbound.borrow();
+        out.iter().flatten().chain(inb.values()).cloned().collect()
+    }
+
     /// Closes connections whose handshake, frame or peer timed out, and
     /// sends heartbeats on idle outbound connections.
     fn check_connections(&self) {
         let now = Instant::now();
         let t = self.0.shared.config.timeouts;
-        let conns: Vec<Rc<Conn>> = self
-            .0
-            .outbound
-            .borrow()
-            .iter()
-            .flatten()
-            .chain(self.0.inbound.borrow().values())
-            .cloned()
-            .collect();
+        let conns = self.all_conns();
         for conn in conns {
             let seen = conn.observe(now);
             if let Some(expired) = t.verdict(&seen) {
@@ -840,15 +839,7 @@ impl LocalBus {
     /// Async handlers still running and bytes still queued on this shard
     /// (what a drain waits for).
     pub fn busy(&self) -> (u64, usize) {
-        let queued = self
-            .0
-            .outbound
-            .borrow()
-            .iter()
-            .flatten()
-            .chain(self.0.inbound.borrow().values())
-            .map(|c| c.queued())
-            .sum();
+        let queued = self.all_conns().iter().map(|c| c.queued()).sum();
         (self.0.in_flight.taken(), queued)
     }
 
@@ -871,15 +862,7 @@ impl LocalBus {
 
     fn shutdown(&self) {
         self.0.stopping.raise();
-        let conns: Vec<Rc<Conn>> = self
-            .0
-            .outbound
-            .borrow()
-            .iter()
-            .flatten()
-            .chain(self.0.inbound.borrow().values())
-            .cloned()
-            .collect();
+        let conns = self.all_conns();
         for c in conns {
             c.close();
         }

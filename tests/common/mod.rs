@@ -52,6 +52,7 @@ pub fn total(counts: &[&Arc<AtomicUsize>]) -> usize {
 pub const SETTLE: Duration = Duration::from_secs(10);
 pub mod etcd;
 pub mod procs;
+pub mod raw;
 
 /// One request's outcome: when it started, how long it took, the result.
 pub type Outcome = (Instant, Duration, Result<Vec<u8>, domi::BusError>);
