@@ -180,6 +180,14 @@ impl NodeBuilder {
 
     /// Starts the node (and its admin server, if configured).
     pub fn start(mut self) -> Result<Node, StartError> {
+        if self
+            .lifecycle
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(domi_admin::AdminError::EmptyToken.into());
+        }
         let admin = match self.lifecycle.http {
             Some(addr) => {
                 let server = domi_admin::AdminServer::bind(addr)?;

@@ -269,3 +269,17 @@ fn a_handler_that_never_finishes_makes_the_drain_give_up_with_code_one() {
         Err(BusError::PeerLost { .. })
     ));
 }
+
+#[test]
+fn an_empty_admin_token_is_refused_at_start() {
+    let r = Node::builder("n")
+        .shards(1)
+        .small()
+        .http("127.0.0.1:0".parse().unwrap())
+        .admin_token(" ")
+        .start();
+    assert!(matches!(
+        r,
+        Err(domi::StartError::Admin(domi_admin::AdminError::EmptyToken))
+    ));
+}

@@ -72,6 +72,9 @@ pub trait Control: Send + Sync + 'static {
 /// The admin server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// An empty token would accept `Authorization: Bearer ` with nothing after it.
+    #[error("the admin token must not be empty")]
+    EmptyToken,
     /// The address could not be bound.
     #[error("cannot bind the admin address {addr}: {reason}")]
     Bind {
