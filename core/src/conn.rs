@@ -72,6 +72,8 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) dir: Dir,
     pub(crate) peer: Cell<Option<NodeId>>,
+    /// The address dialled (outbound connections).
+    pub(crate) remote: Cell<Option<std::net::SocketAddr>>,
     pub(crate) open: Cell<bool>,
     max_queue: usize,
     counters: Rc<Counters>,
@@ -97,6 +99,7 @@ impl Conn {
             id,
             dir,
             peer: Cell::new(None),
+            remote: Cell::new(None),
             open: Cell::new(false),
             max_queue,
             counters,

@@ -199,14 +199,46 @@ pub fn select(
     None
 }
 
+/// What changed between two peer tables, as the shards are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerEvent {
+    /// A node appeared.
+    Joined(NodeId),
+    /// A node left the table.
+    Left(NodeId),
+    /// A node's address, liveness, state or channels changed; the new
+    /// values are in the current snapshot.
+    Changed(NodeId),
+}
+
+/// The events that turn `old` into `new`, in id order.
+pub fn diff(old: &PeerTable, new: &PeerTable) -> Vec<PeerEvent> {
+    let mut events = Vec::new();
+    for (id, p) in &old.peers {
+        match new.peers.get(id) {
+            None => events.push(PeerEvent::Left(*id)),
+            Some(q) if q != p => events.push(PeerEvent::Changed(*id)),
+            Some(_) => {}
+        }
+    }
+    for id in new.peers.keys() {
+        if !old.peers.contains_key(id) {
+            events.push(PeerEvent::Joined(*id));
+        }
+    }
+    events
+}
+
 /// The shared, lock-free-to-read home of the current [`PeerTable`].
 ///
 /// Writers (membership threads, `subscribe`) serialize on a mutex and swap in
-/// a new table; readers load it with one atomic operation.
+/// a new table; readers load it with one atomic operation. Every update also
+/// sends the [`PeerEvent`]s it caused to each subscriber (one crossbeam
+/// channel per shard, drained without blocking).
 #[derive(Debug, Default)]
 pub struct Directory {
     table: ArcSwap<PeerTable>,
-    write: Mutex<()>,
+    write: Mutex<Vec<crossbeam_channel::Sender<PeerEvent>>>,
     changes: AtomicU64,
 }
 
@@ -226,12 +258,28 @@ impl Directory {
         self.table.load_full()
     }
 
-    /// Applies a pure update `f(old) -> new` and publishes the result.
+    /// Applies a pure update `f(old) -> new`, publishes the result and sends
+    /// the resulting events to every subscriber.
     pub fn update(&self, f: impl FnOnce(&PeerTable) -> PeerTable) {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let next = f(&self.table.load());
-        self.table.store(Arc::new(next));
+        let mut subscribers = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.table.load_full();
+        let next = Arc::new(f(&old));
+        self.table.store(next.clone());
         self.changes.fetch_add(1, Ordering::Release);
+        let events = diff(&old, &next);
+        if !events.is_empty() {
+            subscribers.retain(|tx| events.iter().all(|e| tx.send(*e).is_ok()));
+        }
+    }
+
+    /// A channel receiving the events of every later update.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<PeerEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
     }
 
     /// How many updates were published (cheap change detection for shards).
@@ -300,11 +348,44 @@ mod tests {
     }
 
     #[test]
-    fn directory_publishes_updates() {
+    fn directory_publishes_updates_and_events() {
         let d = Directory::new();
+        let events = d.subscribe();
         assert!(d.load().is_empty());
         d.update(|t| t.with_peer(peer(1, &[9], NodeState::Serving, true)));
         assert_eq!(d.changes(), 1);
         assert_eq!(d.load().providers(Channel(9)), &[NodeId(1)]);
+        d.update(|t| t.with_up(NodeId(1), false));
+        d.update(|t| t.with_up(NodeId(1), false)); // no change, no event
+        d.update(|t| t.without(NodeId(1)));
+        let got: Vec<PeerEvent> = events.try_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                PeerEvent::Joined(NodeId(1)),
+                PeerEvent::Changed(NodeId(1)),
+                PeerEvent::Left(NodeId(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_names_every_change() {
+        let a = PeerTable::new()
+            .with_peer(peer(1, &[9], NodeState::Serving, true))
+            .with_peer(peer(2, &[9], NodeState::Serving, true));
+        let b = a
+            .without(NodeId(1))
+            .with_peer(peer(2, &[9], NodeState::Paused, true))
+            .with_peer(peer(3, &[9], NodeState::Serving, true));
+        assert_eq!(
+            diff(&a, &b),
+            vec![
+                PeerEvent::Left(NodeId(1)),
+                PeerEvent::Changed(NodeId(2)),
+                PeerEvent::Joined(NodeId(3))
+            ]
+        );
+        assert!(diff(&b, &b).is_empty());
     }
 }

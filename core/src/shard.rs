@@ -27,7 +27,7 @@ use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Requ
 use crate::handshake::{self, NodeInfo, NodeState};
 use crate::node::Shared;
 use crate::notify::{Gate, Signal};
-use crate::route::{self, PeerTable};
+use crate::route::{self, PeerEvent, PeerTable};
 use crate::stats::Counters;
 
 /// Work handed to a shard from outside it.
@@ -68,7 +68,8 @@ pub(crate) struct ShardCore {
     downs: Cell<usize>,
     pending: RefCell<FxHashMap<u64, Waiting>>,
     next_id: Cell<u64>,
-    seen_changes: Cell<u64>,
+    /// Membership events for this shard (see [`crate::route::Directory::subscribe`]).
+    events: crossbeam_channel::Receiver<PeerEvent>,
     counters: Rc<Counters>,
     /// Async handlers running now, capped by `max_handlers`.
     in_flight: Rc<Gate>,
@@ -167,6 +168,7 @@ impl LocalBus {
             self.0.counters.clone(),
         );
         conn.peer.set(Some(peer));
+        conn.remote.set(Some(addr));
         let mut hello = self.0.shared.local_info().to_bytes();
         if self.0.shared.secret().is_some() {
             // Authenticate first: user frames wait until the server proved itself.
@@ -807,31 +809,33 @@ impl LocalBus {
         }
     }
 
-    /// Closes outbound connections to peers that left the table or moved.
-    fn reconcile(&self) {
-        let changes = self.0.shared.directory.changes();
-        if changes == self.0.seen_changes.replace(changes) {
-            return;
-        }
-        let table = self.table().clone();
-        let stale: Vec<Rc<Conn>> = self
-            .0
-            .outbound
-            .borrow()
-            .iter()
-            .enumerate()
-            .filter_map(|(id, c)| Some((NodeId(id as u16), c.as_ref()?)))
-            .filter(|(id, _)| table.get(*id).is_none_or(|p| !p.up))
-            .map(|(_, c)| c.clone())
-            .collect();
-        for c in stale {
-            c.close();
-        }
-        if self.0.downs.get() > 0 {
-            for id in 0..=NodeId::MAX {
-                if table.get(NodeId(id)).is_none() {
-                    self.clear_down(NodeId(id));
+    /// Drains membership events (never blocking): closes connections to
+    /// peers that left, went down or moved, and forgets their down-marks.
+    fn apply_peer_events(&self) {
+        let mut stale = Vec::new();
+        while let Ok(event) = self.0.events.try_recv() {
+            match event {
+                PeerEvent::Joined(_) => {}
+                PeerEvent::Left(id) => {
+                    self.clear_down(id);
+                    stale.push(id);
                 }
+                PeerEvent::Changed(id) => {
+                    let table = self.table();
+                    let conn_addr = self.0.outbound.borrow()[id.0 as usize]
+                        .as_ref()
+                        .and_then(|c| c.remote.get());
+                    match table.get(id) {
+                        Some(p) if p.up && conn_addr.is_none_or(|a| a == p.addr) => {}
+                        _ => stale.push(id),
+                    }
+                }
+            }
+        }
+        for id in stale {
+            let conn = self.0.outbound.borrow()[id.0 as usize].clone();
+            if let Some(c) = conn {
+                c.close();
             }
         }
     }
@@ -895,6 +899,7 @@ pub(crate) async fn run(
         }
     };
     let max_handlers = shared.config.max_handlers;
+    let events = shared.directory.subscribe();
     let bus = LocalBus(Rc::new(ShardCore {
         handlers: RefCell::new((u64::MAX, Rc::new(HandlerTable::default()))),
         shared,
@@ -907,7 +912,7 @@ pub(crate) async fn run(
         downs: Cell::new(0),
         pending: RefCell::default(),
         next_id: Cell::new(1),
-        seen_changes: Cell::new(0),
+        events,
         counters: Rc::default(),
         in_flight: Rc::new(Gate::new(max_handlers)),
         stopping: Signal::default(),
@@ -970,7 +975,7 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
 async fn housekeeping(bus: LocalBus) {
     while !bus.0.stopping.is_raised() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
-        bus.reconcile();
+        bus.apply_peer_events();
         bus.check_connections();
         bus.retry_down_peers();
     }
