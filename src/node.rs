@@ -160,7 +160,7 @@ impl Node {
         count: usize,
         timeout: Duration,
     ) -> Result<(), BusError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = domi_core::timeouts::deadline(Instant::now(), timeout);
         loop {
             if self.peers().providers(channel).len() >= count {
                 return Ok(());

@@ -28,7 +28,7 @@ impl Backoff {
         let exp = self
             .base
             .saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX));
-        let capped = exp.min(self.max);
+        let capped = exp.min(self.max).min(crate::timeouts::MAX_WAIT);
         let unit = unit.clamp(0.0, 1.0);
         capped.mul_f64(0.5 + 0.5 * unit)
     }

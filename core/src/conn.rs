@@ -45,9 +45,14 @@ pub(crate) enum AuthState {
     },
 }
 
-/// The write queue is over its bound.
-#[derive(Debug)]
-pub(crate) struct QueueFull;
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The write queue is over its bound.
+    Full,
+    /// The connection is closing or closed.
+    Closed,
+}
 
 /// Why a connection closed (logged, and mapped to errors for waiters).
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +90,11 @@ pub(crate) struct Conn {
     failure: RefCell<Option<CloseReason>>,
     created: Instant,
     last_read: Cell<Instant>,
+    /// Last progress writing frames other than heartbeats (a heartbeat
+    /// landing in the kernel's socket buffer proves nothing about the peer).
     last_write: Cell<Instant>,
+    /// Frames other than heartbeats were queued since the last write.
+    user_bytes: Cell<bool>,
     last_heartbeat: Cell<Instant>,
     mid_frame: Cell<bool>,
     /// Frames queued before authentication completes (connecting side).
@@ -112,6 +121,7 @@ impl Conn {
             created: Instant::now(),
             last_read: Cell::new(Instant::now()),
             last_write: Cell::new(Instant::now()),
+            user_bytes: Cell::new(false),
             last_heartbeat: Cell::new(Instant::now()),
             mid_frame: Cell::new(false),
             held: RefCell::new(None),
@@ -129,9 +139,9 @@ impl Conn {
     }
 
     /// Queues one frame; it leaves with everything else queued this turn.
-    pub(crate) fn push(&self, meta: &Meta, payload: &[u8]) -> Result<(), QueueFull> {
+    pub(crate) fn push(&self, meta: &Meta, payload: &[u8]) -> Result<(), PushError> {
         if self.is_closed() {
-            return Err(QueueFull);
+            return Err(PushError::Closed);
         }
         let mut held = self.held.borrow_mut();
         let mut out_ref = self.out.borrow_mut();
@@ -141,9 +151,10 @@ impl Conn {
         };
         if out.len() + payload.len() > self.max_queue {
             Counters::inc(&self.counters.backpressure);
-            return Err(QueueFull);
+            return Err(PushError::Full);
         }
         frame::encode(out, meta, payload);
+        self.user_bytes.set(true);
         drop(out_ref);
         drop(held);
         let c = &self.counters;
@@ -178,10 +189,19 @@ impl Conn {
             source: me,
             correlation: 0,
         };
-        // Control frames bypass the queue bound: they are small and rare.
+        // Control frames are small and rare, but a peer that floods
+        // heartbeats and never reads must not grow the queue: over the bound
+        // they are dropped (the silence timeout deals with such a peer).
         let mut out = self.out.borrow_mut();
+        if out.len() + payload.len() > self.max_queue {
+            Counters::inc(&self.counters.backpressure);
+            return;
+        }
         frame::encode(&mut out, &meta, payload);
         drop(out);
+        if channel != Channel::HEARTBEAT {
+            self.user_bytes.set(true);
+        }
         self.writer.notify();
     }
 
@@ -235,7 +255,9 @@ impl Conn {
         .await
     }
 
-    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+    /// Writes all of `buf`; `progress` says whether bytes leaving count as
+    /// the line making progress (see `last_write`).
+    async fn write_all(&self, mut buf: &[u8], progress: bool) -> io::Result<()> {
         while !buf.is_empty() {
             let write = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
                 Some(s) => Pin::new(s).poll_write(cx, buf),
@@ -249,7 +271,9 @@ impl Conn {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.last_write.set(Instant::now());
+            if progress {
+                self.last_write.set(Instant::now());
+            }
             buf = &buf[n..];
         }
         Ok(())
@@ -267,8 +291,10 @@ impl Conn {
                 continue;
             }
             std::mem::swap(&mut *self.out.borrow_mut(), &mut spare);
+            let progress = self.user_bytes.replace(false);
             if !spare.is_empty() {
-                self.write_all(&spare).await?;
+                Counters::inc(&self.counters.writes);
+                self.write_all(&spare, progress).await?;
                 spare.clear();
                 if spare.capacity() > 4 * 1024 * 1024 {
                     spare.shrink_to(64 * 1024);
@@ -292,9 +318,15 @@ impl Conn {
         let mut buf = vec![0u8; INITIAL];
         let (mut start, mut end) = (0usize, 0usize);
         loop {
-            // Decode every complete frame in the buffer.
+            // Decode every complete frame in the buffer. Until the handshake
+            // is done, only handshake-sized frames are accepted.
             loop {
-                match frame::decode(&buf[start..end], max_payload) {
+                let limit = if self.open.get() {
+                    max_payload
+                } else {
+                    max_payload.min(crate::handshake::MAX_HANDSHAKE_PAYLOAD)
+                };
+                match frame::decode(&buf[start..end], limit) {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         start += consumed;
                         if let Err(r) = on_frame(frame) {
@@ -313,8 +345,11 @@ impl Conn {
                             buf.copy_within(start..end, 0);
                             start = 0;
                             end = have;
-                            if have + need > buf.len() {
-                                buf.resize(have + need, 0);
+                            // Grow only as bytes arrive: a header declaring a
+                            // large payload costs nothing until it is sent.
+                            let len = frame::grown_len(buf.len(), have, need);
+                            if len > buf.len() {
+                                buf.resize(len, 0);
                             }
                         }
                         break;

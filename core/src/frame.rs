@@ -255,9 +255,38 @@ pub fn check_len(len: usize, max_payload: u32) -> Result<(), (usize, u32)> {
     }
 }
 
+/// The receive buffer length to grow to when `have` bytes of a frame are
+/// buffered, `need` more are missing and the buffer holds `current` bytes.
+///
+/// At most doubles per call, so a header that declares a large payload costs
+/// memory only as its bytes actually arrive (a peer cannot make a node commit
+/// `max_payload` bytes by sending 24).
+pub fn grown_len(current: usize, have: usize, need: usize) -> usize {
+    let wanted = have.saturating_add(need);
+    if have < current || wanted <= current {
+        // Room is left to read into: no growth yet.
+        current
+    } else {
+        wanted.min(current.saturating_mul(2).max(HEADER_LEN))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffer_grows_with_arrival_not_declaration() {
+        // Room left: no growth, whatever the declared length.
+        assert_eq!(grown_len(1024, 100, 16 << 20), 1024);
+        // Full: at most doubles.
+        assert_eq!(grown_len(1024, 1024, 16 << 20), 2048);
+        // Full and the frame fits within a doubling: exactly what it needs.
+        assert_eq!(grown_len(1024, 1024, 10), 1034);
+        assert_eq!(grown_len(1024, 24, 1000), 1024);
+        assert_eq!(grown_len(0, 0, 24), 24);
+        assert_eq!(grown_len(usize::MAX, usize::MAX, usize::MAX), usize::MAX);
+    }
 
     fn meta(kind: FrameKind) -> Meta {
         Meta {

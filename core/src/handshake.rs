@@ -23,6 +23,11 @@ use crate::frame::PROTOCOL_VERSION;
 
 const FIXED: usize = 16;
 
+/// The largest frame payload accepted before a connection's handshake is
+/// done: a node info naming every channel (128 KiB) plus names and the
+/// authentication block fits well within it.
+pub const MAX_HANDSHAKE_PAYLOAD: u32 = 256 * 1024;
+
 /// Whether a node takes new requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum NodeState {

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) directory: Arc<Directory>,
     pub(crate) handlers: ArcSwap<HandlerTable>,
     pub(crate) handler_epoch: AtomicU64,
+    /// Bumped when this node's info (channels, state) changes; each shard
+    /// announces to its peers until it has announced the latest one.
+    pub(crate) info_epoch: AtomicU64,
     state: AtomicU8,
     local: LocalNode,
 }
@@ -189,6 +192,7 @@ impl Node {
             directory: directory.clone(),
             handlers: ArcSwap::from_pointee(table),
             handler_epoch: AtomicU64::new(1),
+            info_epoch: AtomicU64::new(0),
             state: AtomicU8::new(0),
             local: local.clone(),
             config,
@@ -307,6 +311,9 @@ impl Node {
             })
         });
         self.membership().local_changed(&info);
+        shared.info_epoch.fetch_add(1, Ordering::AcqRel);
+        // Announce now; a shard whose queue is full announces on its next
+        // housekeeping tick instead (it compares `info_epoch`).
         for s in &self.inner.senders {
             let _ = s.try_send(Command::Announce);
         }
@@ -374,7 +381,19 @@ impl Node {
         self.request_with(channel, payload, timeout, move |r| {
             let _ = tx.send(r);
         })?;
-        rx.recv().unwrap_or(Err(BusError::ShuttingDown))
+        // The shard answers within `timeout`; the grace covers a shard that
+        // cannot run the request at all (e.g. blocked by this very call made
+        // from one of its own handlers), so this never hangs.
+        let grace = Duration::from_secs(1);
+        let limit = timeout.min(crate::timeouts::MAX_WAIT).saturating_add(grace);
+        match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(BusError::Timeout {
+                channel,
+                after: timeout,
+            }),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(BusError::ShuttingDown),
+        }
     }
 
     /// Request/response as a future usable on any executor (`Send`).

@@ -47,6 +47,9 @@ counters! {
     frames_out,
     /// Bytes queued for sending (headers included).
     bytes_out,
+    /// Socket writes: frames queued in one reactor turn leave in one write,
+    /// so this grows much slower than `frames_out` under load.
+    writes,
     /// Messages sent by this node (requests, calls, one-way).
     sent,
     /// Messages handed to a handler.
@@ -61,6 +64,14 @@ counters! {
     refused_draining,
     /// Sends refused because a queue was full.
     backpressure,
+    /// Requests of this node that timed out.
+    timeouts,
+    /// Requests of this node that failed because their provider's connection was lost.
+    peer_lost,
+    /// Sends of this node that found no provider.
+    no_provider,
+    /// Requests of this node answered with an error code by the provider.
+    remote_errors,
     /// Connections closed because of an error (any of the reasons below, or i/o).
     bad_closes,
     /// Connections closed for a malformed frame (bad magic, version, kind, length).

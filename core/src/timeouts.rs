@@ -2,7 +2,17 @@
 //! housekeeping passes in what it observed (ages, idleness) and acts on the
 //! answer; nothing here reads a clock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The longest wait the bus arms a timer for (about 100 years): a longer
+/// timeout, up to `Duration::MAX`, means "no timeout" and is clamped to this,
+/// so deadline arithmetic can never overflow an `Instant`.
+pub const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + wait`, with `wait` clamped to [`MAX_WAIT`] (never overflows).
+pub fn deadline(now: Instant, wait: Duration) -> Instant {
+    now + wait.min(MAX_WAIT)
+}
 
 /// Connection time limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +93,16 @@ impl Timeouts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(deadline(now, Duration::MAX), now + MAX_WAIT);
+    }
 
     fn obs(open: bool, mid: bool, age: u64, read: u64, write: u64) -> Observed {
         Observed {

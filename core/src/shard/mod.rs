@@ -1,0 +1,542 @@
+//! One shard: a glommio reactor's share of the node.
+//!
+//! Each shard owns its listener (SO_REUSEPORT on the node's port), its
+//! connections, its cached handler table, its round-robin cursors, its
+//! down-marks and its waiting requests. Nothing here takes a lock or crosses
+//! threads on the per-message path: the peer table is one atomic load
+//! ([`crate::route::Directory`]), the handler table one relaxed epoch check.
+//!
+//! This file holds the sending side (selection, connections, requests,
+//! local delivery); `inbound` the receiving side (frames, handshake, replies,
+//! closes); `upkeep` the shard's tasks (run loop, accept, housekeeping).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::future;
+use glommio::net::TcpStream;
+use rustc_hash::FxHashMap;
+use tracing::debug;
+
+use crate::auth;
+use crate::channel::{Channel, NodeId};
+use crate::conn::{AuthState, CloseReason, Conn, Dir, PushError};
+use crate::error::{BusError, ErrorCode};
+use crate::frame::{FrameKind, Meta};
+use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Request};
+use crate::handshake::NodeState;
+use crate::node::Shared;
+use crate::notify::{Gate, Signal};
+use crate::route::{self, PeerEvent, PeerTable};
+use crate::stats::Counters;
+
+mod inbound;
+mod upkeep;
+
+pub(crate) use upkeep::run;
+
+/// Work handed to a shard from outside it.
+pub(crate) enum Command {
+    /// Run a closure on the shard (sends from plain threads, user tasks).
+    Run(Box<dyn FnOnce(&LocalBus) + Send>),
+    /// Tell connected peers our channels or state changed.
+    Announce,
+    /// Stop the shard.
+    Stop,
+}
+
+struct Waiting {
+    conn: u64,
+    tx: oneshot::Sender<Result<Vec<u8>, BusError>>,
+}
+
+struct Down {
+    until: Instant,
+    attempts: u32,
+}
+
+pub(crate) struct ShardCore {
+    shared: Arc<Shared>,
+    index: usize,
+    /// This shard's own copy of the handler table (refreshed on epoch change),
+    /// so a frame clones an `Rc`, never an `Arc` shared with other CPUs.
+    handlers: RefCell<(u64, Rc<HandlerTable>)>,
+    /// This shard's view of the peer table, refreshed when the directory's
+    /// change counter moves (one atomic load per send, no shared refcount).
+    table: RefCell<(u64, Arc<PeerTable>)>,
+    /// Outbound connections, indexed by node id (`0..=1023`).
+    outbound: RefCell<Vec<Option<Rc<Conn>>>>,
+    inbound: RefCell<FxHashMap<u64, Rc<Conn>>>,
+    cursors: RefCell<FxHashMap<Channel, usize>>,
+    /// Peers this shard failed to reach, indexed by node id, and how many.
+    down: RefCell<Vec<Option<Down>>>,
+    downs: Cell<usize>,
+    pending: RefCell<FxHashMap<u64, Waiting>>,
+    next_id: Cell<u64>,
+    /// Membership events for this shard (see [`crate::route::Directory::subscribe`]).
+    events: crossbeam_channel::Receiver<PeerEvent>,
+    counters: Rc<Counters>,
+    /// Async handlers running now, capped by `max_handlers`.
+    in_flight: Rc<Gate>,
+    stopping: Signal,
+    /// The `info_epoch` this shard last announced.
+    announced: Cell<u64>,
+}
+
+/// The bus as seen from inside one shard: send from handlers and shard tasks
+/// without any cross-thread hop. Not `Send`; get one from a handler's request
+/// or from [`crate::Node::spawn_on`].
+#[derive(Clone)]
+pub struct LocalBus(Rc<ShardCore>);
+
+impl LocalBus {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.0.shared.id
+    }
+
+    /// The index of the shard this bus belongs to.
+    pub fn shard(&self) -> usize {
+        self.0.index
+    }
+
+    fn next_id(&self) -> u64 {
+        let id = self.0.next_id.get();
+        self.0.next_id.set(id + 1);
+        id
+    }
+
+    fn check_send(&self, channel: Channel, len: usize) -> Result<(), BusError> {
+        if channel.is_reserved() {
+            return Err(BusError::ReservedChannel { channel });
+        }
+        let max = self.0.shared.config.max_payload;
+        if len > max as usize {
+            return Err(BusError::PayloadTooLarge { len, max });
+        }
+        if self.0.stopping.is_raised() {
+            return Err(BusError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Whether this shard saw `id` fail and has not reconnected yet. A down
+    /// peer gets no requests; housekeeping retries it in the background.
+    fn is_down(&self, id: NodeId) -> bool {
+        self.0.down.borrow()[id.0 as usize].is_some()
+    }
+
+    /// The current peer table (cached per shard; refreshed on change).
+    fn table(&self) -> std::cell::Ref<'_, Arc<PeerTable>> {
+        let changes = self.0.shared.directory.changes();
+        if self.0.table.borrow().0 != changes {
+            *self.0.table.borrow_mut() = (changes, self.0.shared.directory.snapshot());
+        }
+        std::cell::Ref::map(self.0.table.borrow(), |t| &t.1)
+    }
+
+    /// The next provider of `channel`, round-robin, skipping `exclude`.
+    fn pick(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
+        let table = self.table();
+        let providers = table.providers(channel);
+        let mut cursors = self.0.cursors.borrow_mut();
+        let cursor = cursors.entry(channel).or_insert(self.0.index);
+        let any_down = self.0.downs.get() > 0;
+        route::select(providers, cursor, |id| {
+            exclude.contains(&id) || (any_down && self.is_down(id))
+        })
+        .ok_or_else(|| {
+            self.count(&self.0.counters.no_provider);
+            BusError::NoProvider { channel }
+        })
+    }
+
+    fn meta(&self, kind: FrameKind, channel: Channel, reply: Channel, corr: u64) -> Meta {
+        Meta {
+            kind,
+            channel,
+            reply_channel: reply,
+            source: self.node_id(),
+            correlation: corr,
+        }
+    }
+
+    /// The outbound connection to `peer`, opened if needed.
+    fn conn_to(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
+        if let Some(c) = &self.0.outbound.borrow()[peer.0 as usize] {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .table()
+            .get(peer)
+            .map(|p| p.addr)
+            .ok_or(BusError::PeerLost { peer })?;
+        let conn = Conn::new(
+            self.next_id(),
+            Dir::Outbound,
+            self.0.shared.config.max_write_queue,
+            self.0.counters.clone(),
+        );
+        conn.peer.set(Some(peer));
+        conn.remote.set(Some(addr));
+        let mut hello = self.0.shared.local_info().to_bytes();
+        if self.0.shared.secret().is_some() {
+            // Authenticate first: user frames wait until the server proved itself.
+            let nonce_c = auth::nonce();
+            hello.extend_from_slice(&nonce_c);
+            conn.auth.set(AuthState::AwaitServer { nonce_c });
+            conn.hold();
+        }
+        conn.push_control(self.node_id(), Channel::HELLO, &hello);
+        self.0.outbound.borrow_mut()[peer.0 as usize] = Some(conn.clone());
+        let bus = self.clone();
+        let c = conn.clone();
+        glommio::spawn_local(async move {
+            let timeout = bus.0.shared.config.connect_timeout;
+            let connect = async { TcpStream::connect(addr).await.map_err(std::io::Error::from) };
+            let timed = async {
+                glommio::timer::sleep(timeout).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            };
+            match future::or(connect, timed).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    c.attach(stream);
+                    bus.serve(c).await;
+                }
+                Err(e) => bus.on_closed(&c, CloseReason::Io(e)),
+            }
+        })
+        .detach();
+        Ok(conn)
+    }
+
+    fn push_to(conn: &Conn, peer: NodeId, meta: &Meta, payload: &[u8]) -> Result<(), BusError> {
+        conn.push(meta, payload).map_err(|e| match e {
+            PushError::Full => BusError::Backpressure {
+                what: "connection write queue",
+            },
+            PushError::Closed => BusError::PeerLost { peer },
+        })
+    }
+
+    /// One-way message to one provider of `channel` (round-robin).
+    pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
+        self.check_send(channel, payload.len())?;
+        let peer = self.pick(channel, &[])?;
+        self.send_one_way(peer, channel, payload)
+    }
+
+    fn send_one_way(&self, peer: NodeId, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
+        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        if peer == self.node_id() {
+            self.deliver(
+                self.meta(FrameKind::OneWay, channel, Channel(0), 0),
+                payload,
+                ReplyTo::Nobody,
+            );
+            return Ok(());
+        }
+        let conn = self.conn_to(peer)?;
+        Self::push_to(
+            &conn,
+            peer,
+            &self.meta(FrameKind::OneWay, channel, Channel(0), 0),
+            payload,
+        )
+    }
+
+    /// One-way message to every routable provider of `channel`; returns how many.
+    pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<usize, BusError> {
+        self.check_send(channel, payload.len())?;
+        let providers: Vec<NodeId> = {
+            let table = self.table();
+            let all = table.providers(channel);
+            if self.0.downs.get() == 0 {
+                all.to_vec()
+            } else {
+                all.iter()
+                    .copied()
+                    .filter(|&id| !self.is_down(id))
+                    .collect()
+            }
+        };
+        if providers.is_empty() {
+            self.count(&self.0.counters.no_provider);
+            return Err(BusError::NoProvider { channel });
+        }
+        let mut sent = 0;
+        let mut last_err = None;
+        for peer in providers {
+            match self.send_one_way(peer, channel, payload) {
+                Ok(()) => sent += 1,
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (sent, last_err) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(sent),
+        }
+    }
+
+    /// The seed's `call`: one provider runs the handler; its reply is delivered
+    /// to this node's `reply_channel` handler.
+    pub fn call(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        reply_channel: Channel,
+    ) -> Result<(), BusError> {
+        self.check_send(channel, payload.len())?;
+        if reply_channel.is_reserved() {
+            return Err(BusError::ReservedChannel {
+                channel: reply_channel,
+            });
+        }
+        let peer = self.pick(channel, &[])?;
+        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
+        if peer == self.node_id() {
+            let to = ReplyTo::LocalCall {
+                bus: self.clone(),
+                reply_channel,
+            };
+            self.deliver(meta, payload, to);
+            return Ok(());
+        }
+        let conn = self.conn_to(peer)?;
+        Self::push_to(&conn, peer, &meta, payload)
+    }
+
+    /// Request/response: one provider's reply, or a typed error within `timeout`.
+    ///
+    /// A provider that answers `Paused`, `ShuttingDown` or `NoHandler` is
+    /// skipped and the next one tried, inside the same timeout.
+    pub async fn request(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let result = self.request_inner(channel, payload, timeout).await;
+        if let Err(e) = &result {
+            let c = &self.0.counters;
+            match e {
+                BusError::Timeout { .. } => self.count(&c.timeouts),
+                BusError::PeerLost { .. } => self.count(&c.peer_lost),
+                BusError::Remote { .. } => self.count(&c.remote_errors),
+                _ => {}
+            }
+        }
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.check_send(channel, payload.len())?;
+        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
+        let mut tried: Vec<NodeId> = Vec::new();
+        loop {
+            let peer = match self.pick(channel, &tried) {
+                Ok(p) => p,
+                Err(e) if tried.is_empty() => return Err(e),
+                Err(_) => return Err(BusError::NoProvider { channel }),
+            };
+            let rx = self.start_request(peer, channel, payload)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match rx {
+                Started::Local(rx) => Self::await_reply(rx, remaining).await,
+                Started::Remote(corr, rx) => {
+                    // Forgets the waiter however this ends: reply, timeout,
+                    // or the caller dropping the future.
+                    let _forget = Forget { bus: self, corr };
+                    Self::await_reply(rx, remaining).await
+                }
+            };
+            match result {
+                None => {
+                    return Err(BusError::Timeout {
+                        channel,
+                        after: timeout,
+                    })
+                }
+                Some(Err(BusError::Remote { peer, code })) if code.is_retryable() => {
+                    tried.push(peer);
+                    if Instant::now() >= deadline {
+                        return Err(BusError::Remote { peer, code });
+                    }
+                }
+                Some(r) => return r,
+            }
+        }
+    }
+
+    fn count(&self, c: &Cell<u64>) {
+        Counters::inc(c);
+    }
+
+    fn start_request(
+        &self,
+        peer: NodeId,
+        channel: Channel,
+        payload: &[u8],
+    ) -> Result<Started, BusError> {
+        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        let (tx, rx) = oneshot::channel();
+        if peer == self.node_id() {
+            self.deliver(
+                self.meta(FrameKind::Request, channel, Channel(0), 0),
+                payload,
+                ReplyTo::Waiter(tx),
+            );
+            return Ok(Started::Local(rx));
+        }
+        if self.0.pending.borrow().len() >= self.0.shared.config.max_pending {
+            return Err(BusError::Backpressure {
+                what: "shard request table",
+            });
+        }
+        let conn = self.conn_to(peer)?;
+        let corr = self.next_id();
+        let meta = self.meta(FrameKind::Request, channel, Channel(0), corr);
+        Self::push_to(&conn, peer, &meta, payload)?;
+        self.0
+            .pending
+            .borrow_mut()
+            .insert(corr, Waiting { conn: conn.id, tx });
+        Ok(Started::Remote(corr, rx))
+    }
+
+    async fn await_reply(
+        rx: oneshot::Receiver<Result<Vec<u8>, BusError>>,
+        within: Duration,
+    ) -> Option<Result<Vec<u8>, BusError>> {
+        let reply = async { Some(rx.await.unwrap_or(Err(BusError::ShuttingDown))) };
+        let timer = async {
+            glommio::timer::sleep(within).await;
+            None
+        };
+        future::or(reply, timer).await
+    }
+
+    /// Runs the handler of `meta.channel` on this shard.
+    fn deliver(&self, meta: Meta, payload: &[u8], to: ReplyTo) {
+        let shared = &self.0.shared;
+        let expects = !matches!(to, ReplyTo::Nobody);
+        let state = shared.state();
+        if state != NodeState::Serving && meta.kind == FrameKind::Request {
+            let code = if state == NodeState::Paused {
+                Counters::inc(&self.0.counters.refused_paused);
+                ErrorCode::Paused
+            } else {
+                Counters::inc(&self.0.counters.refused_draining);
+                ErrorCode::ShuttingDown
+            };
+            self.refuse(to, code);
+            return;
+        }
+        let table = self.handlers();
+        let Some(handler) = table.get(meta.channel) else {
+            self.0
+                .counters
+                .unhandled
+                .set(self.0.counters.unhandled.get() + 1);
+            if expects {
+                self.refuse(to, ErrorCode::NoHandler);
+            } else {
+                debug!(channel = %meta.channel, "one-way message for a channel with no handler dropped");
+            }
+            return;
+        };
+        self.0
+            .counters
+            .handled
+            .set(self.0.counters.handled.get() + 1);
+        let replier = Replier::new(to, shared.id, shared.config.max_payload);
+        match handler {
+            Handler::Sync(f) => {
+                let mut req = Request {
+                    meta,
+                    payload,
+                    replier,
+                    bus: self,
+                };
+                f(&mut req);
+            }
+            Handler::Async(f) => {
+                let owned = OwnedRequest {
+                    meta,
+                    payload: payload.to_vec(),
+                    replier,
+                    bus: self.clone(),
+                };
+                let in_flight = self.0.in_flight.clone();
+                in_flight.take();
+                let fut = f(owned);
+                glommio::spawn_local(async move {
+                    fut.await;
+                    in_flight.give();
+                })
+                .detach();
+            }
+        }
+    }
+
+    fn refuse(&self, to: ReplyTo, code: ErrorCode) {
+        let me = self.node_id();
+        match to {
+            ReplyTo::Conn {
+                conn, correlation, ..
+            } => conn.push_error(me, correlation, code),
+            ReplyTo::Waiter(tx) => {
+                let _ = tx.send(Err(BusError::Remote { peer: me, code }));
+            }
+            ReplyTo::Nobody | ReplyTo::LocalCall { .. } => {}
+        }
+    }
+
+    /// A `call` reply reaches this node's reply-channel handler.
+    pub(crate) fn deliver_reply_locally(&self, reply_channel: Channel, bytes: Vec<u8>) {
+        let bus = self.clone();
+        glommio::spawn_local(async move {
+            let meta = bus.meta(FrameKind::OneWay, reply_channel, Channel(0), 0);
+            bus.deliver(meta, &bytes, ReplyTo::Nobody);
+        })
+        .detach();
+    }
+
+    fn handlers(&self) -> Rc<HandlerTable> {
+        let epoch = self.0.shared.handler_epoch.load(Ordering::Acquire);
+        let mut cached = self.0.handlers.borrow_mut();
+        if cached.0 != epoch {
+            let copy = HandlerTable::clone(&self.0.shared.handlers.load());
+            *cached = (epoch, Rc::new(copy));
+        }
+        cached.1.clone()
+    }
+}
+
+/// Removes a request's waiter when the request ends, however it ends.
+struct Forget<'a> {
+    bus: &'a LocalBus,
+    corr: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.bus.0.pending.borrow_mut().remove(&self.corr);
+    }
+}
+
+enum Started {
+    Local(oneshot::Receiver<Result<Vec<u8>, BusError>>),
+    Remote(u64, oneshot::Receiver<Result<Vec<u8>, BusError>>),
+}

@@ -1,0 +1,288 @@
+//! A shard's upkeep: down-marks and reconnects, timeouts and heartbeats,
+//! announcements, membership events, shutdown, and the shard's own tasks
+//! (the run loop, the accept loop, housekeeping).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::net::TcpListener;
+use tracing::{debug, warn};
+
+use super::{Command, Down, LocalBus, ShardCore};
+use crate::channel::{Channel, NodeId};
+use crate::conn::{CloseReason, Conn, Dir};
+use crate::error::BusError;
+use crate::handler::HandlerTable;
+use crate::node::Shared;
+use crate::notify::{Gate, Signal};
+use crate::route::{PeerEvent, PeerTable};
+use crate::stats::Counters;
+
+impl LocalBus {
+    pub(super) fn mark_down(&self, peer: NodeId) {
+        let mut down = self.0.down.borrow_mut();
+        let slot = &mut down[peer.0 as usize];
+        let attempts = slot.as_ref().map(|d| d.attempts + 1).unwrap_or(0);
+        let delay = self
+            .0
+            .shared
+            .config
+            .backoff
+            .delay(attempts, fastrand::f64());
+        if slot.is_none() {
+            self.0.downs.set(self.0.downs.get() + 1);
+        }
+        *slot = Some(Down {
+            until: Instant::now() + delay,
+            attempts,
+        });
+    }
+
+    pub(super) fn clear_down(&self, peer: NodeId) {
+        if self.0.down.borrow_mut()[peer.0 as usize].take().is_some() {
+            self.0.downs.set(self.0.downs.get() - 1);
+        }
+    }
+
+    /// Every connection of this shard, both directions.
+    pub(super) fn all_conns(&self) -> Vec<Rc<Conn>> {
+        let out = self.0.outbound.borrow();
+        let inb = self.0.inbound.borrow();
+        out.iter().flatten().chain(inb.values()).cloned().collect()
+    }
+
+    /// Closes connections whose handshake, frame or peer timed out, and
+    /// sends heartbeats on idle outbound connections.
+    pub(super) fn check_connections(&self) {
+        let now = Instant::now();
+        let t = self.0.shared.config.timeouts;
+        let conns = self.all_conns();
+        for conn in conns {
+            let seen = conn.observe(now);
+            if let Some(expired) = t.verdict(&seen) {
+                conn.fail(CloseReason::Timeout(expired));
+            } else if conn.dir == Dir::Outbound && t.heartbeat_due(&seen) {
+                conn.push_control(self.node_id(), Channel::HEARTBEAT, &[]);
+                conn.heartbeat_sent(now);
+            }
+        }
+    }
+
+    /// Starts a background reconnect (handshake only) to every down peer
+    /// whose backoff has expired; success clears the mark.
+    pub(super) fn retry_down_peers(&self) {
+        if self.0.downs.get() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<NodeId> = self
+            .0
+            .down
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, d)| {
+                d.as_ref()
+                    .filter(|d| d.until <= now)
+                    .map(|_| NodeId(id as u16))
+            })
+            .collect();
+        for peer in due {
+            if self.0.outbound.borrow()[peer.0 as usize].is_none() {
+                if let Err(e) = self.conn_to(peer) {
+                    debug!(%peer, error = %e, "reconnect not possible now");
+                }
+            }
+        }
+    }
+
+    /// Pushes our current info to every connected peer.
+    pub(super) fn announce(&self) {
+        let epoch = self.0.shared.info_epoch.load(Ordering::Acquire);
+        self.0.announced.set(epoch);
+        let info = self.0.shared.local_info().to_bytes();
+        for conn in self.0.inbound.borrow().values() {
+            if conn.open.get() {
+                conn.push_control(self.node_id(), Channel::ANNOUNCE, &info);
+            }
+        }
+    }
+
+    /// Drains membership events (never blocking): closes connections to
+    /// peers that left, went down or moved, and forgets their down-marks.
+    pub(super) fn apply_peer_events(&self) {
+        let mut stale = Vec::new();
+        while let Ok(event) = self.0.events.try_recv() {
+            match event {
+                PeerEvent::Joined(_) => {}
+                PeerEvent::Left(id) => {
+                    self.clear_down(id);
+                    stale.push(id);
+                }
+                PeerEvent::Changed(id) => {
+                    let table = self.table();
+                    let conn_addr = self.0.outbound.borrow()[id.0 as usize]
+                        .as_ref()
+                        .and_then(|c| c.remote.get());
+                    match table.get(id) {
+                        Some(p) if p.up && conn_addr.is_none_or(|a| a == p.addr) => {}
+                        _ => stale.push(id),
+                    }
+                }
+            }
+        }
+        for id in stale {
+            let conn = self.0.outbound.borrow()[id.0 as usize].clone();
+            if let Some(c) = conn {
+                c.close();
+            }
+        }
+    }
+
+    /// Async handlers still running and bytes still queued on this shard
+    /// (what a drain waits for).
+    pub fn busy(&self) -> (u64, usize) {
+        let queued = self.all_conns().iter().map(|c| c.queued()).sum();
+        (self.0.in_flight.taken(), queued)
+    }
+
+    /// Peers this shard holds an open outbound connection to.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        self.0
+            .outbound
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|c| c.open.get() && !c.is_closed())
+            .filter_map(|c| c.peer.get())
+            .collect()
+    }
+
+    /// This shard's counters.
+    pub fn counters(&self) -> crate::stats::Snapshot {
+        self.0.counters.snapshot()
+    }
+
+    pub(super) fn shutdown(&self) {
+        self.0.stopping.raise();
+        let conns = self.all_conns();
+        for c in conns {
+            c.close();
+        }
+        for (_, w) in self.0.pending.borrow_mut().drain() {
+            let _ = w.tx.send(Err(BusError::ShuttingDown));
+        }
+    }
+}
+
+/// Runs one shard until it is told to stop.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    commands: async_channel::Receiver<Command>,
+    ready: crossbeam_channel::Sender<Result<(), std::io::Error>>,
+) {
+    let listener = match TcpListener::bind(shared.addr) {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    let max_handlers = shared.config.max_handlers;
+    let events = shared.directory.subscribe();
+    let bus = LocalBus(Rc::new(ShardCore {
+        handlers: RefCell::new((u64::MAX, Rc::new(HandlerTable::default()))),
+        shared,
+        index,
+        table: RefCell::new((u64::MAX, Arc::new(PeerTable::new()))),
+        outbound: RefCell::new(vec![None; NodeId::MAX as usize + 1]),
+        inbound: RefCell::default(),
+        cursors: RefCell::default(),
+        down: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
+        downs: Cell::new(0),
+        pending: RefCell::default(),
+        next_id: Cell::new(1),
+        events,
+        counters: Rc::default(),
+        in_flight: Rc::new(Gate::new(max_handlers)),
+        stopping: Signal::default(),
+        announced: Cell::new(0),
+    }));
+    let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
+    let housekeeping = glommio::spawn_local(housekeeping(bus.clone()));
+    while let Ok(cmd) = commands.recv().await {
+        match cmd {
+            Command::Run(f) => f(&bus),
+            Command::Announce => bus.announce(),
+            Command::Stop => break,
+        }
+    }
+    bus.shutdown();
+    // Commands queued behind `Stop` are dropped, not left waiting: a caller
+    // blocked on one of them sees its reply channel close (`ShuttingDown`).
+    commands.close();
+    while commands.try_recv().is_ok() {}
+    drop(accept);
+    drop(housekeeping);
+}
+
+async fn accept_loop(bus: LocalBus, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            bus.0.stopping.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let cfg = &bus.0.shared.config;
+                let per_shard = cfg.max_connections.div_ceil(cfg.shards).max(1);
+                if bus.0.inbound.borrow().len() >= per_shard {
+                    Counters::inc(&bus.0.counters.refused_connections);
+                    debug!(
+                        limit = cfg.max_connections,
+                        "connection refused: limit reached"
+                    );
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let conn = Conn::new(
+                    bus.next_id(),
+                    Dir::Inbound,
+                    bus.0.shared.config.max_write_queue,
+                    bus.0.counters.clone(),
+                );
+                conn.attach(stream);
+                bus.0.inbound.borrow_mut().insert(conn.id, conn.clone());
+                let b = bus.clone();
+                glommio::spawn_local(async move { b.serve(conn).await }).detach();
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn housekeeping(bus: LocalBus) {
+    while !bus.0.stopping.is_raised() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        bus.apply_peer_events();
+        if bus.0.shared.info_epoch.load(Ordering::Acquire) != bus.0.announced.get() {
+            bus.announce();
+        }
+        bus.check_connections();
+        bus.retry_down_peers();
+    }
+}
