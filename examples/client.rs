@@ -5,6 +5,9 @@
 //! Run (with a server started by `cargo run --release --example server -- --tcp 127.0.0.1:7000`):
 //! `cargo run --release --example client -- --peer 127.0.0.1:7000 --count 100000 --concurrency 16`
 //!
+//! Or against a cluster in etcd (servers started with the same `--etcd`/`--cluster`):
+//! `cargo run --release --example client -- --etcd http://127.0.0.1:2379 --cluster demo --providers 2`
+//!
 //! Prints one summary line to stdout (a JSON object with `--json`); exits with
 //! status 0 if every request got a reply, 1 otherwise. Logs go to stderr; set
 //! `RUST_LOG` (default `info`).
@@ -32,7 +35,11 @@ const LOGGED_ERRORS: u64 = 5;
 #[command(about = "Drives request/reply load against domi servers")]
 struct Args {
     /// A server's bus address (repeatable; at least one unless `--etcd`).
-    #[arg(long = "peer", required_unless_present = "etcd")]
+    #[arg(
+        long = "peer",
+        required_unless_present = "etcd",
+        conflicts_with = "etcd"
+    )]
     peers: Vec<SocketAddr>,
     /// Providers to wait for before starting (default: one per `--peer`, or 1 with `--etcd`).
     #[arg(long)]
@@ -59,7 +66,7 @@ struct Args {
     #[arg(long, default_value = "default")]
     cluster: String,
     /// This node's id, 0..=1023 (static membership; derived from the address if unset).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "etcd")]
     node_id: Option<u16>,
     /// Join the cluster through etcd at these endpoints (comma-separated)
     /// instead of static `--peer`s; the id then comes from etcd.

@@ -105,7 +105,10 @@ fn main() -> anyhow::Result<()> {
         })?
         .join()
         .context("client stopped")??;
-    let pct = |q: f64| rtt[((rtt.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    let pct = |q: f64| {
+        rtt.get(((rtt.len().max(1) - 1) as f64 * q) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
     println!(
         "request/reply (1 in flight, {n} round trips): p50 {:.1} us, p99 {:.1} us",
         pct(0.5),

@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     tcp: SocketAddr,
     /// A static peer's bus address (repeatable).
-    #[arg(long = "peer")]
+    #[arg(long = "peer", conflicts_with = "etcd")]
     peers: Vec<SocketAddr>,
     /// Number of shards.
     #[arg(long, default_value_t = 1)]
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value = "default")]
     cluster: String,
     /// This node's id, 0..=1023 (static membership; derived from the address if unset).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "etcd")]
     node_id: Option<u16>,
     /// Join the cluster through etcd at these endpoints (comma-separated)
     /// instead of static `--peer`s; the id then comes from etcd.

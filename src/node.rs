@@ -176,16 +176,22 @@ impl Node {
     /// (requests that still arrive are refused with `Paused` and the caller
     /// tries the next provider). The node keeps sending its own requests.
     pub fn pause(&self) {
-        if self.shared.core.info().state == NodeState::Serving {
-            self.shared.core.set_state(NodeState::Paused);
+        if self
+            .shared
+            .core
+            .transition(NodeState::Serving, NodeState::Paused)
+        {
             info!(id = %self.id(), "paused");
         }
     }
 
     /// Puts a paused node back in rotation.
     pub fn resume(&self) {
-        if self.shared.core.info().state == NodeState::Paused {
-            self.shared.core.set_state(NodeState::Serving);
+        if self
+            .shared
+            .core
+            .transition(NodeState::Paused, NodeState::Serving)
+        {
             info!(id = %self.id(), "resumed");
         }
     }

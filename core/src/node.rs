@@ -286,6 +286,23 @@ impl Node {
     /// Sets this node's state (serving, paused, draining) and tells the cluster.
     pub fn set_state(&self, state: NodeState) {
         let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
+        self.store_state(state);
+    }
+
+    /// Moves from state `from` to `to` and tells the cluster, atomically with
+    /// respect to every other state change; returns false (and changes
+    /// nothing) when the node is not in `from` — e.g. a pause racing a drain
+    /// never overwrites `draining`.
+    pub fn transition(&self, from: NodeState, to: NodeState) -> bool {
+        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
+        if self.shared().state() != from {
+            return false;
+        }
+        self.store_state(to);
+        true
+    }
+
+    fn store_state(&self, state: NodeState) {
         let v = match state {
             NodeState::Serving => 0,
             NodeState::Paused => 1,
