@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::procs::{http, Server};
+use common::procs::{http, metric, rss_bytes, Server};
 use common::raw::{assert_closed_within, hello};
 use common::*;
-use domi::{BusError, Channel, Handler};
+use domi::frame::{self, FrameKind, Meta};
+use domi::{BusError, Channel, Handler, NodeId};
 
 const CH: Channel = Channel(50);
 const T: Duration = Duration::from_secs(10);
@@ -126,68 +125,202 @@ fn a_silent_peer_is_routed_around_and_used_again_when_it_answers() {
     drop(a);
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
 #[test]
-fn pushing_a_gibibyte_at_a_stalled_peer_keeps_memory_bounded() {
-    // The peer's handlers never finish: after `max_handlers` it stops reading.
-    let stalled = small("stalled")
-        .configure(|c| c.max_handlers = 64)
-        .subscribe(
-            CH,
-            Handler::asynchronous(|_req| async move {
-                glommio::timer::sleep(Duration::from_secs(600)).await;
-            }),
-        )
-        .start()
-        .unwrap();
+fn offering_a_gibibyte_to_a_stalled_peer_keeps_the_senders_memory_bounded() {
+    // The receiver is another process whose handler never finishes: once its
+    // handler limit is reached it stops reading, the kernel buffers fill, and
+    // the sender's write queue is all that is left to grow.
+    let mut stalled = Server::start_with("stalled", &["--node-id", "903", "--delay-ms", "600000"]);
+    const MAX_WRITE_QUEUE: usize = 8 << 20;
+    const BODY: usize = 16 * 1024;
+    const OFFER: u64 = 1 << 30;
     let sender = small("sender")
-        .configure(|c| c.max_write_queue = 8 << 20)
+        .configure(|c| c.max_write_queue = MAX_WRITE_QUEUE)
         .max_payload(1 << 20)
-        .peer(stalled.local_addr())
+        .peer(stalled.addr)
         .start()
         .unwrap();
     sender.wait_for_provider(CH, SETTLE).unwrap();
-    let before = rss_bytes();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, pushed_back) = sender
+    let before = rss_bytes("self");
+    let (accepted, pushed_back) = sender
         .spawn_on(0, |bus| async move {
-            let body = vec![7u8; 16 * 1024];
-            let (mut ok, mut pushed_back) = (0u64, 0u64);
-            for _ in 0..65_536 {
-                // 65,536 × 16 KiB = 1 GiB
+            let body = vec![7u8; BODY];
+            let (mut accepted, mut pushed_back) = (0u64, 0u64);
+            let mut offered = 0u64;
+            while offered < OFFER {
+                offered += BODY as u64;
                 match bus.notify(CH, &body) {
-                    Ok(()) => ok += 1,
-                    Err(BusError::Backpressure { .. }) => {
-                        pushed_back += 1;
-                        futures_lite::future::yield_now().await;
-                    }
+                    Ok(()) => accepted += 1,
+                    Err(BusError::Backpressure { .. }) => pushed_back += 1,
                     Err(e) => panic!("unexpected {e:?}"),
                 }
+                // Let the connection write between offers.
+                futures_lite::future::yield_now().await;
             }
-            (ok, pushed_back)
+            (accepted, pushed_back)
         })
         .unwrap()
-        .join_timeout(Duration::from_secs(60))
-        .expect("the sender finishes");
-    stop.store(true, Ordering::Relaxed);
-    let grown = rss_bytes().saturating_sub(before);
-    assert!(pushed_back > 0, "the sender was pushed back");
+        .join_timeout(Duration::from_secs(120))
+        .expect("the sender finishes offering");
+    assert_eq!((accepted + pushed_back) * BODY as u64, OFFER);
+    let grown = rss_bytes("self").saturating_sub(before);
+    let bound = 4 * MAX_WRITE_QUEUE as u64 + (32 << 20);
     assert!(
-        ok * 16 * 1024 < 256 << 20,
-        "only a bounded amount was accepted: {ok} messages"
+        pushed_back > 0,
+        "1 GiB offered to a stalled peer and never pushed back"
     );
-    assert!(grown < 256 << 20, "memory grew by {} MiB", grown >> 20);
-    assert!(sender.stats().backpressure > 0);
+    assert!(
+        grown < bound,
+        "the sender's memory grew by {} MiB (bound {} MiB); {} MiB accepted",
+        grown >> 20,
+        bound >> 20,
+        (accepted * BODY as u64) >> 20
+    );
+    assert!(sender.stats().backpressure >= pushed_back);
+    assert!(
+        stalled.child.try_wait().unwrap().is_none(),
+        "the stalled receiver is still alive"
+    );
+}
+
+#[test]
+fn requests_beyond_max_pending_get_backpressure_at_once() {
+    // A provider that never answers keeps every request pending.
+    let silent = Server::start_with("silent", &["--node-id", "904", "--delay-ms", "600000"]);
+    const MAX_PENDING: usize = 4;
+    let client = small("client")
+        .configure(|c| c.max_pending = MAX_PENDING)
+        .peer(silent.addr)
+        .start()
+        .unwrap();
+    client.wait_for_provider(CH, SETTLE).unwrap();
+    let (over, over_took, waited, after) = client
+        .spawn_on(0, |bus| async move {
+            let short = Duration::from_millis(500);
+            let mut pending: Vec<_> = (0..MAX_PENDING)
+                .map(|_| Box::pin(bus.request(CH, b"x", short)))
+                .collect();
+            // Polling once sends each request and registers its waiter.
+            for p in &mut pending {
+                assert!(futures_lite::future::poll_once(p.as_mut()).await.is_none());
+            }
+            let t = Instant::now();
+            let over = bus.request(CH, b"x", Duration::from_secs(30)).await;
+            let over_took = t.elapsed();
+            let mut waited = Vec::new();
+            for p in pending {
+                waited.push(p.await);
+            }
+            // The bound counts requests in flight: with them gone, a new one
+            // is sent again (and times out: the provider never answers).
+            let after = bus.request(CH, b"x", short).await;
+            (over, over_took, waited, after)
+        })
+        .unwrap()
+        .join_timeout(T)
+        .expect("the requests finish");
+    assert!(
+        matches!(over, Err(BusError::Backpressure { .. })),
+        "request over max_pending: {over:?}"
+    );
+    assert!(
+        over_took < Duration::from_millis(200),
+        "backpressure came after {over_took:?}"
+    );
+    assert_eq!(waited.len(), MAX_PENDING);
+    for r in waited {
+        assert!(matches!(r, Err(BusError::Timeout { .. })), "{r:?}");
+    }
+    assert!(matches!(after, Err(BusError::Timeout { .. })), "{after:?}");
+}
+
+/// A raw connection that completed its handshake, then sends `frame`; the
+/// node must close it.
+fn handshake_then(addr: std::net::SocketAddr, frame: &[u8]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&hello("default")).unwrap();
+    s.write_all(frame).unwrap();
+    assert_closed_within(s, Duration::from_secs(2));
+}
+
+#[test]
+fn bad_frames_after_the_handshake_are_counted_by_reason() {
+    let server = small("strict")
+        .http("127.0.0.1:0".parse().unwrap())
+        .subscribe(CH, Handler::sync(|r| drop(r.reply(b"pong"))))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let meta = Meta {
+        kind: FrameKind::Request,
+        channel: CH,
+        reply_channel: Channel(0),
+        source: NodeId(999),
+        correlation: 1,
+    };
+    let mut good = Vec::new();
+    frame::encode(&mut good, &meta, b"x");
+    // A well-formed request gets its reply: the raw peer itself is fine.
+    {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(&hello("default")).unwrap();
+        s.write_all(&good).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.ends_with(b"pong") {
+            let n = s.read(&mut buf).expect("a reply");
+            assert!(n > 0, "closed before the reply");
+            got.extend_from_slice(&buf[..n]);
+        }
+        // A clean close (FIN, everything read) is not a bad close.
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        while s.read(&mut buf).expect("the node closes too") > 0 {}
+    }
+    assert_eq!(server.stats().handled, 1);
+
+    let mut bad_magic = good.clone();
+    bad_magic[0..2].copy_from_slice(&0xBEEFu16.to_le_bytes());
+    handshake_then(addr, &bad_magic);
+    wait_until("the bad magic to be counted", T, || {
+        server.stats().closed_malformed == 1
+    });
+
+    let mut unknown_kind = good.clone();
+    unknown_kind[3] = 9;
+    handshake_then(addr, &unknown_kind);
+    wait_until("the unknown kind to be counted", T, || {
+        server.stats().closed_malformed == 2
+    });
+
+    let mut reserved = Vec::new();
+    frame::encode(
+        &mut reserved,
+        &Meta {
+            channel: Channel(65501),
+            ..meta
+        },
+        b"x",
+    );
+    handshake_then(addr, &reserved);
+    wait_until("the protocol violation to be counted", T, || {
+        server.stats().closed_protocol == 1
+    });
+
+    let s = server.stats();
+    assert_eq!(s.closed_malformed, 2, "{s:?}");
+    assert_eq!(s.closed_protocol, 1, "{s:?}");
+    assert_eq!(s.closed_refused, 0, "{s:?}");
+    assert_eq!(s.closed_timeout, 0, "{s:?}");
+    assert_eq!(s.bad_closes, 3, "{s:?}");
+
+    let (code, _, text) = http(server.http_addr().unwrap(), "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert_eq!(metric(&text, "domi_closed_malformed_total"), Some(2.0));
+    assert_eq!(metric(&text, "domi_closed_protocol_total"), Some(1.0));
+    assert_eq!(metric(&text, "domi_bad_closes_total"), Some(3.0));
+    // The node still serves.
+    assert_eq!(server.request(CH, b"x", T).unwrap(), b"pong");
 }
 
 #[test]
