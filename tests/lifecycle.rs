@@ -1,6 +1,7 @@
 //! The lifecycle over real processes and a real etcd: the admin endpoints,
-//! pause and resume under load, SIGTERM and `POST /stop` drains, and the
-//! drain deadline.
+//! pause and resume under load, SIGTERM, SIGINT, SIGHUP and `POST /stop`
+//! drains, `/health` during a drain, the drain deadline, and a second signal
+//! cutting a drain short.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
-use common::procs::{http, Server};
+use common::procs::{http, try_http, Server};
 use common::{load, wait_until};
 use domi::{BusError, Channel, ErrorCode, Node};
 
@@ -46,8 +47,14 @@ fn status(s: &Server) -> serde_json::Value {
     serde_json::from_str(&body).expect("status is JSON")
 }
 
+fn counter(s: &Server, name: &str) -> u64 {
+    status(s)["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
 fn handled(s: &Server) -> u64 {
-    status(s)["counters"]["handled"].as_u64().unwrap()
+    counter(s, "handled")
 }
 
 #[test]
@@ -143,27 +150,35 @@ fn a_paused_node_gets_no_new_requests_and_callers_see_no_errors() {
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(&c, CH, 16, T, stop.clone());
     wait_until("load to reach a", T, || handled(&a) > 200);
+    assert_eq!(counter(&a, "refused_paused"), 0);
 
     assert_eq!(http(a.http.unwrap(), "POST", "/pause", None).0, 200);
+    // From here on a refuses every request before its handler counts it.
+    let frozen = handled(&a);
     wait_until("the client to drop a from rotation", T, || {
         c.peers().providers(CH).len() == 1
     });
-    // Requests already on their way may still arrive; then nothing more.
-    let settle = handled(&a);
-    let sent = c.stats().sent;
-    wait_until("more load on b", T, || c.stats().sent > sent + 2_000);
-    let after = handled(&a);
-    assert!(
-        after - settle <= 16,
-        "a kept getting requests: {settle} -> {after}"
-    );
-    let frozen = handled(&a);
     let sent = c.stats().sent;
     wait_until("more load on b", T, || c.stats().sent > sent + 2_000);
     assert_eq!(
         handled(&a),
         frozen,
-        "no new request reaches the paused node"
+        "no request reaches a paused node's handler"
+    );
+    // Requests already routed to a when it paused were refused with Paused
+    // (and retried on b: the client sees no error, below).
+    let refused = counter(&a, "refused_paused");
+    assert!(
+        refused > 0,
+        "no request reached a while the pause propagated"
+    );
+    let sent = c.stats().sent;
+    wait_until("more load on b", T, || c.stats().sent > sent + 2_000);
+    assert_eq!(handled(&a), frozen);
+    assert_eq!(
+        counter(&a, "refused_paused"),
+        refused,
+        "once the pause is known nothing is routed to a"
     );
 
     assert_eq!(http(a.http.unwrap(), "POST", "/resume", None).0, 200);
@@ -178,6 +193,13 @@ fn a_paused_node_gets_no_new_requests_and_callers_see_no_errors() {
         "the client saw errors: {:?}",
         &errors[..errors.len().min(3)]
     );
+    // Each refusal was retried on the next provider inside its request.
+    let retries = c.stats().sent - results.len() as u64;
+    assert!(
+        retries >= refused,
+        "{refused} refusals but only {retries} retries"
+    );
+    assert_eq!(counter(&a, "refused_paused"), refused);
 }
 
 fn drain_under_load(stop_by_http: bool) {
@@ -282,4 +304,142 @@ fn an_empty_admin_token_is_refused_at_start() {
         r,
         Err(domi::StartError::Admin(domi_admin::AdminError::EmptyToken))
     ));
+}
+
+/// A `server` whose handler takes 3 s, one request in its handler, and the
+/// moment that handler was seen running (it finishes 3 s after it started,
+/// so at least 3 s after this moment).
+fn slow_node_with_a_request_in_flight(
+    etcd: &Etcd,
+    cluster: &str,
+) -> (
+    Server,
+    Node,
+    impl std::future::Future<Output = Result<Vec<u8>, BusError>>,
+    Instant,
+) {
+    let s = server(etcd, "slow", cluster, &["--delay-ms", "3000"]);
+    let c = client(etcd, cluster);
+    c.wait_for_provider(CH, T).unwrap();
+    assert_eq!(http(s.http.unwrap(), "GET", "/health", None).0, 200);
+    let pending = c.request_async(CH, b"x", T);
+    wait_until("the request to reach its handler", T, || handled(&s) == 1);
+    (s, c, pending, Instant::now())
+}
+
+#[test]
+fn health_answers_503_while_draining() {
+    let etcd = Etcd::start();
+    let (mut s, _c, pending, running) = slow_node_with_a_request_in_flight(&etcd, "health");
+    let addr = s.http.unwrap();
+    assert_eq!(http(addr, "POST", "/stop", None).0, 202);
+    // The handler still runs for the next 2 s at least: the node is draining.
+    let mut answers = 0;
+    while running.elapsed() < Duration::from_secs(2) {
+        let (code, _, body) = http(addr, "GET", "/health", None);
+        assert_eq!(
+            code, 503,
+            "health answer {answers} during the drain: {body:?}"
+        );
+        assert!(body.contains("draining"), "{body}");
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(answers > 0, "no /health answer during the drain");
+    assert_eq!(s.exit_code(T), Some(0));
+    // The drain let the in-flight handler finish and its reply leave.
+    assert_eq!(
+        futures_lite::future::block_on(pending).expect("the in-flight request is answered"),
+        b"pong"
+    );
+}
+
+#[test]
+#[ignore = "library bug: /health answers 500 (empty body) while the admin server shuts down at the end of a drain"]
+fn health_answers_503_or_nothing_until_exit() {
+    let etcd = Etcd::start();
+    let (mut s, _c, _pending, _) = slow_node_with_a_request_in_flight(&etcd, "health2");
+    let addr = s.http.unwrap();
+    assert_eq!(http(addr, "POST", "/stop", None).0, 202);
+    let deadline = Instant::now() + T;
+    let mut answers = 0;
+    while let Some((code, _, body)) = try_http(addr, "GET", "/health", None) {
+        assert_eq!(
+            code, 503,
+            "health answer {answers} during the drain: {body:?}"
+        );
+        answers += 1;
+        assert!(Instant::now() < deadline, "the drain did not end");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(answers > 0, "no /health answer during the drain");
+    assert_eq!(s.exit_code(T), Some(0));
+}
+
+fn a_signal_drains(sig: &str) {
+    let etcd = Etcd::start();
+    let cluster = format!("sig{}", sig.to_ascii_lowercase());
+    let mut s = server(&etcd, "sig", &cluster, &["--delay-ms", "1000"]);
+    let c = client(&etcd, &cluster);
+    c.wait_for_provider(CH, T).unwrap();
+    let key = format!("/domi/{cluster}/nodes/{}", s.id);
+    assert_eq!(etcd.get_prefix(&key).len(), 1);
+    let pending = c.request_async(CH, b"x", T);
+    wait_until("the request to reach its handler", T, || handled(&s) == 1);
+
+    s.signal(sig);
+    wait_until("the drain to start", T, || {
+        try_http(s.http.unwrap(), "GET", "/health", None).is_none_or(|(code, _, _)| code == 503)
+    });
+    assert_eq!(s.exit_code(T), Some(0), "SIG{sig} drains and exits 0");
+    assert!(
+        etcd.get_prefix(&key).is_empty(),
+        "the keys are gone at exit, not after the TTL"
+    );
+    assert_eq!(
+        futures_lite::future::block_on(pending).expect("the in-flight request is answered"),
+        b"pong",
+        "SIG{sig} let the in-flight handler finish"
+    );
+}
+
+#[test]
+fn sigint_drains_like_sigterm() {
+    a_signal_drains("INT");
+}
+
+#[test]
+fn sighup_drains_like_sigterm() {
+    a_signal_drains("HUP");
+}
+
+#[test]
+fn a_second_signal_during_a_drain_exits_at_once() {
+    let etcd = Etcd::start();
+    // A handler that never finishes and a drain deadline far away.
+    let mut s = server(
+        &etcd,
+        "twice",
+        "twice",
+        &["--delay-ms", "600000", "--drain-ms", "60000"],
+    );
+    let addr = s.http.unwrap();
+    let c = client(&etcd, "twice");
+    c.wait_for_provider(CH, T).unwrap();
+    let _pending = c.request_async(CH, b"x", Duration::from_secs(120));
+    wait_until("the request to reach its handler", T, || handled(&s) == 1);
+
+    s.signal("TERM");
+    wait_until("the drain to start", T, || {
+        http(addr, "GET", "/health", None).0 == 503
+    });
+    let asked = Instant::now();
+    s.signal("TERM");
+    let code = s.exit_code(T);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "exited {:?} after the second signal",
+        asked.elapsed()
+    );
+    assert_eq!(code, Some(1), "a second signal exits at once with code 1");
 }
