@@ -202,26 +202,40 @@ impl Node {
     /// lease is revoked) and stops. Gives up after the drain deadline.
     /// Blocks until done; a concurrent second call waits for the first.
     pub fn stop(&self) -> StopOutcome {
-        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+        if !self.begin_stop() {
             return self.wait();
         }
-        let outcome = self.drain();
-        self.finish(outcome);
-        outcome
+        self.drain_and_finish()
     }
 
-    /// Starts [`Node::stop`] on a thread of its own and returns at once.
+    /// Starts [`Node::stop`] on a thread of its own and returns at once; the
+    /// node is `draining` (out of rotation, `/health` 503) when it returns.
     pub fn stop_in_background(&self) {
-        if self.shared.stopping.load(Ordering::Acquire) {
+        if !self.begin_stop() {
             return;
         }
         let node = self.clone();
         std::thread::Builder::new()
             .name("domi-drain".into())
             .spawn(move || {
-                node.stop();
+                node.drain_and_finish();
             })
             .expect("spawning the drain thread");
+    }
+
+    /// Claims the stop (false if another stop came first) and enters `draining`.
+    fn begin_stop(&self) -> bool {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.shared.core.set_state(NodeState::Draining);
+        true
+    }
+
+    fn drain_and_finish(&self) -> StopOutcome {
+        let outcome = self.drain();
+        self.finish(outcome);
+        outcome
     }
 
     /// Stops at once, without draining (waiting requests fail with
@@ -271,7 +285,6 @@ impl Node {
         let started = Instant::now();
         let deadline = self.shared.lifecycle.drain_deadline;
         info!(id = %self.id(), deadline_ms = deadline.as_millis() as u64, "draining");
-        self.shared.core.set_state(NodeState::Draining);
         loop {
             let left = deadline.saturating_sub(started.elapsed());
             let (handlers, queued) = self.busy(left);

@@ -400,6 +400,7 @@ impl LocalBus {
             return Ok(Started::Local(rx));
         }
         if self.0.pending.borrow().len() >= self.0.shared.config.max_pending {
+            self.count(&self.0.counters.backpressure);
             return Err(BusError::Backpressure {
                 what: "shard request table",
             });
