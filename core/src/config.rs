@@ -52,13 +52,14 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults: cluster `default`, `127.0.0.1:0`, one shard per CPU, pinned.
+    /// Defaults: cluster `default`, `127.0.0.1:0`, one shard per CPU this
+    /// process may use ([`allowed_cpus`]), pinned.
     pub fn new(name: impl Into<String>) -> NodeConfig {
         NodeConfig {
             name: name.into(),
             cluster: "default".into(),
             tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
-            shards: available_cpus(),
+            shards: allowed_cpus().len(),
             pin_cpus: true,
             cpus: None,
             io_memory: 10 << 20,
@@ -90,10 +91,11 @@ impl NodeConfig {
             return Err(ConfigError::NoShards);
         }
         let cpus = available_cpus();
-        if self.pin_cpus && self.shards > cpus {
+        let allowed = allowed_cpus().len();
+        if self.pin_cpus && self.cpus.is_none() && self.shards > allowed {
             return Err(ConfigError::TooManyShards {
                 requested: self.shards,
-                available: cpus,
+                available: allowed,
             });
         }
         if let Some(list) = &self.cpus {
@@ -139,8 +141,22 @@ impl NodeConfig {
     }
 }
 
-/// CPUs online on this machine. glommio pins by CPU number and ignores the
-/// process affinity mask, so this counts online CPUs rather than the mask.
+/// The CPUs this process may run on (its affinity mask, so `taskset` and
+/// cpusets are honoured), in ascending order. Pinned shards go to these:
+/// shard `i` on `allowed_cpus()[i]`. Falls back to `0..available_cpus()`.
+pub fn allowed_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => {
+            let mut v: Vec<usize> = ids.into_iter().map(|c| c.id).collect();
+            v.sort_unstable();
+            v
+        }
+        _ => (0..available_cpus()).collect(),
+    }
+}
+
+/// CPUs online on this machine (what explicit `cpus` lists are checked
+/// against; glommio pins by CPU number).
 pub fn available_cpus() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()

@@ -597,7 +597,8 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
         let placement = if let Some(list) = &cfg.cpus {
             Placement::Fixed(list[i % list.len()])
         } else if cfg.pin_cpus {
-            Placement::Fixed(i)
+            let allowed = crate::config::allowed_cpus();
+            Placement::Fixed(allowed[i % allowed.len()])
         } else {
             Placement::Unbound
         };
