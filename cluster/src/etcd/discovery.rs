@@ -6,7 +6,18 @@
 //! tables into the [`Directory`](domi_core::Directory). When etcd goes away it
 //! keeps the last table and retries with jittered backoff; when etcd comes
 //! back it reopens the keep-alive and watch streams (etcd-client does not),
-//! re-lists, and re-registers under a new lease if the old one expired.
+//! re-lists, and re-registers under a new lease if the old one ended.
+//!
+//! ## Never writing for an id we do not hold
+//!
+//! The node's record is only ever written in a transaction that checks the
+//! id's claim key: `lease(ids/<id>) == our lease` for updates, and
+//! `create_revision(ids/<id>) == 0` (claim and record together) when
+//! registering again under a new lease. When another node took the id while
+//! our lease was gone, the id cannot change (it is baked into the running
+//! node's wire identity), so the node logs an error, writes nothing, stays
+//! out of the cluster's tables, keeps listing and watching (it still works as
+//! a client), and retries the claim with backoff until the id is free again.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +28,9 @@ use etcd_client::{
     LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::record::{self, Change, NodeRecord};
+use super::record::{self, Change, Claim, NodeRecord};
 use super::EtcdConfig;
 
 /// Messages from the node to its discovery thread.
@@ -33,6 +44,43 @@ pub(crate) enum Cmd {
 }
 
 type EtcdResult<T> = Result<T, etcd_client::Error>;
+
+/// Why a session with etcd could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// An etcd call failed (unreachable, timed out, refused).
+    #[error("etcd: {source}")]
+    Etcd {
+        /// The client's error.
+        #[from]
+        source: etcd_client::Error,
+    },
+}
+
+/// Whether `e` means our lease no longer exists.
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            record::is_lease_not_found(Some(i32::from(s.code())), s.message())
+        }
+        other => record::is_lease_not_found(None, &other.to_string()),
+    }
+}
+
+/// The claim key's lease in the `get` answer of a failed transaction.
+fn holder_lease(resp: &etcd_client::TxnResponse) -> Option<i64> {
+    resp.op_responses().into_iter().find_map(|op| match op {
+        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.lease()),
+        _ => None,
+    })
+}
+
+/// The streams of one established session.
+struct Session {
+    watch: WatchStream,
+    /// Keep-alive of our lease; `None` while another node holds our id.
+    keep: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+}
 
 fn unavailable(e: impl std::fmt::Display) -> MembershipError {
     MembershipError::Unavailable {
@@ -65,7 +113,14 @@ pub(crate) async fn join(
         .await
         .map_err(unavailable)?
         .id();
-    let id = claim_lowest(&mut client, &config.cluster, lease, local.instance).await?;
+    let id = match claim_lowest(&mut client, &config.cluster, lease, local.instance).await {
+        Ok(id) => id,
+        Err(e) => {
+            // Nothing hangs on the lease yet; do not leave it to its TTL.
+            revoke(&mut client, lease).await;
+            return Err(e);
+        }
+    };
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -117,6 +172,15 @@ async fn claim_lowest(
     }
 }
 
+/// Revokes `lease` (best effort, bounded in time).
+async fn revoke(client: &mut Client, lease: i64) {
+    match tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await {
+        Ok(Ok(_)) => debug!(lease, "lease revoked"),
+        Ok(Err(e)) => debug!(lease, error = %e, "could not revoke a lease; it ends with its TTL"),
+        Err(_) => debug!(lease, "lease revoke timed out; it ends with its TTL"),
+    }
+}
+
 async fn try_claim(
     client: &mut Client,
     cluster: &str,
@@ -151,24 +215,36 @@ impl Discovery {
         };
         let backoff = self.config.backoff;
         let mut attempt = 0u32;
+        let mut broken = false;
         loop {
             match self.establish(&ctx).await {
-                Ok((watch, keeper, alive)) => {
-                    if attempt > 0 {
-                        info!(id = %self.id, "etcd reachable again; membership resynchronized");
+                Ok(session) => {
+                    if broken {
+                        info!(id = %self.id, cluster = %self.config.cluster, "etcd reachable again; membership resynchronized");
+                        broken = false;
                     }
-                    attempt = 0;
-                    match self.serve(&ctx, &mut cmds, watch, keeper, alive).await {
+                    let claim_retry = if session.keep.is_some() {
+                        attempt = 0;
+                        None
+                    } else {
+                        let d = retry_delay(&backoff, attempt);
+                        attempt = attempt.saturating_add(1);
+                        Some(d)
+                    };
+                    match self.serve(&ctx, &mut cmds, session, claim_retry).await {
                         Flow::Leave => return self.leave().await,
+                        Flow::Reclaim => continue, // the backoff ran inside serve
                         Flow::Retry(reason) => {
-                            warn!(id = %self.id, %reason, "etcd session broke; keeping the last peer table")
+                            broken = true;
+                            warn!(id = %self.id, cluster = %self.config.cluster, %reason, "etcd session broke; keeping the last peer table")
                         }
                     }
                 }
                 Err(e) => {
-                    if attempt == 0 {
-                        warn!(id = %self.id, error = %e, "etcd unavailable; keeping the last peer table, retrying");
+                    if !broken {
+                        warn!(id = %self.id, cluster = %self.config.cluster, error = %e, "etcd unavailable; keeping the last peer table, retrying");
                     }
+                    broken = true;
                 }
             }
             let delay = retry_delay(&backoff, attempt);
@@ -199,39 +275,112 @@ impl Discovery {
         .to_json()
     }
 
-    async fn put_record(&mut self, ctx: &MembershipContext, lease: i64) -> EtcdResult<()> {
-        let key = record::node_key(&self.config.cluster, self.id);
-        self.client
-            .put(
-                key,
+    /// Writes our record under `lease` if, and only if, our id's claim key
+    /// hangs on that lease; otherwise reports who holds the id.
+    async fn put_record_if_held(
+        &mut self,
+        ctx: &MembershipContext,
+        lease: i64,
+    ) -> EtcdResult<Claim> {
+        let id_key = record::id_key(&self.config.cluster, self.id);
+        let node_key = record::node_key(&self.config.cluster, self.id);
+        let txn = Txn::new()
+            .when([Compare::lease(id_key.as_str(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::put(
+                node_key,
                 self.record(ctx),
                 Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .map(|_| ())
+            )])
+            .or_else([TxnOp::get(id_key, None)]);
+        let resp = self.client.txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(Claim::Held);
+        }
+        Ok(record::claim_state(holder_lease(&resp), Some(lease)))
+    }
+
+    /// Claims our id again under `lease` and writes our record, in one
+    /// transaction that only succeeds if nobody holds the id.
+    async fn reclaim_with_record(
+        &mut self,
+        ctx: &MembershipContext,
+        lease: i64,
+    ) -> EtcdResult<Claim> {
+        let id_key = record::id_key(&self.config.cluster, self.id);
+        let node_key = record::node_key(&self.config.cluster, self.id);
+        let opts = || Some(PutOptions::new().with_lease(lease));
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                id_key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::put(id_key.as_str(), format!("{:016x}", self.instance), opts()),
+                TxnOp::put(node_key, self.record(ctx), opts()),
+            ])
+            .or_else([TxnOp::get(id_key, None)]);
+        let resp = self.client.txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(Claim::Held);
+        }
+        Ok(record::claim_state(holder_lease(&resp), Some(lease)))
+    }
+
+    /// Makes sure we hold our id under a live lease with our record written.
+    /// Returns the lease, or `None` when another node holds our id (nothing
+    /// was written then).
+    async fn register(&mut self, ctx: &MembershipContext) -> EtcdResult<Option<i64>> {
+        if let Some(lease) = self.lease {
+            match self.put_record_if_held(ctx, lease).await {
+                Ok(Claim::Held) => return Ok(Some(lease)),
+                Ok(Claim::Free) => {
+                    warn!(id = %self.id, cluster = %self.config.cluster, lease, "our lease ended (expired or revoked); registering again");
+                }
+                Ok(Claim::Taken { holder_lease }) => {
+                    error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record");
+                    revoke(&mut self.client, lease).await;
+                }
+                Err(e) if lease_not_found(&e) => {
+                    warn!(id = %self.id, cluster = %self.config.cluster, lease, "our lease is gone; registering again");
+                }
+                Err(e) => return Err(e),
+            }
+            self.lease = None;
+        }
+        let lease = self
+            .client
+            .lease_grant(self.config.ttl_secs, None)
+            .await?
+            .id();
+        match self.reclaim_with_record(ctx, lease).await {
+            Ok(Claim::Held) => {
+                self.lease = Some(lease);
+                info!(id = %self.id, cluster = %self.config.cluster, lease, "registered again under a new lease");
+                Ok(Some(lease))
+            }
+            Ok(Claim::Taken { holder_lease }) => {
+                error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id was taken by another node while our lease was gone; staying out of the cluster's tables and retrying the claim");
+                revoke(&mut self.client, lease).await;
+                Ok(None)
+            }
+            Ok(Claim::Free) => {
+                // The key vanished between the comparison and the read; try again later.
+                revoke(&mut self.client, lease).await;
+                Ok(None)
+            }
+            Err(e) => {
+                revoke(&mut self.client, lease).await;
+                Err(e)
+            }
+        }
     }
 
     /// Registers (re-claiming the id under a new lease if the old one is
-    /// gone), lists, and opens the watch and keep-alive streams.
-    async fn establish(
-        &mut self,
-        ctx: &MembershipContext,
-    ) -> EtcdResult<(WatchStream, LeaseKeeper, LeaseKeepAliveStream)> {
-        let lease = match self.lease {
-            Some(l) => l,
-            None => self.renew_lease().await?,
-        };
-        let lease = match self.put_record(ctx, lease).await {
-            Ok(()) => lease,
-            Err(e) if e.to_string().contains("lease not found") => {
-                warn!(id = %self.id, "lease expired during an outage; registering again");
-                self.lease = None;
-                let l = self.renew_lease().await?;
-                self.put_record(ctx, l).await?;
-                l
-            }
-            Err(e) => return Err(e),
-        };
+    /// gone), lists, and opens the watch and (when registered) keep-alive
+    /// streams.
+    async fn establish(&mut self, ctx: &MembershipContext) -> Result<Session, SessionError> {
+        let lease = self.register(ctx).await?;
         let prefix = record::nodes_prefix(&self.config.cluster);
         let listed = self
             .client
@@ -263,58 +412,53 @@ impl Discovery {
                 ),
             )
             .await?;
-        let (keeper, alive) = self.client.lease_keep_alive(lease).await?;
-        debug!(id = %self.id, revision, peers = ctx.directory.load().len(), "listed and watching");
-        Ok((watch, keeper, alive))
+        let keep = match lease {
+            Some(l) => Some(self.client.lease_keep_alive(l).await?),
+            None => None,
+        };
+        debug!(id = %self.id, cluster = %self.config.cluster, revision, registered = keep.is_some(), peers = ctx.directory.load().len(), "listed and watching");
+        Ok(Session { watch, keep })
     }
 
-    /// A new lease, and our id re-claimed under it.
-    async fn renew_lease(&mut self) -> EtcdResult<i64> {
-        let lease = self
-            .client
-            .lease_grant(self.config.ttl_secs, None)
-            .await?
-            .id();
-        self.lease = Some(lease);
-        if !try_claim(
-            &mut self.client,
-            &self.config.cluster,
-            self.id,
-            lease,
-            self.instance,
-        )
-        .await?
-        {
-            // Another node took our id while our lease was gone. The id is on
-            // the wire already, so keep it and say so loudly.
-            tracing::error!(id = %self.id, "our node id was taken by another node while our lease was lost");
-        }
-        Ok(lease)
-    }
-
+    /// Serves one session: keeps the lease alive, applies watch events and
+    /// rewrites the record on `Update`. With `claim_retry`, we do not hold
+    /// our id: after that delay it returns [`Flow::Reclaim`].
     async fn serve(
         &mut self,
         ctx: &MembershipContext,
         cmds: &mut UnboundedReceiver<Cmd>,
-        mut watch: WatchStream,
-        mut keeper: LeaseKeeper,
-        mut alive: LeaseKeepAliveStream,
+        session: Session,
+        claim_retry: Option<Duration>,
     ) -> Flow {
+        let Session {
+            mut watch,
+            mut keep,
+        } = session;
         let mut tick = tokio::time::interval(Duration::from_millis(
             (self.config.ttl_secs as u64 * 1000 / 3).max(100),
         ));
+        let reclaim = async {
+            match claim_retry {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(reclaim);
         let cluster = self.config.cluster.clone();
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = keeper.keep_alive().await {
-                        return Flow::Retry(format!("keep-alive: {e}"));
+                _ = &mut reclaim => return Flow::Reclaim,
+                _ = tick.tick(), if keep.is_some() => {
+                    if let Some((keeper, _)) = keep.as_mut() {
+                        if let Err(e) = keeper.keep_alive().await {
+                            return Flow::Retry(format!("keep-alive: {e}"));
+                        }
                     }
                 }
-                msg = alive.message() => match msg {
+                msg = async { keep.as_mut().expect("guarded").1.message().await }, if keep.is_some() => match msg {
                     Ok(Some(r)) if r.ttl() <= 0 => {
                         self.lease = None;
-                        return Flow::Retry("lease expired".into());
+                        return Flow::Retry("lease expired or revoked".into());
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return Flow::Retry("keep-alive stream ended".into()),
@@ -348,9 +492,26 @@ impl Discovery {
                 },
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Update) => {
-                        let lease = self.lease.unwrap_or_default();
-                        if let Err(e) = self.put_record(ctx, lease).await {
-                            return Flow::Retry(format!("updating the record: {e}"));
+                        // Without a lease we hold nothing to write; the record
+                        // is written from the current info when we register.
+                        let Some(lease) = self.lease else { continue };
+                        match self.put_record_if_held(ctx, lease).await {
+                            Ok(Claim::Held) => {}
+                            Ok(Claim::Free) => {
+                                self.lease = None;
+                                return Flow::Retry("our lease ended; registering again".into());
+                            }
+                            Ok(Claim::Taken { holder_lease }) => {
+                                error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record");
+                                revoke(&mut self.client, lease).await;
+                                self.lease = None;
+                                return Flow::Retry("our node id is held by another node".into());
+                            }
+                            Err(e) if lease_not_found(&e) => {
+                                self.lease = None;
+                                return Flow::Retry("our lease is gone; registering again".into());
+                            }
+                            Err(e) => return Flow::Retry(format!("updating the record: {e}")),
                         }
                     }
                     Some(Cmd::Start(_)) => {}
@@ -375,8 +536,13 @@ impl Discovery {
     }
 }
 
+/// How a session ended.
 enum Flow {
+    /// The node leaves: revoke and stop.
     Leave,
+    /// We do not hold our id: try to claim it again now (the backoff already ran).
+    Reclaim,
+    /// The session broke: wait with backoff and establish a new one.
     Retry(String),
 }
 

@@ -174,3 +174,11 @@ impl Membership for EtcdMembership {
         }
     }
 }
+
+impl Drop for EtcdMembership {
+    /// A membership dropped without `leave` (e.g. the node failed to start
+    /// after `join`) still revokes its lease, so its id is freed at once.
+    fn drop(&mut self) {
+        self.leave();
+    }
+}

@@ -54,6 +54,47 @@ pub fn lowest_free(taken: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
     used.iter().position(|u| !u).map(|i| NodeId(i as u16))
 }
 
+/// Who holds a node id's claim key (`/domi/<cluster>/ids/<id>`), as far as
+/// this node is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The claim hangs on our lease: we hold the id.
+    Held,
+    /// No claim key: nobody holds the id (our lease ended and took it along).
+    Free,
+    /// The claim hangs on another lease (or on none): another node holds the id.
+    Taken {
+        /// The holder's lease id (0 for a key without a lease).
+        holder_lease: i64,
+    },
+}
+
+/// Who holds an id, given the lease of its claim key (`None` when there is no
+/// such key) and our lease (`None` when we hold none).
+pub fn claim_state(holder_lease: Option<i64>, our_lease: Option<i64>) -> Claim {
+    match (holder_lease, our_lease) {
+        (None, _) => Claim::Free,
+        (Some(h), Some(o)) if h == o => Claim::Held,
+        (Some(holder_lease), _) => Claim::Taken { holder_lease },
+    }
+}
+
+/// gRPC status code `NOT_FOUND`.
+pub const GRPC_NOT_FOUND: i32 = 5;
+
+/// Whether an etcd error means "this lease does not exist (any more)".
+///
+/// etcd answers `NOT_FOUND` with `etcdserver: requested lease not found`; the
+/// code is checked when the error carries one, the message otherwise (the
+/// client also reports some errors only as text).
+pub fn is_lease_not_found(grpc_code: Option<i32>, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    match grpc_code {
+        Some(GRPC_NOT_FOUND) => message.contains("lease"),
+        _ => message.contains("requested lease not found"),
+    }
+}
+
 /// A node's record, as stored in etcd and read by `etcdctl get --prefix /domi/`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -477,5 +518,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.providers(Channel(50)), &[NodeId(0)]);
+    }
+
+    #[test]
+    fn claim_states() {
+        assert_eq!(claim_state(None, Some(7)), Claim::Free);
+        assert_eq!(claim_state(None, None), Claim::Free);
+        assert_eq!(claim_state(Some(7), Some(7)), Claim::Held);
+        assert_eq!(
+            claim_state(Some(8), Some(7)),
+            Claim::Taken { holder_lease: 8 }
+        );
+        assert_eq!(claim_state(Some(0), None), Claim::Taken { holder_lease: 0 });
+    }
+
+    #[test]
+    fn lease_not_found_errors() {
+        assert!(is_lease_not_found(
+            Some(GRPC_NOT_FOUND),
+            "etcdserver: requested lease not found"
+        ));
+        assert!(is_lease_not_found(
+            None,
+            "grpc request error: status: NotFound, message: \"etcdserver: requested lease not found\""
+        ));
+        assert!(!is_lease_not_found(Some(14), "transport error"));
+        assert!(!is_lease_not_found(None, "etcdserver: request timed out"));
+        assert!(!is_lease_not_found(Some(GRPC_NOT_FOUND), "key not found"));
     }
 }
