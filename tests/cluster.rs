@@ -1,18 +1,94 @@
 //! Cluster membership through a real, private etcd: ids, records, round-robin,
-//! failover, etcd outages, watch continuity, a full cluster.
+//! failover, etcd outages under load, lost leases and id conflicts, watch
+//! continuity (a broken and a compacted watch), a full cluster.
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::*;
-use domi::{Channel, Handler, MembershipError, Node, NodeId, StartError};
+use domi::{Channel, EtcdConfig, Handler, MembershipError, Node, NodeId, StartError};
+use domi_core::backoff::Backoff;
 
 const CH: Channel = Channel(50);
 const T: Duration = Duration::from_secs(5);
+
+/// Everything `domi_cluster` logs (debug and up) in this test process, so a
+/// test can wait for what a node says it did. Lines carry `cluster=<name>`.
+fn logs() -> &'static Mutex<String> {
+    static LOGS: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(String::new()));
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "warn,domi_cluster=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(w.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<String>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_str(&String::from_utf8_lossy(b));
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Log lines of cluster `cluster` and node `id` containing `text`.
+fn log_lines(cluster: &str, id: NodeId, text: &str) -> Vec<String> {
+    let (c, i) = (format!("cluster={cluster}"), format!("id={id} "));
+    logs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .lines()
+        .filter(|l| l.contains(&c) && l.contains(&i) && l.contains(text))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The JSON record of node `id` in `cluster`, if present.
+fn record(etcd: &Etcd, cluster: &str, id: NodeId) -> Option<serde_json::Value> {
+    etcd.get(&format!("/domi/{cluster}/nodes/{}", id.0))
+        .map(|v| serde_json::from_str(&v).expect("records are JSON"))
+}
+
+/// Channels listed in a JSON record.
+fn channels_of(rec: &serde_json::Value) -> Vec<u64> {
+    rec["channels"]
+        .as_array()
+        .expect("a channels array")
+        .iter()
+        .map(|c| c.as_u64().expect("a channel number"))
+        .collect()
+}
+
+/// A backoff of `[d/2, d]` for every retry.
+fn fixed_backoff(d: Duration) -> impl FnOnce(&mut EtcdConfig) {
+    move |c| c.backoff = Backoff { base: d, max: d }
+}
+
+/// Peers shard 0 of `node` holds an open outbound connection to.
+fn connected(node: &Node) -> Vec<NodeId> {
+    node.spawn_on(0, |bus| async move { bus.connected_peers() })
+        .unwrap()
+        .join_timeout(T)
+        .expect("shard 0 answers")
+}
 
 fn etcd_node(etcd: &Etcd, name: &str, cluster: &str) -> domi::NodeBuilder {
     Node::builder(name)
@@ -23,11 +99,16 @@ fn etcd_node(etcd: &Etcd, name: &str, cluster: &str) -> domi::NodeBuilder {
 }
 
 fn etcd_server(etcd: &Etcd, name: &str, cluster: &str) -> (Node, Arc<AtomicUsize>) {
+    serve(etcd_node(etcd, name, cluster), CH)
+}
+
+/// Starts `builder` serving `channel` with `pong`; counts what it handled.
+fn serve(builder: domi::NodeBuilder, channel: Channel) -> (Node, Arc<AtomicUsize>) {
     let handled = Arc::new(AtomicUsize::new(0));
     let h = handled.clone();
-    let node = etcd_node(etcd, name, cluster)
+    let node = builder
         .subscribe(
-            CH,
+            channel,
             Handler::sync(move |req| {
                 h.fetch_add(1, Ordering::SeqCst);
                 let _ = req.reply(b"pong");
@@ -73,14 +154,20 @@ fn ids_are_allocated_lowest_first_records_are_json_and_freed_ids_are_reused() {
     );
     let (again, _) = etcd_server(&etcd, "n3", "ids");
     assert_eq!(again.id(), NodeId(1));
-    // Subscribing at run time updates the record.
+    // Subscribing at run time updates the record...
     again.subscribe(Channel(70), Handler::sync(|_| {})).unwrap();
-    wait_until("the record to list channel 70", T, || {
-        etcd.get_prefix("/domi/ids/nodes/1")
-            .iter()
-            .any(|(_, v)| v.contains("70"))
+    wait_until("the record to list channels 50 and 70", T, || {
+        record(&etcd, "ids", NodeId(1)).map(|r| channels_of(&r)) == Some(vec![50, 70])
     });
     nodes[0].wait_for_provider(Channel(70), T).unwrap();
+    // ...and so does unsubscribing.
+    assert!(again.unsubscribe(Channel(70)));
+    wait_until("the record to list channel 50 only", T, || {
+        record(&etcd, "ids", NodeId(1)).map(|r| channels_of(&r)) == Some(vec![50])
+    });
+    wait_until("node 0 to drop the provider of 70", T, || {
+        nodes[0].peers().providers(Channel(70)).is_empty()
+    });
 }
 
 #[test]
@@ -100,51 +187,310 @@ fn three_hundred_requests_spread_exactly_over_three_servers() {
 }
 
 #[test]
-fn nodes_keep_serving_through_an_etcd_restart_and_resynchronize() {
+fn nodes_keep_serving_each_other_under_load_through_an_etcd_restart() {
+    const CH_A: Channel = Channel(51);
+    const CH_B: Channel = Channel(52);
     let mut etcd = Etcd::start();
-    let (a, handled_a) = etcd_server(&etcd, "a", "outage");
-    let client = etcd_node(&etcd, "client", "outage").start().unwrap();
-    client.wait_for_provider(CH, T).unwrap();
+    let (a, _) = serve(etcd_node(&etcd, "a", "outage"), CH_A);
+    let (b, _) = serve(etcd_node(&etcd, "b", "outage"), CH_B);
+    // Only b serves CH_B and only a serves CH_A: every request crosses nodes.
+    a.wait_for_provider(CH_B, T).unwrap();
+    b.wait_for_provider(CH_A, T).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let a_to_b = load(&a, CH_B, 4, T, stop.clone());
+    let b_to_a = load(&b, CH_A, 4, T, stop.clone());
+    wait_until("load to start", T, || {
+        a.stats().sent > 100 && b.stats().sent > 100
+    });
 
     etcd.kill();
+    let down_at = Instant::now();
     // The last table stays in use: requests keep flowing while etcd is down.
-    for _ in 0..50 {
-        assert_eq!(client.request(CH, b"ping", T).unwrap(), b"pong");
-    }
-    assert!(handled_a.load(Ordering::SeqCst) >= 50);
-
+    let (sa, sb) = (a.stats().sent, b.stats().sent);
+    wait_until("requests to flow while etcd is down", T, || {
+        a.stats().sent > sa + 200 && b.stats().sent > sb + 200
+    });
+    let up_at = Instant::now();
     etcd.restart();
-    // Every node's record comes back.
+    // Records are back (the lease survives a short outage, so this holds even
+    // without re-registration; the lost-lease test covers that).
     wait_until("both records to be back", Duration::from_secs(15), || {
         etcd.get_prefix("/domi/outage/nodes/").len() == 2
     });
-    // A node started after the restart is seen by all.
-    let (b, _) = etcd_server(&etcd, "b", "outage");
-    client
-        .wait_for_providers(CH, 2, Duration::from_secs(15))
-        .unwrap();
-    a.wait_for_provider(CH, T).unwrap();
-    assert!(a.peers().get(b.id()).is_some(), "a sees b");
-    for _ in 0..10 {
-        client.request(CH, b"ping", T).unwrap();
+    let (sa, sb) = (a.stats().sent, b.stats().sent);
+    wait_until("requests to flow after the restart", T, || {
+        a.stats().sent > sa + 200 && b.stats().sent > sb + 200
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut results = a_to_b
+        .join_timeout(T * 3)
+        .expect("no request hangs (a to b)");
+    results.extend(
+        b_to_a
+            .join_timeout(T * 3)
+            .expect("no request hangs (b to a)"),
+    );
+
+    let mut during = 0;
+    for (started, took, r) in &results {
+        assert!(
+            *took < T + Duration::from_secs(1),
+            "a request took {took:?}"
+        );
+        // Every outcome is a reply or a typed error; none fails while etcd is down.
+        if *started >= down_at && *started < up_at {
+            during += 1;
+            assert_eq!(
+                r.as_deref(),
+                Ok(&b"pong"[..]),
+                "a request while etcd was down"
+            );
+        } else if let Ok(reply) = r {
+            assert_eq!(reply, b"pong");
+        }
     }
+    assert!(during >= 400, "requests while etcd was down: {during}");
+
+    // A node started after the restart is seen by all, and sees all.
+    let (c, _) = serve(etcd_node(&etcd, "c", "outage"), CH);
+    for (n, who) in [(&a, "a"), (&b, "b")] {
+        wait_until(&format!("{who} to see c"), Duration::from_secs(15), || {
+            n.peers().get(c.id()).is_some()
+        });
+        n.wait_for_provider(CH, T).unwrap();
+    }
+    wait_until("c to see a and b", T, || {
+        c.peers().get(a.id()).is_some() && c.peers().get(b.id()).is_some()
+    });
+    assert_eq!(a.request(CH_B, b"x", T), Ok(b"pong".to_vec()));
+    assert_eq!(c.request(CH_A, b"x", T), Ok(b"pong".to_vec()));
 }
 
 #[test]
-fn a_node_registering_while_a_watch_is_reestablished_is_not_missed() {
-    let mut etcd = Etcd::start();
-    let watcher = etcd_node(&etcd, "watcher", "cont").start().unwrap();
-    // Break the watcher's watch, and register a node while it reconnects.
+fn a_lost_lease_reregisters_under_the_same_id_and_peers_see_the_node_again() {
+    let etcd = Etcd::start();
+    // Retries wait 0.5-1 s, so b surely sees a gone before it is back.
+    let a_builder =
+        etcd_node(&etcd, "a", "relost").etcd_config(fixed_backoff(Duration::from_secs(1)));
+    let (a, handled) = serve(a_builder, CH);
+    let b = etcd_node(&etcd, "b", "relost").start().unwrap();
+    b.wait_for_provider(CH, T).unwrap();
+    let node_key = format!("/domi/relost/nodes/{}", a.id().0);
+    let id_key = format!("/domi/relost/ids/{}", a.id().0);
+    let before = record(&etcd, "relost", a.id()).expect("a's record");
+    let old = etcd.lease_of(&node_key).expect("a's record has a lease");
+    assert_ne!(old, 0);
+
+    etcd.revoke(old);
+    assert_eq!(etcd.get(&node_key), None, "the record went with the lease");
+    wait_until("b to see a gone", T, || b.peers().get(a.id()).is_none());
+
+    wait_until(
+        "a's record back under a new lease",
+        Duration::from_secs(15),
+        || etcd.lease_of(&node_key).is_some_and(|l| l != old),
+    );
+    let lease = etcd.lease_of(&node_key).unwrap();
+    assert_ne!(lease, 0);
+    assert_eq!(
+        etcd.lease_of(&id_key),
+        Some(lease),
+        "claim and record share the new lease"
+    );
+    let after = record(&etcd, "relost", a.id()).unwrap();
+    for field in ["id", "instance", "tcp", "name", "channels"] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
+    wait_until("b to see a again", T, || b.peers().get(a.id()).is_some());
+    b.wait_for_provider(CH, T).unwrap();
+    let n = handled.load(Ordering::SeqCst);
+    assert_eq!(b.request(CH, b"ping", T), Ok(b"pong".to_vec()));
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        n + 1,
+        "a served b's request"
+    );
+}
+
+#[test]
+fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holder() {
+    logs();
+    let etcd = Etcd::start();
+    let a_builder =
+        etcd_node(&etcd, "a", "conflict").etcd_config(fixed_backoff(Duration::from_millis(300)));
+    let (a, _) = serve(a_builder, CH);
+    let b = etcd_node(&etcd, "b", "conflict").start().unwrap();
+    b.wait_for_provider(CH, T).unwrap();
+    let id = a.id();
+    let node_key = format!("/domi/conflict/nodes/{}", id.0);
+    let id_key = format!("/domi/conflict/ids/{}", id.0);
+    let a_lease = etcd.lease_of(&id_key).expect("a's claim");
+    let a_instance = record(&etcd, "conflict", id).unwrap()["instance"].clone();
+
+    // Another node takes the id, claim and record in one transaction, before
+    // a's lease ends: a cannot re-claim first, whatever the timing.
+    let other = etcd.grant(60);
+    let usurper = serde_json::json!({
+        "id": id.0, "name": "usurper", "version": "0", "protocol": 1,
+        "instance": "00000000000000ff", "tcp": "127.0.0.1:9", "http": null,
+        "shards": 1, "channels": [60], "state": "serving", "started_at": 1
+    })
+    .to_string();
+    etcd.put_all_with_lease(
+        &[(&id_key, "00000000000000ff"), (&node_key, &usurper)],
+        other,
+    );
+    etcd.revoke(a_lease);
+
+    // a notices, finds its id taken, says so, and keeps retrying.
+    wait_until(
+        "a to retry its claim three times",
+        Duration::from_secs(15),
+        || log_lines("conflict", id, "taken by another node").len() >= 3,
+    );
+    // A local change while the id is held elsewhere writes nothing either.
+    a.subscribe(Channel(71), Handler::sync(|_| {})).unwrap();
+    let seen = log_lines("conflict", id, "taken by another node").len();
+    wait_until("a to retry again", T, || {
+        log_lines("conflict", id, "taken by another node").len() > seen
+    });
+    assert_eq!(etcd.get(&node_key).as_deref(), Some(usurper.as_str()));
+    assert_eq!(etcd.get(&id_key).as_deref(), Some("00000000000000ff"));
+    assert_eq!(etcd.lease_of(&node_key), Some(other));
+    wait_until("b to see the holder's record", T, || {
+        b.peers().get(id).is_some_and(|p| p.info.name == "usurper")
+    });
+
+    // When the other node leaves, a claims its id again and is back.
+    etcd.revoke(other);
+    wait_until("a's record back", Duration::from_secs(15), || {
+        record(&etcd, "conflict", id).is_some_and(|r| r["instance"] == a_instance)
+    });
+    let rec = record(&etcd, "conflict", id).unwrap();
+    assert_eq!(
+        channels_of(&rec),
+        vec![50, 71],
+        "written from a's current info"
+    );
+    let lease = etcd.lease_of(&node_key).unwrap();
+    assert!(lease != 0 && lease != a_lease && lease != other);
+    wait_until("b to see a again", T, || {
+        b.peers().get(id).is_some_and(|p| p.info.name == "a")
+    });
+    b.wait_for_provider(Channel(71), T).unwrap();
+}
+
+#[test]
+fn peers_close_their_connection_to_a_node_whose_record_is_deleted() {
+    let etcd = Etcd::start();
+    // a re-registers 1.5-3 s after losing its lease; its record is gone until then.
+    let a_builder =
+        etcd_node(&etcd, "a", "gone").etcd_config(fixed_backoff(Duration::from_secs(3)));
+    let (a, _) = serve(a_builder, CH);
+    let b = etcd_node(&etcd, "b", "gone").start().unwrap();
+    b.wait_for_provider(CH, T).unwrap();
+    assert_eq!(b.request(CH, b"ping", T), Ok(b"pong".to_vec()));
+    assert!(connected(&b).contains(&a.id()), "b holds a connection to a");
+
+    let lease = etcd
+        .lease_of(&format!("/domi/gone/nodes/{}", a.id().0))
+        .unwrap();
+    etcd.revoke(lease);
+    wait_until("b to close its connection to a", T, || {
+        !connected(&b).contains(&a.id())
+    });
+}
+
+/// A watcher whose session retries wait 2.5-5 s and whose lease outlives the
+/// outages of these tests.
+fn slow_watcher(etcd: &Etcd, cluster: &str) -> Node {
+    etcd_node(etcd, "watcher", cluster)
+        .etcd_config(|c| {
+            c.ttl_secs = 30;
+            c.backoff = Backoff {
+                base: Duration::from_secs(5),
+                max: Duration::from_secs(5),
+            };
+        })
+        .start()
+        .unwrap()
+}
+
+/// Stops etcd until `watcher` has noticed its session broke, then starts it again.
+fn break_session(etcd: &mut Etcd, watcher: &Node, cluster: &str) {
+    wait_until("the watcher to be watching", T, || {
+        !log_lines(cluster, watcher.id(), "listed and watching").is_empty()
+    });
+    etcd.kill();
+    wait_until("the watcher to notice etcd went away", T, || {
+        !log_lines(cluster, watcher.id(), "etcd session broke").is_empty()
+    });
     etcd.restart();
+}
+
+#[test]
+fn a_node_registering_while_a_watch_is_down_is_not_missed() {
+    logs();
+    let mut etcd = Etcd::start();
+    let watcher = slow_watcher(&etcd, "cont");
+    break_session(&mut etcd, &watcher, "cont");
+    // Register a node while the watcher has no watch.
     let (late, _) = etcd_server(&etcd, "late", "cont");
+    assert!(
+        log_lines("cont", watcher.id(), "resynchronized").is_empty(),
+        "the watcher re-watched before the node registered: the race was not forced"
+    );
     watcher
         .wait_for_provider(CH, Duration::from_secs(15))
         .unwrap();
     assert!(watcher.peers().get(late.id()).is_some());
+    wait_until("the watcher to report its resynchronization", T, || {
+        !log_lines("cont", watcher.id(), "resynchronized").is_empty()
+    });
     // And one more after the watch is back.
     let (later, _) = etcd_server(&etcd, "later", "cont");
     watcher.wait_for_providers(CH, 2, T).unwrap();
     assert!(watcher.peers().get(later.id()).is_some());
+}
+
+#[test]
+fn a_watch_compacted_while_disconnected_relists_and_misses_nothing() {
+    logs();
+    let mut etcd = Etcd::start();
+    let watcher = slow_watcher(&etcd, "compact");
+    let (early, _) = etcd_server(&etcd, "early", "compact");
+    watcher.wait_for_provider(CH, T).unwrap();
+    let seen_revision = etcd.revision();
+    break_session(&mut etcd, &watcher, "compact");
+    // While the watcher is away: one node leaves, one joins, history moves
+    // on and is compacted past anything the watcher saw.
+    let (meanwhile, _) = etcd_server(&etcd, "meanwhile", "compact");
+    let early_id = early.id();
+    early.stop();
+    for i in 0..5 {
+        etcd.put(&format!("/unrelated/{i}"), "x");
+    }
+    let now = etcd.revision();
+    assert!(now > seen_revision + 5);
+    etcd.compact(now);
+    assert!(
+        log_lines("compact", watcher.id(), "resynchronized").is_empty(),
+        "the watcher came back before the compaction: the race was not forced"
+    );
+    wait_until(
+        "the watcher to see the node that joined meanwhile",
+        Duration::from_secs(15),
+        || watcher.peers().get(meanwhile.id()).is_some(),
+    );
+    let table = watcher.peers();
+    assert!(
+        table
+            .get(early_id)
+            .is_none_or(|p| p.info.name == "meanwhile"),
+        "the node that left meanwhile is gone"
+    );
+    assert_eq!(table.providers(CH), &[meanwhile.id()]);
 }
 
 #[test]

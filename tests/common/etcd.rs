@@ -176,6 +176,94 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// Runs `etcdctl <args>` against this etcd, optionally feeding `stdin`;
+    /// asserts success and returns its standard output.
+    pub fn etcdctl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("etcdctl")
+            .args(["--endpoints", &self.endpoint()])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl runs");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().expect("etcdctl finishes");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// The value of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.etcdctl(&["get", key, "--print-value-only"], None)
+            .lines()
+            .next()
+            .map(str::to_owned)
+    }
+
+    /// The lease `key` hangs on (`Some(0)` for none), if the key exists.
+    pub fn lease_of(&self, key: &str) -> Option<i64> {
+        let out = self.etcdctl(&["get", key, "-w", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON");
+        let kv = v["kvs"].as_array()?.first()?;
+        Some(kv["lease"].as_i64().unwrap_or(0))
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl(&["get", "/", "-w", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON");
+        v["header"]["revision"].as_i64().expect("a revision")
+    }
+
+    /// Grants a lease of `ttl_secs`; its id.
+    pub fn grant(&self, ttl_secs: u32) -> i64 {
+        // "lease 694d7a1b2c3d4e5f granted with TTL(30s)"
+        let out = self.etcdctl(&["lease", "grant", &ttl_secs.to_string()], None);
+        let hex = out.split_whitespace().nth(1).expect("a lease id");
+        i64::from_str_radix(hex, 16).expect("a hex lease id")
+    }
+
+    /// Revokes `lease` (its keys vanish at once).
+    pub fn revoke(&self, lease: i64) {
+        self.etcdctl(&["lease", "revoke", &format!("{lease:x}")], None);
+    }
+
+    /// Puts every (key, value) under `lease` in one transaction.
+    pub fn put_all_with_lease(&self, kvs: &[(&str, &str)], lease: i64) {
+        let mut script = String::from("\n");
+        for (k, v) in kvs {
+            script.push_str(&format!("put --lease={lease:x} {k} {v:?}\n"));
+        }
+        script.push_str("\n\n");
+        let out = self.etcdctl(&["txn"], Some(&script));
+        assert!(out.starts_with("SUCCESS"), "txn output: {out}");
+    }
+
+    /// Compacts the store's history up to `revision`.
+    pub fn compact(&self, revision: i64) {
+        self.etcdctl(&["compact", &revision.to_string()], None);
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
