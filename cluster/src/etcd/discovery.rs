@@ -455,7 +455,12 @@ impl Discovery {
                         }
                     }
                 }
-                msg = async { keep.as_mut().expect("guarded").1.message().await }, if keep.is_some() => match msg {
+                msg = async {
+                    match keep.as_mut() {
+                        Some((_, alive)) => alive.message().await,
+                        None => std::future::pending().await,
+                    }
+                } => match msg {
                     Ok(Some(r)) if r.ttl() <= 0 => {
                         self.lease = None;
                         return Flow::Retry("lease expired or revoked".into());

@@ -31,7 +31,8 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// Time allowed for one etcd request.
     pub request_timeout: Duration,
-    /// Retry backoff while etcd is unreachable.
+    /// Retry backoff while etcd is unreachable, and between attempts to
+    /// claim the node's id again when another node holds it.
     pub backoff: Backoff,
     /// Admin HTTP address written in the record, if any.
     pub http: Option<SocketAddr>,
