@@ -44,6 +44,10 @@ struct Args {
     /// Providers to wait for before starting (default: one per `--peer`, or 1 with `--etcd`).
     #[arg(long)]
     providers: Option<usize>,
+    /// Spin this many microseconds before parking an idle shard (lower
+    /// latency for more CPU; 0 parks at once).
+    #[arg(long)]
+    spin_us: Option<u64>,
     /// Requests to send in total.
     #[arg(long, default_value_t = 10_000)]
     count: u64,
@@ -102,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         .shards(1)
         .small()
         .peers(peers.iter().copied());
+    if let Some(us) = args.spin_us {
+        builder = builder.spin_before_park(std::time::Duration::from_micros(us));
+    }
     if let Some(id) = args.node_id {
         builder = builder.node_id(domi::NodeId(id));
     }

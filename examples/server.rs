@@ -35,6 +35,10 @@ struct Args {
     /// A static peer's bus address (repeatable).
     #[arg(long = "peer", conflicts_with = "etcd")]
     peers: Vec<SocketAddr>,
+    /// Spin this many microseconds before parking an idle shard (lower
+    /// latency for more CPU; 0 parks at once).
+    #[arg(long)]
+    spin_us: Option<u64>,
     /// Number of shards.
     #[arg(long, default_value_t = 1)]
     shards: usize,
@@ -76,6 +80,9 @@ fn main() -> anyhow::Result<()> {
         .shards(args.shards)
         .small()
         .peers(args.peers);
+    if let Some(us) = args.spin_us {
+        builder = builder.spin_before_park(std::time::Duration::from_micros(us));
+    }
     if let Some(id) = args.node_id {
         builder = builder.node_id(domi::NodeId(id));
     }
