@@ -26,10 +26,12 @@ pub enum RouteError {
     /// The path exists for other methods (405, with `Allow`).
     #[error("method not allowed")]
     MethodNotAllowed {
-        /// The method the path takes.
+        /// The method the path is for (`GET` paths also take `HEAD`; see
+        /// [`RouteError::headers`] for the full `Allow` list).
         allow: &'static str,
     },
-    /// A mutating endpoint without the configured bearer token (401).
+    /// A mutating endpoint without the configured bearer token (401, with
+    /// `WWW-Authenticate: Bearer`).
     #[error("unauthorized")]
     Unauthorized,
 }
@@ -41,6 +43,18 @@ impl RouteError {
             RouteError::NotFound => 404,
             RouteError::MethodNotAllowed { .. } => 405,
             RouteError::Unauthorized => 401,
+        }
+    }
+
+    /// The headers the refusal must carry: `Allow` listing every accepted
+    /// method on a 405 (RFC 9110 §15.5.6), `WWW-Authenticate` on a 401
+    /// (RFC 9110 §15.5.2).
+    pub fn headers(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            RouteError::NotFound => vec![],
+            RouteError::MethodNotAllowed { allow: "GET" } => vec![("Allow", "GET, HEAD")],
+            RouteError::MethodNotAllowed { allow } => vec![("Allow", allow)],
+            RouteError::Unauthorized => vec![("WWW-Authenticate", "Bearer")],
         }
     }
 }
@@ -118,6 +132,31 @@ mod tests {
             Err(RouteError::MethodNotAllowed { allow: "GET" })
         );
         assert_eq!(RouteError::MethodNotAllowed { allow: "GET" }.status(), 405);
+    }
+
+    #[test]
+    fn refusals_carry_allow_and_challenge_headers() {
+        let allow = |m, u| route(m, u, None, None).unwrap_err().headers();
+        assert_eq!(allow("POST", "/health"), vec![("Allow", "GET, HEAD")]);
+        assert_eq!(allow("PUT", "/metrics"), vec![("Allow", "GET, HEAD")]);
+        assert_eq!(allow("GET", "/stop"), vec![("Allow", "POST")]);
+        assert_eq!(allow("HEAD", "/pause"), vec![("Allow", "POST")]);
+        // Every method the Allow header lists is accepted.
+        for path in [
+            "/health", "/status", "/metrics", "/stop", "/pause", "/resume",
+        ] {
+            let listed = allow("DELETE", path);
+            for m in listed[0].1.split(", ") {
+                assert!(route(m, path, None, None).is_ok(), "{m} {path}");
+            }
+        }
+        assert_eq!(
+            route("POST", "/stop", None, Some("t"))
+                .unwrap_err()
+                .headers(),
+            vec![("WWW-Authenticate", "Bearer")]
+        );
+        assert!(RouteError::NotFound.headers().is_empty());
     }
 
     #[test]

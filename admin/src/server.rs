@@ -204,10 +204,10 @@ fn answer(request: tiny_http::Request, token: Option<&str>, control: &dyn Contro
     let json = |v: serde_json::Value| v.to_string();
     match endpoint {
         Err(e) => {
-            let allow = match e {
-                RouteError::MethodNotAllowed { allow } => Header::from_bytes("Allow", allow).ok(),
-                _ => None,
-            };
+            let extra = e
+                .headers()
+                .first()
+                .and_then(|(k, v)| Header::from_bytes(*k, *v).ok());
             if e == RouteError::Unauthorized {
                 warn!(
                     url = request.url(),
@@ -218,7 +218,7 @@ fn answer(request: tiny_http::Request, token: Option<&str>, control: &dyn Contro
                 request,
                 e.status(),
                 json(serde_json::json!({ "error": e.to_string() })),
-                allow,
+                extra,
                 json_header(),
             );
         }
