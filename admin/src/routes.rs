@@ -88,15 +88,23 @@ pub fn route(
     }
     if allow == "POST" {
         if let Some(token) = token {
-            let presented = authorization
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .map(str::trim);
+            let presented = authorization.and_then(bearer_credentials);
             if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
                 return Err(RouteError::Unauthorized);
             }
         }
     }
     Ok(endpoint)
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` value, trimmed.
+/// The scheme name is case-insensitive (RFC 9110 §11.1); one space follows it.
+fn bearer_credentials(authorization: &str) -> Option<&str> {
+    let (scheme, credentials) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -157,6 +165,35 @@ mod tests {
             vec![("WWW-Authenticate", "Bearer")]
         );
         assert!(RouteError::NotFound.headers().is_empty());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let t = Some("s3cret");
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert_eq!(
+                route("POST", "/stop", Some(&format!("{scheme} s3cret")), t),
+                Ok(Endpoint::Stop),
+                "{scheme}"
+            );
+        }
+        for bad in [
+            "Bearers3cret",
+            "Bearer",
+            "Bearer ",
+            " Bearer s3cret",
+            "Bear s3cret",
+        ] {
+            assert_eq!(
+                route("POST", "/stop", Some(bad), t),
+                Err(RouteError::Unauthorized),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            route("POST", "/stop", Some("Bearer   s3cret  "), t),
+            Ok(Endpoint::Stop)
+        );
     }
 
     #[test]
