@@ -101,7 +101,7 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
 fn assert_admin_and_bus_alive(node: &Node, addr: SocketAddr) {
     let t = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let a = read_answer(&mut s, ANSWER_WITHIN);
     let took = t.elapsed();
