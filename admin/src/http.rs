@@ -4,8 +4,8 @@
 //! tiny_http 0.12 reads heads without any bound (a header line may grow until
 //! memory runs out), and drains unread bodies with a blocking read on drop;
 //! the admin server therefore reads the head itself, bounded by [`MAX_HEAD`],
-//! decides here, and uses tiny_http's types ([`Header`], [`Method`],
-//! [`HTTPVersion`]) and its response writer.
+//! has [`httparse`] parse it, decides here, and uses tiny_http's types
+//! ([`Header`], [`Method`], [`HTTPVersion`]) and its response writer.
 
 use std::str::FromStr;
 
@@ -73,91 +73,76 @@ impl HeadError {
     }
 }
 
-/// Where the head in `buf` ends: the length up to and including the blank
-/// line (`\r\n\r\n`, or a bare `\n\n`), or `None` while incomplete.
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(at) = buf[i..].iter().position(|b| *b == b'\n') {
-        let nl = i + at;
-        let next = nl + 1;
-        match buf.get(next) {
-            Some(b'\n') => return Some(next + 1),
-            Some(b'\r') if buf.get(next + 1) == Some(&b'\n') => return Some(next + 2),
-            _ => i = next,
-        }
-    }
-    None
-}
-
-/// What the reader should do with bytes received so far, `buf` holding the
-/// whole head read until now: go on reading, parse `buf[..n]`, or refuse.
-pub fn head_progress(buf: &[u8]) -> Result<Option<usize>, HeadError> {
-    match head_end(buf) {
-        Some(n) if n <= MAX_HEAD => Ok(Some(n)),
-        Some(_) => Err(HeadError::TooLarge),
-        None if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
-        None => Ok(None),
-    }
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Parses a complete head (as delimited by [`head_end`]).
-pub fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
-    if head.len() > MAX_HEAD {
-        return Err(HeadError::TooLarge);
-    }
-    let text = std::str::from_utf8(head).map_err(|_| HeadError::Malformed("not ASCII"))?;
-    if !text.is_ascii() {
-        return Err(HeadError::Malformed("not ASCII"));
-    }
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().unwrap_or("");
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Malformed("bad request line"));
+/// What the reader should do with the bytes received so far (`buf`, from
+/// the start of the connection): go on reading (`Ok(None)`), answer the head
+/// that takes the first `n` bytes (`Ok(Some((n, head)))`; what follows is
+/// body), or refuse.
+///
+/// Only the first [`MAX_HEAD`] bytes are looked at: a head not complete
+/// within them is too large. Leading empty lines are skipped and bare `\n`
+/// line ends accepted (RFC 9112 §2.2).
+pub fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, HeadError> {
+    let buf = &buf[..buf.len().min(MAX_HEAD)];
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(refusal(e, buf)),
     };
-    if !is_token(method) {
-        return Err(HeadError::Malformed("bad method"));
-    }
-    if target.is_empty() || target.bytes().any(|b| b.is_ascii_control()) {
-        return Err(HeadError::Malformed("bad request target"));
-    }
-    let version = match version {
-        "HTTP/1.1" => HTTPVersion(1, 1),
-        "HTTP/1.0" => HTTPVersion(1, 0),
-        v if v.starts_with("HTTP/") => return Err(HeadError::Version),
-        _ => return Err(HeadError::Malformed("bad version")),
+    // A complete parse sets all three.
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
     };
     let method = Method::from_str(method).map_err(|()| HeadError::Malformed("bad method"))?;
-    let mut headers = Vec::new();
-    for line in lines.take_while(|l| !l.is_empty()) {
-        if headers.len() == MAX_HEADERS {
-            return Err(HeadError::TooLarge);
-        }
-        let (name, _) = line
-            .split_once(':')
-            .ok_or(HeadError::Malformed("header without a colon"))?;
-        if !is_token(name) {
-            return Err(HeadError::Malformed("bad header name"));
-        }
-        if line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-            return Err(HeadError::Malformed("control character in a header"));
-        }
-        headers.push(Header::from_str(line).map_err(|()| HeadError::Malformed("bad header"))?);
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| Header::from_bytes(h.name, h.value.trim_ascii()))
+        .collect::<Result<Vec<_>, ()>>()
+        .map_err(|()| HeadError::Malformed("header not ASCII"))?;
+    Ok(Some((
+        len,
+        Head {
+            method,
+            target: target.to_owned(),
+            version: HTTPVersion(1, minor),
+            headers,
+        },
+    )))
+}
+
+/// The refusal for an httparse error in `buf`. httparse parses HTTP/1.x
+/// only, so any other `HTTP/` version is a version error (505); a version
+/// that is not `HTTP/` at all is malformed (400).
+fn refusal(e: httparse::Error, buf: &[u8]) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        httparse::Error::Version if names_http_version(buf) => HeadError::Version,
+        e => HeadError::Malformed(match e {
+            httparse::Error::HeaderName => "bad header name",
+            httparse::Error::HeaderValue => "bad header value",
+            httparse::Error::NewLine => "bad line end",
+            httparse::Error::Token => "bad method or target",
+            httparse::Error::Version => "bad version",
+            _ => "not an HTTP/1.x request",
+        }),
     }
-    Ok(Head {
-        method,
-        target: target.to_owned(),
-        version,
-        headers,
-    })
+}
+
+/// Whether the request line's third word (after leading empty lines) starts
+/// with `HTTP/` and a digit.
+fn names_http_version(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let line = buf[start..].split(|b| *b == b'\n').next().unwrap_or(&[]);
+    line.split(|b| *b == b' ')
+        .nth(2)
+        .and_then(|v| v.strip_prefix(b"HTTP/"))
+        .is_some_and(|v| v.first().is_some_and(u8::is_ascii_digit))
 }
 
 /// What to do with the body a head declares.
@@ -246,37 +231,61 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Head {
-        parse_head(text.as_bytes()).unwrap()
+        parse_head(text.as_bytes()).unwrap().unwrap().1
+    }
+
+    fn end(buf: &[u8]) -> Option<usize> {
+        parse_head(buf).unwrap().map(|(n, _)| n)
     }
 
     #[test]
     fn finds_the_end_of_a_head() {
-        assert_eq!(head_end(b""), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nBODY"), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\nX"), Some(16));
-        assert_eq!(head_end(b"\r\n\r"), None);
+        assert_eq!(end(b""), None);
+        assert_eq!(end(b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
+        assert_eq!(end(b"GET / HTTP/1.1\r\n\r\nBODY"), Some(18));
+        assert_eq!(end(b"GET / HTTP/1.1\n\nX"), Some(16));
+        assert_eq!(end(b"GET / HTTP/1.1\r\nA: b\n\r\n"), Some(23));
+        // Empty lines before the request line are skipped (RFC 9112 §2.2).
+        assert_eq!(end(b"\r\n\r"), None);
+        assert_eq!(end(b"\r\n\r\n"), None);
+        assert_eq!(end(b"\r\nGET / HTTP/1.1\r\n\r\n"), Some(20));
     }
 
     #[test]
     fn the_head_is_bounded() {
-        assert_eq!(head_progress(b"GET / HT"), Ok(None));
-        assert_eq!(head_progress(b"GET / HTTP/1.1\r\n\r\n"), Ok(Some(18)));
+        assert_eq!(end(b"GET / HT"), None);
         let endless = vec![b'a'; MAX_HEAD];
-        assert_eq!(head_progress(&endless), Err(HeadError::TooLarge));
+        assert_eq!(parse_head(&endless).unwrap_err(), HeadError::TooLarge);
+        let blank_lines = vec![b'\n'; MAX_HEAD];
+        assert_eq!(parse_head(&blank_lines).unwrap_err(), HeadError::TooLarge);
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
         long.extend(vec![b'a'; MAX_HEAD]);
         long.extend(b"\r\n\r\n");
-        assert_eq!(head_progress(&long), Err(HeadError::TooLarge));
         assert_eq!(parse_head(&long).unwrap_err(), HeadError::TooLarge);
+        assert_eq!(
+            parse_head(&long[..MAX_HEAD - 1]).unwrap().map(|(n, _)| n),
+            None
+        );
+        // Exactly MAX_HEAD bytes of head is accepted, with body after it.
+        let mut full = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        full.extend(vec![b'a'; MAX_HEAD - full.len() - 4]);
+        full.extend(b"\r\n\r\nBODY");
+        assert_eq!(end(&full), Some(MAX_HEAD));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("H{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert!(many.len() < MAX_HEAD);
         assert_eq!(
             parse_head(many.as_bytes()).unwrap_err(),
             HeadError::TooLarge
+        );
+        let enough: String = (0..MAX_HEADERS).map(|i| format!("H{i}: v\r\n")).collect();
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{enough}\r\n"))
+                .headers
+                .len(),
+            MAX_HEADERS
         );
         assert_eq!(HeadError::TooLarge.status(), 431);
     }
@@ -300,7 +309,6 @@ mod tests {
     fn refuses_malformed_heads() {
         for bad in [
             &b"\x00\x01\x02 NOT HTTP \r\n\r\n"[..],
-            b"\r\n\r\n",
             b"GET /\r\n\r\n",
             b"GET  / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1 x\r\n\r\n",
@@ -310,16 +318,33 @@ mod tests {
             b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
             b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
-            b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \xc3\xa9\r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+            b"GET / HTTP/x.1\r\n\r\n",
+            b"GET / HTTP/1.1\rX: a\r\n\r\n",
         ] {
             let e = parse_head(bad).unwrap_err();
             assert_eq!(e.status(), 400, "{:?}: {e}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(
-            parse_head(b"GET / HTTP/2.0\r\n\r\n").unwrap_err(),
-            HeadError::Version
-        );
+        // A UTF-8 target is a target (that no route knows).
+        assert_eq!(head("GET /\u{e9} HTTP/1.1\r\n\r\n").target, "/\u{e9}");
+        // httparse reads HTTP/1.0 and HTTP/1.1 only; another version is
+        // refused as soon as it is seen.
+        for other in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/1.2\r\n\r\n",
+            b"\r\nGET / HTTP/0.9\r\n\r\n",
+            b"GET / HTTP/2",
+        ] {
+            assert_eq!(
+                parse_head(other).unwrap_err(),
+                HeadError::Version,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
         assert_eq!(HeadError::Version.status(), 505);
     }
 

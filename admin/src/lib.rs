@@ -29,7 +29,7 @@
 //!
 //! ## Layout
 //! - [`routes`]: the pure route decision (method, path, credentials → endpoint or error).
-//! - [`http`]: the pure request-head parser and body decision.
+//! - [`http`]: the pure request-head reading (with httparse) and body decision.
 //! - [`admission`]: the pure connection-cap decision.
 //! - [`metrics`]: the pure Prometheus text renderer.
 //! - [`server`]: the socket driver and the [`Control`] trait.

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 pub use crate::admission::MAX_CONNECTIONS;
 use crate::admission::{admit, Admission, Phase, Slot};
-use crate::http::{body_plan, head_progress, parse_head, BodyPlan, Head};
+use crate::http::{body_plan, parse_head, BodyPlan, Head};
 use crate::metrics::render;
 use crate::metrics::Metric;
 use crate::routes::{route, Endpoint, RouteError};
@@ -396,19 +396,18 @@ fn read_request(stream: &mut TcpStream, accepted: Instant) -> Result<Head, Fail>
     let deadline = accepted + HEAD_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let end = loop {
+    let (end, head) = loop {
         let n = read_before(stream, &mut chunk, deadline)?;
         if n == 0 {
             return Err(Fail::Gone);
         }
         buf.extend_from_slice(&chunk[..n]);
-        match head_progress(&buf) {
-            Ok(Some(end)) => break end,
+        match parse_head(&buf) {
+            Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => return Err(Fail::Refuse(e.status(), e.to_string())),
         }
     };
-    let head = parse_head(&buf[..end]).map_err(|e| Fail::Refuse(e.status(), e.to_string()))?;
     match body_plan(&head).map_err(|e| Fail::Refuse(e.status(), e.to_string()))? {
         BodyPlan::None => {}
         BodyPlan::Discard { len, send_continue } => {
