@@ -447,9 +447,24 @@ fn route_input(data: &[u8]) -> Result<Endpoint, RouteError> {
     let _ = route(method, url, Some(auth), None);
     let result = route(method, url, Some(auth), Some("token"));
     if let Ok(Endpoint::Stop | Endpoint::Pause | Endpoint::Resume) = result {
-        assert_eq!(auth.strip_prefix("Bearer ").map(str::trim), Some("token"));
+        assert!(bearer_token_is(auth, "token"), "accepted {auth:?}");
     }
+    // Empty credentials never match, not even an empty token.
+    assert!(!matches!(
+        route(method, url, Some(auth), Some("")),
+        Ok(Endpoint::Stop | Endpoint::Pause | Endpoint::Resume)
+    ));
     result
+}
+
+/// Whether `auth` is `Bearer <token>`: the scheme in any case (RFC 9110
+/// §11.1), one space, then `token` up to surrounding whitespace.
+fn bearer_token_is(auth: &str, token: &str) -> bool {
+    !token.is_empty()
+        && auth
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        && auth[7..].trim() == token
 }
 
 #[test]
@@ -480,14 +495,22 @@ fn admin_route_hostile_inputs() {
         b"POST\n/resume#x\nBearer token\xFF",
         Err(RouteError::Unauthorized),
     );
-    check(b"POST\n/stop\nbearer token", Err(RouteError::Unauthorized));
+    check(b"POST\n/stop\nbearer token", Ok(Endpoint::Stop));
+    check(b"POST\n/stop\nBEARER token", Ok(Endpoint::Stop));
     check(b"POST\n/stop\n Bearer token", Err(RouteError::Unauthorized));
+    check(b"POST\n/stop\nBearer\ttoken", Err(RouteError::Unauthorized));
     check(b"POST\n/stop\nBearer", Err(RouteError::Unauthorized));
+    check(b"POST\n/stop\nBearer ", Err(RouteError::Unauthorized));
+    check(b"POST\n/stop\nBearer  \t ", Err(RouteError::Unauthorized));
     check(b"POST\n/stop\nBearer tokenn", Err(RouteError::Unauthorized));
     check(b"POST\n/stop\nBearer tok", Err(RouteError::Unauthorized));
     check(b"POST\n/stop", Err(RouteError::Unauthorized));
     assert_eq!(
         route("POST", "/stop", None, Some("")),
+        Err(RouteError::Unauthorized)
+    );
+    assert_eq!(
+        route("POST", "/stop", Some("Bearer "), Some("")),
         Err(RouteError::Unauthorized)
     );
 

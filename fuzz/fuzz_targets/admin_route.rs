@@ -4,7 +4,9 @@
 //! method, url and `Authorization` header. `route` is called with and without
 //! credentials and token and must never panic. With the token `"token"`
 //! configured, an `Ok` for a mutating (POST) endpoint means the header was
-//! `Bearer token` (text after `Bearer ` compared after whitespace trimming).
+//! `Bearer token`: the scheme name in any case (RFC 9110 §11.1), one space,
+//! then the credentials, compared after whitespace trimming. Empty
+//! credentials never match, not even an (empty) token `""`.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run admin_route -- -max_total_time=60`
 //! from `fuzz/` (or `fuzz/run.sh` for all targets).
@@ -29,13 +31,23 @@ fuzz_target!(|data: &[u8]| {
             endpoint,
             Endpoint::Stop | Endpoint::Pause | Endpoint::Resume
         ) {
-            let presented = auth.strip_prefix("Bearer ").map(str::trim);
-            assert_eq!(
-                presented,
-                Some("token"),
+            let scheme_ok = auth
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "));
+            assert!(
+                scheme_ok && auth[7..].trim() == "token",
                 "POST {url:?} accepted with Authorization {auth:?}"
             );
         }
+    }
+    if let Ok(endpoint) = route(method, url, Some(auth), Some("")) {
+        assert!(
+            !matches!(
+                endpoint,
+                Endpoint::Stop | Endpoint::Pause | Endpoint::Resume
+            ),
+            "POST {url:?} accepted with Authorization {auth:?} and an empty token"
+        );
     }
     if let Ok(endpoint) = route(method, url, None, Some("token")) {
         assert!(
