@@ -519,4 +519,13 @@ impl Control for NodeControl {
             })
             .unwrap_or(true)
     }
+    /// The state from the node's info, without the round trip to every
+    /// shard that [`Control::status`] makes: `/health` is polled.
+    fn state(&self) -> String {
+        let state = match self.node() {
+            Some(n) if !n.shared.stopping.load(Ordering::Acquire) => n.info().state,
+            _ => NodeState::Draining,
+        };
+        state.as_str().to_owned()
+    }
 }
