@@ -54,6 +54,14 @@ const ADMIT_WAIT: Duration = Duration::from_secs(1);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Stack of a connection thread.
 const CONNECTION_STACK: usize = 256 * 1024;
+/// Longest [`AdminServer::shutdown`] waits for answers being written.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Set on connection threads (so that a shutdown asked from one does not
+    /// wait for itself).
+    static ON_CONNECTION_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// A peer as `/status` shows it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -217,6 +225,29 @@ impl Shared {
         }
     }
 
+    /// Waits until no connection is left but the caller's own, or `grace`
+    /// has passed. Call once closing: no connection joins any more.
+    fn wait_for_answers(&self, grace: Duration) {
+        let own = usize::from(ON_CONNECTION_THREAD.with(std::cell::Cell::get));
+        let deadline = Instant::now() + grace;
+        let mut table = self.table();
+        while table.live.len() > own {
+            let now = Instant::now();
+            if now >= deadline {
+                debug!(
+                    left = table.live.len(),
+                    "admin answers still being written at shutdown"
+                );
+                return;
+            }
+            table = self
+                .freed
+                .wait_timeout(table, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     fn leave(&self, id: u64) {
         self.table().live.retain(|l| l.slot.id != id);
         self.freed.notify_all();
@@ -281,8 +312,11 @@ impl AdminServer {
         self.thread = Some(t);
     }
 
-    /// Stops accepting, closes connections that wait on their clients (those
-    /// being answered finish their answer) and joins the accept thread.
+    /// Stops accepting, closes connections that wait on their clients, joins
+    /// the accept thread, and waits (at most [`ANSWER_GRACE`]) for the
+    /// connections being answered to finish their answer, so that a process
+    /// exiting next does not cut them. A client sees an answer or a closed
+    /// connection, never an answer made up by the shutdown.
     pub fn shutdown(&mut self) {
         self.shared.closing.store(true, Ordering::Release);
         for l in self.shared.table().live.iter() {
@@ -305,6 +339,7 @@ impl AdminServer {
             }
             Err(e) => warn!(error = %e, "cannot wake the admin accept thread; leaving it"),
         }
+        self.shared.wait_for_answers(ANSWER_GRACE);
     }
 }
 
@@ -351,6 +386,7 @@ fn accept_loop(
             .name("domi-admin-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
+                ON_CONNECTION_THREAD.with(|on| on.set(true));
                 let _leave = Leave(&shared2, id);
                 serve_connection(stream, id, &shared2, token.as_deref(), control.as_ref());
             });
@@ -610,5 +646,95 @@ mod tests {
         assert!(t.starts_with("HTTP/1.0 405 "), "{t}");
         assert!(t.contains("\r\nAllow: GET, HEAD\r\n"), "{t}");
         assert!(t.ends_with("\r\n\r\n"), "{t}");
+    }
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A draining node whose `/health` takes `SLOW` to answer.
+    #[derive(Default)]
+    struct SlowHealth {
+        asked: AtomicUsize,
+    }
+
+    const SLOW: Duration = Duration::from_millis(300);
+
+    impl Control for SlowHealth {
+        fn status(&self) -> Status {
+            unreachable!("/health must not ask for the status")
+        }
+        fn metrics(&self) -> Vec<Metric> {
+            vec![]
+        }
+        fn pause(&self) {}
+        fn resume(&self) {}
+        fn stop(&self) {}
+        fn is_draining(&self) -> bool {
+            true
+        }
+        fn state(&self) -> String {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(SLOW);
+            "draining".into()
+        }
+    }
+
+    /// Sends `GET /health`; the answer (once read to its end) comes on the
+    /// channel before the client closes its end.
+    fn get_health(addr: SocketAddr) -> std::sync::mpsc::Receiver<io::Result<String>> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut answer = String::new();
+            let read = s
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .and_then(|()| s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+                .and_then(|()| s.read_to_string(&mut answer));
+            let _ = tx.send(read.map(|_| answer));
+            drop(s);
+        });
+        rx
+    }
+
+    #[test]
+    fn shutdown_lets_answers_finish_and_closes_the_rest_without_one() {
+        let control = Arc::new(SlowHealth::default());
+        let mut server = AdminServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        server.serve(None, control.clone());
+        let addr = server.local_addr();
+        let answered = get_health(addr);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while control.asked.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "/health never asked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A client that has sent nothing yet, and one mid-head.
+        let mut silent = TcpStream::connect(addr).unwrap();
+        let mut partial = TcpStream::connect(addr).unwrap();
+        partial.write_all(b"GET /hea").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+
+        let t = Instant::now();
+        server.shutdown();
+        assert!(t.elapsed() <= ANSWER_GRACE + SLOW, "took {:?}", t.elapsed());
+        // Complete when shutdown returns, not merely some time later.
+        let answer = answered
+            .try_recv()
+            .expect("answered before shutdown returned")
+            .expect("the answer arrives");
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(answer.ends_with(r#"{"state":"draining"}"#), "{answer:?}");
+        for s in [&mut silent, &mut partial] {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut rest = Vec::new();
+            match s.read_to_end(&mut rest) {
+                Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
+                Err(e) => assert_ne!(e.kind(), ErrorKind::WouldBlock, "not closed"),
+            }
+        }
+        assert!(TcpStream::connect(addr).is_err(), "still accepting");
     }
 }
