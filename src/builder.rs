@@ -68,9 +68,12 @@ impl NodeBuilder {
         self
     }
 
-    /// Spin before parking idle shards (lower latency, more CPU).
+    /// How long an idle pinned shard spins before parking (default
+    /// [`domi_core::config::DEFAULT_SPIN`], 50 µs: lower latency for a little
+    /// CPU after each burst). `Duration::ZERO` parks at once — use it when
+    /// more shards than CPUs share the machine.
     pub fn spin_before_park(mut self, spin: Duration) -> Self {
-        self.config.spin_before_park = Some(spin);
+        self.config.spin_before_park = (!spin.is_zero()).then_some(spin);
         self
     }
 
@@ -213,5 +216,26 @@ impl NodeBuilder {
             admin,
             self.lifecycle,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_shards_spin_by_default_and_zero_parks_at_once() {
+        let default = Node::builder("a");
+        assert_eq!(
+            default.config.spin_before_park,
+            Some(domi_core::config::DEFAULT_SPIN)
+        );
+        let parked = Node::builder("b").spin_before_park(Duration::ZERO);
+        assert_eq!(parked.config.spin_before_park, None);
+        let custom = Node::builder("c").spin_before_park(Duration::from_micros(7));
+        assert_eq!(
+            custom.config.spin_before_park,
+            Some(Duration::from_micros(7))
+        );
     }
 }

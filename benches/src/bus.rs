@@ -79,6 +79,25 @@ impl ServerProcess {
             .ok_or_else(|| anyhow!("no VmRSS"))?;
         Ok(kb * 1024)
     }
+
+    /// CPU time (user + system) the process used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which ends with the last ')'):
+        // utime and stime are the 12th and 13th of them, in clock ticks.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| anyhow!("bad /proc stat"))?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64> {
+            Ok(f.get(i)
+                .ok_or_else(|| anyhow!("short /proc stat"))?
+                .parse::<f64>()?)
+        };
+        // Linux reports these in USER_HZ, 100 per second.
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
 }
 
 impl Drop for ServerProcess {

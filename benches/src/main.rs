@@ -70,6 +70,10 @@ struct RunArgs {
     /// With `--peers`: run only the peer comparisons.
     #[arg(long)]
     peers_only: bool,
+    /// Spin this many µs before parking in every bus node of the main runs
+    /// (default: the nodes' default, 50 µs; 0 parks at once).
+    #[arg(long)]
+    spin_us: Option<u64>,
     /// CPU of the client side.
     #[arg(long, default_value_t = 0)]
     client_cpu: usize,
@@ -80,12 +84,16 @@ struct RunArgs {
 
 struct Plan {
     quick: bool,
+    spin_us: Option<u64>,
     reps: usize,
     cc: usize,
     sc: usize,
 }
 
 impl Plan {
+    fn spin(&self) -> Option<Duration> {
+        self.spin_us.map(Duration::from_micros)
+    }
     fn one_way_count(&self, payload: usize) -> u64 {
         let (bytes, lo, hi) = if self.quick {
             (2e6, 100.0, 20_000.0)
@@ -133,7 +141,7 @@ fn environment(plan: &Plan, args: &RunArgs) -> Vec<(String, String)> {
         ("machine".into(), format!("{cpu}, {} CPUs", domi_available_cpus())),
         ("kernel".into(), read("/proc/sys/kernel/osrelease").trim().to_owned()),
         ("placement".into(), format!("client node / sending thread on CPU {}, server node / receiving thread (child process) on CPU {}; 2-shard runs use both CPUs on each side", args.client_cpu, args.server_cpu)),
-        ("settings".into(), format!("{} repetitions per figure, mode {}, glommio io_memory 10 MiB per shard, loopback TCP, TCP_NODELAY", plan.reps, if plan.quick { "quick" } else { "full" })),
+        ("settings".into(), format!("{} repetitions per figure, mode {}, glommio io_memory 10 MiB per shard, loopback TCP, TCP_NODELAY, spin before park in the main runs: {}", plan.reps, if plan.quick { "quick" } else { "full" }, plan.spin_us.map_or("node default (50 µs)".to_string(), |us| format!("{us} µs")))),
     ]
 }
 
@@ -157,6 +165,7 @@ fn main() -> Result<()> {
     let args = cli.run;
     let plan = Plan {
         quick: args.quick,
+        spin_us: args.spin_us,
         reps: args.reps.max(1),
         cc: args.client_cpu,
         sc: args.server_cpu,
@@ -198,8 +207,8 @@ fn main() -> Result<()> {
 }
 
 fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
-    let server = ServerProcess::start(&server_args(1, vec![plan.sc], None))?;
-    let client = Client::start(server.addr, 1, &[plan.cc], None)?;
+    let server = ServerProcess::start(&server_args(1, vec![plan.sc], plan.spin_us))?;
+    let client = Client::start(server.addr, 1, &[plan.cc], plan.spin())?;
     let mut rss_under_load = Vec::new();
     for &p in &plot::SWEEP {
         let count = plan.one_way_count(p);
@@ -363,28 +372,29 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
     client.node.stop();
     drop(server);
 
-    // The low-latency setting: both nodes spin 50 µs before parking.
-    let server = ServerProcess::start(&server_args(1, vec![plan.sc], Some(50)))?;
-    let client = Client::start(server.addr, 1, &[plan.cc], Some(Duration::from_micros(50)))?;
+    // The other setting: both nodes park at once (no spinning), next to the
+    // default (spin 50 µs before parking).
+    let server = ServerProcess::start(&server_args(1, vec![plan.sc], Some(0)))?;
+    let client = Client::start(server.addr, 1, &[plan.cc], Some(Duration::ZERO))?;
     let (mut s50, mut s99) = (vec![], vec![]);
     for _ in 0..plan.reps {
-        bar.set_message("bus request, spin_before_park 50 µs");
+        bar.set_message("bus request, park at once (no spin)");
         let (h, _) = client.request_reply(64, n, warm, 1)?;
         s50.push(h.value_at_quantile(0.5) as f64 / 1e3);
         s99.push(h.value_at_quantile(0.99) as f64 / 1e3);
         bar.inc(1);
     }
     report.add(
-        "rr1_spin_p50",
-        "bus request 1 in flight p50, spin 50 µs",
+        "rr1_nospin_p50",
+        "bus request 1 in flight p50, park at once (no spin)",
         "µs",
         false,
         s50,
         Some("wire_pp_p50"),
     );
     report.add(
-        "rr1_spin_p99",
-        "bus request 1 in flight p99, spin 50 µs",
+        "rr1_nospin_p99",
+        "bus request 1 in flight p99, park at once (no spin)",
         "µs",
         false,
         s99,
@@ -398,7 +408,20 @@ fn run_two_shards(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result
     let cpus_s = vec![plan.sc, plan.cc];
     let idle = ServerProcess::start(&server_args(2, cpus_s.clone(), None))?;
     let idle_rss = idle.rss()? as f64 / (1 << 20) as f64;
+    // CPU an idle node burns (housekeeping ticks, spinning after each).
+    let before = idle.cpu_seconds()?;
+    let window = Duration::from_secs(2);
+    std::thread::sleep(window);
+    let idle_cpu = (idle.cpu_seconds()? - before) / window.as_secs_f64() * 100.0;
     drop(idle);
+    report.add(
+        "cpu_idle_2_shards_pct",
+        "idle node CPU, 2 shards (both CPUs' time summed)",
+        "%",
+        false,
+        vec![idle_cpu],
+        None,
+    );
     report.add(
         "rss_idle_2_shards_mib",
         "idle node RSS, 2 shards",
@@ -408,8 +431,10 @@ fn run_two_shards(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result
         None,
     );
 
-    let server = ServerProcess::start(&server_args(2, cpus_s, None))?;
-    let client = Client::start(server.addr, 2, &[plan.cc, plan.sc], None)?;
+    // 2+2 shards put two shards on each of this machine's CPUs: spinning
+    // shards would steal each other's time, so these park at once.
+    let server = ServerProcess::start(&server_args(2, cpus_s, Some(0)))?;
+    let client = Client::start(server.addr, 2, &[plan.cc, plan.sc], Some(Duration::ZERO))?;
     let (mut m, mut r) = (vec![], vec![]);
     for _ in 0..plan.reps {
         bar.set_message("2 shards: one-way 64 B");
@@ -430,7 +455,7 @@ fn run_two_shards(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result
     }
     report.add(
         "shards2_oneway_64_msgs",
-        "2+2 shards: bus notify 64 B",
+        "2+2 shards (no spin): bus notify 64 B",
         "msg/s",
         true,
         m,
@@ -438,7 +463,7 @@ fn run_two_shards(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result
     );
     report.add(
         "shards2_rr64_rate",
-        "2+2 shards: request 64 in flight/shard",
+        "2+2 shards (no spin): request 64 in flight/shard",
         "replies/s",
         true,
         r,
