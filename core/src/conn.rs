@@ -361,6 +361,10 @@ impl Conn {
             if self.is_closed() {
                 return self.closed_reason();
             }
+            // A socket that always has bytes never makes `read_some` wait:
+            // let the shard's other connections (and their heartbeats) run
+            // when the reactor says this task had its share.
+            glommio::yield_if_needed().await;
             if handlers.taken() > 0 {
                 // Too many async handlers in flight on this shard: stop reading
                 // (TCP pushes back on the sender) until one finishes.
