@@ -1,13 +1,22 @@
 //! Fault injection under steady load (nodes as processes, real etcd): a
 //! provider killed with SIGKILL, etcd restarted, a node paused and resumed, a
-//! node frozen (SIGSTOP: sockets open, nothing answers) and resumed, and a
-//! node stopped with SIGTERM. (A network partition is tests/partition.rs.)
+//! node frozen (SIGSTOP: sockets open, nothing answers) and resumed, a node
+//! partitioned (a real network cut: it runs in a network namespace of its
+//! own, reached over a veth pair, and the link goes down, so packets vanish
+//! with no RST, to its peers and to etcd alike) and healed, and a node stopped
+//! with SIGTERM. Where network namespaces cannot be created (not root, no
+//! `ip`), the partition phase is skipped with a printed message and the rest
+//! runs.
 //! Prints a table: requests issued (counted as each starts), answered, failed
 //! with a typed error, lost (issued but never came back) and hung (came back
 //! later than the timeout allows), both asserted 0, and per fault how long
 //! after its injection requests kept failing (start of the last failed
-//! request) and when the last of those failures came back. `make chaos` runs it with longer phases
-//! (`CHAOS_PHASE_MS`); `make test` runs the short version.
+//! request), when the last of those failures came back, and the longest
+//! stretch with no request answered (all in-flight requests waiting on a
+//! silent peer); for the partition, also when the cut node left the client's
+//! rotation and, after the heal, when it was back and handling requests.
+//! `make chaos` runs it with longer phases (`CHAOS_PHASE_MS`); `make test`
+//! runs the short version.
 
 mod common;
 
@@ -15,10 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::net::{SocketAddr, TcpStream};
+
 use common::etcd::Etcd;
-use common::procs::{http, Server};
+use common::netns::Netns;
+use common::procs::{example_path, http, metric, try_http, Server};
 use common::{wait_until, Outcome};
-use domi::{BusError, Channel, ErrorCode, Node};
+use domi::{BusError, Channel, ErrorCode, Node, NodeId};
 
 const CH: Channel = Channel(50);
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,6 +42,40 @@ fn server(etcd: &Etcd, name: &str) -> Server {
         name,
         &["--etcd", &ep, "--cluster", "chaos", "--http", "127.0.0.1:0"],
     )
+}
+
+/// A server inside `ns`: bus and admin on the inside address, etcd reached
+/// on the host side of the veth pair.
+fn far_server(etcd: &Etcd, ns: &Netns, name: &str) -> Server {
+    let ep = etcd.endpoint_on(ns.host_ip());
+    let inside = SocketAddr::new(ns.inner_ip(), 0).to_string();
+    Server::start_cmd(
+        name,
+        ns.exec(example_path("server")),
+        &[
+            "--tcp",
+            &inside,
+            "--etcd",
+            &ep,
+            "--cluster",
+            "chaos",
+            "--http",
+            &inside,
+        ],
+    )
+}
+
+/// Requests the server at admin address `admin` handed to its handler
+/// (`None` while its admin port does not answer).
+fn handled(admin: SocketAddr) -> Option<f64> {
+    // A short connect timeout first: a partitioned address would otherwise
+    // hang the connect for the kernel's SYN retries.
+    TcpStream::connect_timeout(&admin, Duration::from_millis(500)).ok()?;
+    let (status, _, body) = try_http(admin, "GET", "/metrics", None)?;
+    if status != 200 {
+        return None;
+    }
+    metric(&body, "domi_handled_total")
 }
 
 /// What the load saw: requests issued (counted as each one starts) and the
@@ -125,6 +171,27 @@ fn routed_around(results: &[Outcome], from: Instant, to: Instant) -> Duration {
         .unwrap_or_default()
 }
 
+/// The longest stretch between `from` and `to` in which no request was
+/// answered (the load stalls while all its in-flight requests wait on a
+/// silent peer, even when no request started later fails).
+fn longest_stall(results: &[Outcome], from: Instant, to: Instant) -> Duration {
+    let mut answered: Vec<Instant> = results
+        .iter()
+        .filter(|(_, _, r)| r.is_ok())
+        .map(|(t, took, _)| *t + *took)
+        .filter(|done| *done >= from && *done < to)
+        .collect();
+    answered.sort_unstable();
+    answered.push(to);
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for done in answered {
+        longest = longest.max(done.saturating_duration_since(last));
+        last = done;
+    }
+    longest
+}
+
 #[test]
 fn chaos() {
     let phase = Duration::from_millis(
@@ -133,8 +200,30 @@ fn chaos() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1500),
     );
-    let mut etcd = Etcd::start();
-    let mut servers: Vec<Server> = (0..3).map(|i| server(&etcd, &format!("s{i}"))).collect();
+    // The partition phase needs a network namespace; where none can be
+    // created, it is skipped and every other fault still runs.
+    let ns = match Netns::create(Netns::pid_subnet()) {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            eprintln!(
+                "SKIPPED the partition phase (network cut): cannot create network namespaces here ({e}); the other faults still run"
+            );
+            None
+        }
+    };
+    // With a namespace, etcd also listens on the host side of the veth pair
+    // so that the node inside reaches it (and loses it when the link is cut).
+    let mut etcd = match &ns {
+        Some(ns) => Etcd::start_also_on(ns.host_ip()),
+        None => Etcd::start(),
+    };
+    // Three providers: s0 and s1 on loopback, s2 inside the namespace when
+    // there is one (the partition's target), on loopback otherwise.
+    let mut servers: Vec<Server> = (0..2).map(|i| server(&etcd, &format!("s{i}"))).collect();
+    let far = ns.as_ref().map(|ns| far_server(&etcd, ns, "s2"));
+    if far.is_none() {
+        servers.push(server(&etcd, "s2"));
+    }
     let client = Node::builder("client")
         .shards(1)
         .small()
@@ -191,7 +280,8 @@ fn chaos() {
     faults.push(("pause + resume a node", t));
 
     // 4. Freeze a node (SIGSTOP: its sockets stay open, nothing answers),
-    //    then resume it (SIGCONT). The network partition is tests/partition.rs.
+    //    then resume it (SIGCONT). A different fault from the partition
+    //    below: the process stops, its host's kernel still acknowledges.
     let t = Instant::now();
     servers[1].signal("STOP");
     std::thread::sleep(phase.max(Duration::from_secs(3)));
@@ -199,10 +289,60 @@ fn chaos() {
     std::thread::sleep(phase);
     faults.push(("freeze (SIGSTOP) + resume a node", t));
 
-    // 5. SIGTERM a node: it drains and exits 0.
+    // 5. Partition a node (cut its veth link: packets vanish both ways, no
+    //    RST), then heal the link. The client's heartbeats find the peer
+    //    silent and fail its waiters with PeerLost; its etcd lease expires.
+    //    After the heal it registers again and is used again.
+    let mut partition: Option<(Duration, Duration, Duration)> = None;
+    if let (Some(ns), Some(far)) = (&ns, &far) {
+        let id = NodeId(far.id);
+        let admin = far.http.expect("the far node serves its admin endpoints");
+        let in_rotation = || client.peers().providers(CH).contains(&id);
+        wait_until(
+            "all three providers in rotation before the cut",
+            Duration::from_secs(20),
+            || client.peers().providers(CH).len() == 3,
+        );
+        let before = handled(admin).expect("the far node's metrics");
+        wait_until(
+            "the far node to handle requests before the cut",
+            Duration::from_secs(10),
+            || handled(admin).is_some_and(|h| h > before),
+        );
+        let t = Instant::now();
+        ns.cut();
+        wait_until(
+            "the cut-off node to leave the client's rotation",
+            Duration::from_secs(20),
+            || !in_rotation(),
+        );
+        let out = t.elapsed();
+        std::thread::sleep(phase);
+        let healed = Instant::now();
+        ns.heal();
+        wait_until(
+            "the healed node back in the client's rotation",
+            Duration::from_secs(30),
+            in_rotation,
+        );
+        let back = healed.elapsed();
+        let before = handled(admin).expect("the healed node's metrics");
+        wait_until(
+            "the healed node to handle requests again",
+            Duration::from_secs(20),
+            || handled(admin).is_some_and(|h| h > before),
+        );
+        let serving = healed.elapsed();
+        std::thread::sleep(phase);
+        faults.push(("partition (network cut) + heal a node", t));
+        partition = Some((out, back, serving));
+    }
+
+    // 6. SIGTERM a node: it drains and exits 0.
     let t = Instant::now();
-    servers[2].signal("TERM");
-    assert_eq!(servers[2].exit_code(Duration::from_secs(10)), Some(0));
+    let last = servers.last_mut().expect("a loopback server");
+    last.signal("TERM");
+    assert_eq!(last.exit_code(Duration::from_secs(10)), Some(0));
     std::thread::sleep(phase);
     faults.push(("SIGTERM a node", t));
 
@@ -242,7 +382,7 @@ fn chaos() {
     table += &format!(
         "| lost (issued, never came back) | {lost} |\n| hung (took > timeout + 1 s) | {hung} |\n"
     );
-    table += "\n| fault | failed requests | routed around after | last failure returned after |\n|---|---:|---:|---:|\n";
+    table += "\n| fault | failed requests | routed around after | last failure returned after | longest stretch with no answer |\n|---|---:|---:|---:|---:|\n";
     let ends: Vec<Instant> = faults.iter().skip(1).map(|f| f.1).chain([end]).collect();
     for ((name, from), to) in faults.iter().zip(ends) {
         let failed = failures(&results, *from, to);
@@ -252,12 +392,26 @@ fn chaos() {
             .max()
             .unwrap_or_default();
         table += &format!(
-            "| {name} | {} | {} ms | {} ms |\n",
+            "| {name} | {} | {} ms | {} ms | {} ms |\n",
             failed.len(),
             routed_around(&results, *from, to).as_millis(),
-            last_back.as_millis()
+            last_back.as_millis(),
+            longest_stall(&results, *from, to).as_millis()
         );
     }
+    table += &match partition {
+        Some((out, back, serving)) => format!(
+            "\n| partition (network cut) | after |\n|---|---:|\n\
+             | cut node out of the client's rotation, after the cut | {} ms |\n\
+             | back in rotation, after the heal | {} ms |\n\
+             | handling requests again, after the heal | {} ms |\n",
+            out.as_millis(),
+            back.as_millis(),
+            serving.as_millis()
+        ),
+        None => "\npartition (network cut): skipped, network namespaces cannot be created here\n"
+            .to_owned(),
+    };
     #[allow(clippy::print_stdout)]
     {
         println!("{table}");

@@ -7,93 +7,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::procs::{example_path, Server};
 use common::*;
 use domi::{BusError, Channel};
 
 const CH: Channel = Channel(50);
-
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Netns {
-    /// A namespace with a veth pair: host side `10.231.N.1/24`, inside `10.231.N.2/24`.
-    fn create(n: u8) -> Result<Netns, String> {
-        let id = std::process::id() % 10_000;
-        let ns = Netns {
-            name: format!("domi-{id}-{n}"),
-            host_if: format!("dh{id}x{n}"),
-        };
-        let inner = format!("dn{id}x{n}");
-        ip(&["netns", "add", &ns.name])?;
-        ip(&[
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &inner,
-        ])?;
-        ip(&["link", "set", &inner, "netns", &ns.name])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("10.231.{n}.1/24"),
-            "dev",
-            &ns.host_if,
-        ])?;
-        ip(&["link", "set", &ns.host_if, "up"])?;
-        ip(&[
-            "netns",
-            "exec",
-            &ns.name,
-            "ip",
-            "addr",
-            "add",
-            &format!("10.231.{n}.2/24"),
-            "dev",
-            &inner,
-        ])?;
-        ip(&["netns", "exec", &ns.name, "ip", "link", "set", &inner, "up"])?;
-        ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn link(&self, up: bool) {
-        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]).unwrap();
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.host_if]);
-        let _ = ip(&["netns", "del", &self.name]);
-    }
-}
 
 #[test]
 fn a_partitioned_node_is_routed_around_and_heals() {
@@ -104,10 +25,11 @@ fn a_partitioned_node_is_routed_around_and_heals() {
             return;
         }
     };
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name])
-        .arg(example_path("server"));
-    let far = Server::start_cmd("far", cmd, &["--tcp", "10.231.7.2:0", "--node-id", "961"]);
+    let far = Server::start_cmd(
+        "far",
+        ns.exec(example_path("server")),
+        &["--tcp", "10.231.7.2:0", "--node-id", "961"],
+    );
     let near = Server::start("near", 962);
     let client = small("client")
         .peers([far.addr, near.addr])
@@ -118,7 +40,7 @@ fn a_partitioned_node_is_routed_around_and_heals() {
         client.request(CH, b"x", Duration::from_secs(5)).unwrap();
     }
 
-    ns.link(false);
+    ns.cut();
     let cut = Instant::now();
     let mut late_failures = 0;
     let mut answered = 0;
@@ -145,7 +67,7 @@ fn a_partitioned_node_is_routed_around_and_heals() {
         "the far node is out of rotation"
     );
 
-    ns.link(true);
+    ns.heal();
     wait_until("the far node to be back", Duration::from_secs(20), || {
         client.peers().providers(CH).len() == 2
     });

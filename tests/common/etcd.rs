@@ -1,7 +1,7 @@
 //! A private etcd for tests: Debian's `etcd` binary on free loopback ports in
 //! a temporary directory, stopped (and its data removed) on drop.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,9 @@ pub struct Etcd {
     /// Client port.
     pub port: u16,
     peer_port: u16,
+    /// Another address the client port also listens on (e.g. the host side
+    /// of a veth pair, for a node in a network namespace).
+    also_on: Option<IpAddr>,
 }
 
 fn free_port() -> u16 {
@@ -26,6 +29,16 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts etcd and waits (with a deadline) until it answers.
     pub fn start() -> Etcd {
+        Etcd::start_on(None)
+    }
+
+    /// Like [`Etcd::start`], with the client port also listening on `also`
+    /// (kept across [`Etcd::restart`]); reach it there with [`Etcd::endpoint_on`].
+    pub fn start_also_on(also: IpAddr) -> Etcd {
+        Etcd::start_on(Some(also))
+    }
+
+    fn start_on(also_on: Option<IpAddr>) -> Etcd {
         let dir =
             std::env::temp_dir().join(format!("domi-etcd-{}-{}", std::process::id(), free_port()));
         let mut e = Etcd {
@@ -33,6 +46,7 @@ impl Etcd {
             dir,
             port: free_port(),
             peer_port: free_port(),
+            also_on,
         };
         e.spawn();
         e
@@ -43,12 +57,22 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The client endpoint URL on `ip` (the address given to
+    /// [`Etcd::start_also_on`]).
+    pub fn endpoint_on(&self, ip: IpAddr) -> String {
+        format!("http://{ip}:{}", self.port)
+    }
+
     fn spawn(&mut self) {
         let (c, p) = (self.port, self.peer_port);
+        let mut listen = format!("http://127.0.0.1:{c}");
+        if let Some(ip) = self.also_on {
+            listen += &format!(",{}", self.endpoint_on(ip));
+        }
         let child = Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(&self.dir)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args([
