@@ -140,3 +140,54 @@ pub enum ReplyError {
     #[error("the caller is gone or its queue is full")]
     Undeliverable,
 }
+
+/// `ReservedChannel` for a channel user code may not send to or serve.
+pub(crate) fn check_user_channel(channel: Channel) -> Result<(), BusError> {
+    if channel.is_reserved() {
+        return Err(BusError::ReservedChannel { channel });
+    }
+    Ok(())
+}
+
+/// What every send checks before routing: a user channel, a payload within
+/// `max`, and a node that is not stopping.
+pub(crate) fn check_send(
+    channel: Channel,
+    len: usize,
+    max: u32,
+    stopping: bool,
+) -> Result<(), BusError> {
+    check_user_channel(channel)?;
+    if len > max as usize {
+        return Err(BusError::PayloadTooLarge { len, max });
+    }
+    if stopping {
+        return Err(BusError::ShuttingDown);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_checks_in_order() {
+        assert_eq!(check_send(Channel(50), 10, 10, false), Ok(()));
+        assert_eq!(
+            check_send(Channel(65500), 10, 10, false),
+            Err(BusError::ReservedChannel {
+                channel: Channel(65500)
+            })
+        );
+        assert_eq!(
+            check_send(Channel(50), 11, 10, false),
+            Err(BusError::PayloadTooLarge { len: 11, max: 10 })
+        );
+        assert_eq!(
+            check_send(Channel(50), 1, 10, true),
+            Err(BusError::ShuttingDown)
+        );
+        assert!(check_user_channel(Channel(65499)).is_ok());
+    }
+}

@@ -75,9 +75,7 @@ impl HandlerTable {
 
     /// A table with `channel` bound to `handler`; reserved channels are refused.
     pub fn with(&self, channel: Channel, handler: Handler) -> Result<HandlerTable, BusError> {
-        if channel.is_reserved() {
-            return Err(BusError::ReservedChannel { channel });
-        }
+        crate::error::check_user_channel(channel)?;
         let mut t = self.clone();
         t.map.insert(channel, handler);
         Ok(t)

@@ -337,17 +337,12 @@ impl Node {
     }
 
     fn pre_check(&self, channel: Channel, len: usize) -> Result<(), BusError> {
-        if channel.is_reserved() {
-            return Err(BusError::ReservedChannel { channel });
-        }
-        let max = self.shared().config.max_payload;
-        if len > max as usize {
-            return Err(BusError::PayloadTooLarge { len, max });
-        }
-        if self.inner.stopped.load(Ordering::Acquire) {
-            return Err(BusError::ShuttingDown);
-        }
-        Ok(())
+        crate::error::check_send(
+            channel,
+            len,
+            self.shared().config.max_payload,
+            self.inner.stopped.load(Ordering::Acquire),
+        )
     }
 
     fn has_provider(&self, channel: Channel) -> Result<(), BusError> {
@@ -482,11 +477,7 @@ impl Node {
         reply_channel: Channel,
     ) -> Result<(), BusError> {
         self.pre_check(channel, payload.len())?;
-        if reply_channel.is_reserved() {
-            return Err(BusError::ReservedChannel {
-                channel: reply_channel,
-            });
-        }
+        crate::error::check_user_channel(reply_channel)?;
         self.has_provider(channel)?;
         let payload = payload.to_vec();
         self.run(move |bus| {

@@ -111,17 +111,12 @@ impl LocalBus {
     }
 
     fn check_send(&self, channel: Channel, len: usize) -> Result<(), BusError> {
-        if channel.is_reserved() {
-            return Err(BusError::ReservedChannel { channel });
-        }
-        let max = self.0.shared.config.max_payload;
-        if len > max as usize {
-            return Err(BusError::PayloadTooLarge { len, max });
-        }
-        if self.0.stopping.is_raised() {
-            return Err(BusError::ShuttingDown);
-        }
-        Ok(())
+        crate::error::check_send(
+            channel,
+            len,
+            self.0.shared.config.max_payload,
+            self.0.stopping.is_raised(),
+        )
     }
 
     /// Whether this shard saw `id` fail and has not reconnected yet. A down
@@ -292,11 +287,7 @@ impl LocalBus {
         reply_channel: Channel,
     ) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
-        if reply_channel.is_reserved() {
-            return Err(BusError::ReservedChannel {
-                channel: reply_channel,
-            });
-        }
+        crate::error::check_user_channel(reply_channel)?;
         let peer = self.pick(channel, &[])?;
         self.0.counters.sent.set(self.0.counters.sent.get() + 1);
         let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
