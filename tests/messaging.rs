@@ -322,3 +322,40 @@ fn pause_is_announced_to_static_peers_and_resume_brings_the_node_back() {
     a.resume();
     client.wait_for_providers(CH, 2, SETTLE).unwrap();
 }
+
+#[test]
+fn handlers_subscribe_and_unsubscribe_from_their_shard() {
+    const OPEN: Channel = Channel(60);
+    const CLOSE: Channel = Channel(61);
+    const LATE: Channel = Channel(62);
+    let server = small("self-serve")
+        .subscribe(
+            OPEN,
+            Handler::sync(|req| {
+                let r = req
+                    .bus()
+                    .subscribe(LATE, Handler::sync(|req| drop(req.reply(b"late"))));
+                let _ = req.reply(if r.is_ok() { b"opened" } else { b"failed" });
+            }),
+        )
+        .subscribe(
+            CLOSE,
+            Handler::sync(|req| {
+                let was = req.bus().unsubscribe(LATE);
+                let _ = req.reply(if was { b"closed" } else { b"absent" });
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("asker").peer(server.local_addr()).start().unwrap();
+    client.wait_for_providers(OPEN, 1, SETTLE).unwrap();
+    client.wait_for_providers(CLOSE, 1, SETTLE).unwrap();
+    assert_eq!(client.request(OPEN, b"", T).unwrap(), b"opened");
+    client.wait_for_provider(LATE, SETTLE).unwrap();
+    assert_eq!(client.request(LATE, b"", T).unwrap(), b"late");
+    assert_eq!(client.request(CLOSE, b"", T).unwrap(), b"closed");
+    wait_until("the unsubscription to reach the client", SETTLE, || {
+        client.peers().providers(LATE).is_empty()
+    });
+    assert_eq!(client.request(CLOSE, b"", T).unwrap(), b"absent");
+}

@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     /// Bumped when this node's info (channels, state) changes; each shard
     /// announces to its peers until it has announced the latest one.
     pub(crate) info_epoch: AtomicU64,
+    /// The node's handle, for code on a shard ([`LocalBus::node`]); weak, so
+    /// the handler table (which the shards hold) never keeps the node alive.
+    handle: std::sync::OnceLock<std::sync::Weak<Inner>>,
     state: AtomicU8,
     local: LocalNode,
 }
@@ -79,6 +82,12 @@ impl Shared {
 
     pub(crate) fn secret(&self) -> Option<&[u8]> {
         self.local.secret()
+    }
+
+    /// The node's `Send + Sync` handle, while it is running.
+    pub(crate) fn node(&self) -> Option<Node> {
+        let inner = self.handle.get()?.upgrade()?;
+        (!inner.stopped.load(Ordering::Acquire)).then_some(Node { inner })
     }
 
     pub(crate) fn state(&self) -> NodeState {
@@ -193,6 +202,7 @@ impl Node {
             handlers: ArcSwap::from_pointee(table),
             handler_epoch: AtomicU64::new(1),
             info_epoch: AtomicU64::new(0),
+            handle: std::sync::OnceLock::new(),
             state: AtomicU8::new(0),
             local: local.clone(),
             config,
@@ -210,6 +220,7 @@ impl Node {
                 stopped: AtomicBool::new(false),
             }),
         };
+        let _ = node.shared().handle.set(Arc::downgrade(&node.inner));
         let ctx = MembershipContext { directory, local };
         if let Err(e) = node.membership().start(ctx) {
             node.stop();

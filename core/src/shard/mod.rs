@@ -99,6 +99,25 @@ impl LocalBus {
         self.0.shared.id
     }
 
+    /// The node's `Send + Sync` handle (`None` once it is stopping), for
+    /// what only the node does: subscriptions, state, statistics.
+    pub fn node(&self) -> Option<crate::Node> {
+        self.0.shared.node()
+    }
+
+    /// Serves `channel` with `handler` on every shard of this node, from
+    /// code running on a shard (a handler or a shard task).
+    pub fn subscribe(&self, channel: Channel, handler: Handler) -> Result<(), BusError> {
+        self.node()
+            .ok_or(BusError::ShuttingDown)?
+            .subscribe(channel, handler)
+    }
+
+    /// Stops serving `channel`; returns whether it was served.
+    pub fn unsubscribe(&self, channel: Channel) -> bool {
+        self.node().is_some_and(|n| n.unsubscribe(channel))
+    }
+
     /// The index of the shard this bus belongs to.
     pub fn shard(&self) -> usize {
         self.0.index
