@@ -39,6 +39,10 @@ struct Args {
     /// latency for more CPU; 0 parks at once).
     #[arg(long)]
     spin_us: Option<u64>,
+    /// Pin shard i to the i-th of these CPUs (comma-separated); pinned
+    /// shards also spin before parking (see --spin-us). Default: unpinned.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
     /// Number of shards.
     #[arg(long, default_value_t = 1)]
     shards: usize,
@@ -80,6 +84,9 @@ fn main() -> anyhow::Result<()> {
         .shards(args.shards)
         .small()
         .peers(args.peers);
+    if !args.cpus.is_empty() {
+        builder = builder.cpus(args.cpus.clone());
+    }
     if let Some(us) = args.spin_us {
         builder = builder.spin_before_park(std::time::Duration::from_micros(us));
     }
