@@ -104,3 +104,80 @@ fn a_short_secret_is_a_configuration_error() {
         )))
     ));
 }
+
+#[test]
+fn a_client_proof_made_with_another_secret_is_refused_by_the_server() {
+    use common::raw::{frame_bytes, read_frame};
+    use domi::frame::FrameKind;
+    use domi::{NodeId, NodeInfo, NodeState};
+    use domi_core::auth;
+
+    let (served, handled) = {
+        let h = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = h.clone();
+        let node = secured("server", SECRET)
+            .subscribe(
+                CH,
+                Handler::sync(move |r| {
+                    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    drop(r.reply(b"pong"));
+                }),
+            )
+            .start()
+            .unwrap();
+        (node, h)
+    };
+    let me = NodeId(999);
+    let info = NodeInfo {
+        version: domi::frame::PROTOCOL_VERSION,
+        cluster: "default".into(),
+        id: me,
+        name: "impostor".into(),
+        instance: 1,
+        channels: vec![],
+        state: NodeState::Serving,
+    };
+    let nonce_c = auth::nonce();
+    let mut hello = info.to_bytes();
+    hello.extend_from_slice(&nonce_c);
+    let mut s = TcpStream::connect(served.local_addr()).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&frame_bytes(
+        FrameKind::Control,
+        Channel::HELLO,
+        me,
+        0,
+        &hello,
+    ))
+    .unwrap();
+    // The server proves itself over our nonce...
+    let (ack, payload) = read_frame(&mut s).unwrap();
+    assert_eq!(ack.channel, Channel::HELLO_ACK);
+    let (_, extra) = NodeInfo::decode_prefix(&payload).unwrap();
+    let (nonce_s, proof) = auth::ack_auth(Some(SECRET), extra).unwrap().unwrap();
+    auth::check_server(SECRET, "default", &nonce_c, &nonce_s, proof).unwrap();
+    // ...and a proof made with another secret is refused, before any frame
+    // of ours reaches a handler.
+    let wrong = auth::client_proof(b"not-the-cluster-secret", "default", &nonce_c, &nonce_s);
+    let mut out = frame_bytes(FrameKind::Control, Channel::AUTH, me, 0, &wrong);
+    out.extend(frame_bytes(FrameKind::Request, CH, me, 7, b"ping"));
+    s.write_all(&out).unwrap();
+    let (refusal, code) = read_frame(&mut s).unwrap();
+    assert_eq!(refusal.kind, FrameKind::Error);
+    assert_eq!(
+        domi::ErrorCode::from_payload(&code),
+        domi::ErrorCode::Refused
+    );
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing after the refusal: {rest:?}");
+    wait_until("the refusal to be counted", T, || {
+        served.stats().closed_refused >= 1
+    });
+    assert_eq!(
+        served.stats().closed_refused,
+        1,
+        "one refusal, counted once"
+    );
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -138,6 +138,12 @@ impl Conn {
         self.closing.is_raised()
     }
 
+    /// Closed, or closing once its queue is written (a refusal on its way):
+    /// nothing more it receives is acted on.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.is_closed() || self.close_when_flushed.get()
+    }
+
     /// Queues one frame; it leaves with everything else queued this turn.
     pub(crate) fn push(&self, meta: &Meta, payload: &[u8]) -> Result<(), PushError> {
         if self.is_closed() {

@@ -38,6 +38,9 @@ impl LocalBus {
         c.frames_in.set(c.frames_in.get() + 1);
         c.bytes_in
             .set(c.bytes_in.get() + (HEADER_LEN + frame.payload.len()) as u64);
+        if conn.is_closing() {
+            return Ok(()); // refused: only its refusal is still to be written
+        }
         if !conn.open.get() {
             return self.on_handshake(conn, frame);
         }
@@ -211,7 +214,7 @@ impl LocalBus {
         conn: &Rc<Conn>,
         reason: impl std::fmt::Display,
     ) -> Result<(), CloseReason> {
-        if !conn.is_closed() {
+        if !conn.is_closing() {
             conn.push_error(self.node_id(), 0, ErrorCode::Refused);
             conn.close_after_flush();
             Counters::inc(&self.0.counters.bad_closes);
