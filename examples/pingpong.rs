@@ -43,9 +43,18 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let received = Arc::new(AtomicU64::new(0));
     let r = received.clone();
-    let server = Node::builder("server")
-        .shards(1)
-        .small()
+    // With two CPUs or more, each node gets one of its own (pinned shards
+    // also spin briefly before parking: the low-latency setting); otherwise
+    // both float.
+    let place = |b: domi::NodeBuilder, which: usize| {
+        let cpus = domi_core::config::allowed_cpus();
+        if cpus.len() >= 2 {
+            b.cpus([cpus[which]])
+        } else {
+            b
+        }
+    };
+    let server = place(Node::builder("server").shards(1).small(), 1)
         .subscribe(
             PING,
             Handler::sync(|req| {
@@ -62,9 +71,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the server node")?;
     let replies = Arc::new(AtomicU64::new(0));
     let rep = replies.clone();
-    let client = Node::builder("client")
-        .shards(1)
-        .small()
+    let client = place(Node::builder("client").shards(1).small(), 0)
         .peer(server.local_addr())
         .subscribe(
             REPLIES,
