@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -249,7 +249,16 @@ impl Conn {
         self.writer.notify();
     }
 
-    async fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads what the socket holds. With `spin`, an empty socket is first
+    /// tried again directly for up to that long (yielding to the shard's
+    /// other tasks in between), like the reactor spinning before it parks:
+    /// an answer arriving meanwhile costs no io_uring poll round trip.
+    async fn read_some(&self, buf: &mut [u8], spin: Duration) -> io::Result<usize> {
+        if !spin.is_zero() {
+            if let Some(r) = self.busy_read(buf, spin).await {
+                return r;
+            }
+        }
         let read = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
             Some(s) => Pin::new(s).poll_read(cx, buf),
             None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
@@ -263,6 +272,28 @@ impl Conn {
 
     /// Writes all of `buf`; `progress` says whether bytes leaving count as
     /// the line making progress (see `last_write`).
+    async fn busy_read(&self, buf: &mut [u8], spin: Duration) -> Option<io::Result<usize>> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let fd = self.stream.borrow().as_ref()?.as_raw_fd();
+        let started = Instant::now();
+        loop {
+            match recv(fd, buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Some(Ok(n)),
+                Err(Errno::EAGAIN) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Some(Err(e.into())),
+            }
+            if self.is_closed() || started.elapsed() >= spin {
+                return None;
+            }
+            future::yield_now().await;
+            // The stream may have been released while we yielded.
+            self.stream.borrow().as_ref()?;
+        }
+    }
+
     async fn write_all(&self, mut buf: &[u8], progress: bool) -> io::Result<()> {
         while !buf.is_empty() {
             let write = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
@@ -317,6 +348,7 @@ impl Conn {
     pub(crate) async fn read_loop(
         &self,
         max_payload: u32,
+        spin: Duration,
         handlers: &Gate,
         mut on_frame: impl FnMut(frame::Frame<'_>) -> Result<(), CloseReason>,
     ) -> CloseReason {
@@ -379,7 +411,7 @@ impl Conn {
                     return self.closed_reason();
                 }
             }
-            match self.read_some(&mut buf[end..]).await {
+            match self.read_some(&mut buf[end..], spin).await {
                 Ok(0) => return CloseReason::Eof,
                 Ok(n) => {
                     end += n;

@@ -85,6 +85,9 @@ pub(crate) struct ShardCore {
     stopping: Signal,
     /// The `info_epoch` this shard last announced.
     announced: Cell<u64>,
+    /// How long readers try an empty socket again before arming a poll
+    /// (the spin before parking, for pinned shards; zero otherwise).
+    read_spin: Duration,
 }
 
 /// The bus as seen from inside one shard: send from handlers and shard tasks

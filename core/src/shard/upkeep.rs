@@ -197,6 +197,7 @@ pub(crate) async fn run(
         }
     };
     let max_handlers = shared.config.max_handlers;
+    let read_spin = reader_spin(&shared.config);
     let events = shared.directory.subscribe();
     let bus = LocalBus(Rc::new(ShardCore {
         handlers: RefCell::new((u64::MAX, Rc::new(HandlerTable::default()))),
@@ -215,6 +216,7 @@ pub(crate) async fn run(
         in_flight: Rc::new(Gate::new(max_handlers)),
         stopping: Signal::default(),
         announced: Cell::new(0),
+        read_spin,
     }));
     let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeeping(bus.clone()));
@@ -284,5 +286,16 @@ async fn housekeeping(bus: LocalBus) {
         }
         bus.check_connections();
         bus.retry_down_peers();
+    }
+}
+
+/// How long a shard's readers busy-poll an empty socket: the spin before
+/// parking when the shard is pinned (glommio spins only pinned executors),
+/// zero otherwise.
+fn reader_spin(config: &crate::config::NodeConfig) -> Duration {
+    let pinned = config.cpus.is_some() || config.pin_cpus;
+    match config.spin_before_park {
+        Some(spin) if pinned => spin,
+        _ => Duration::ZERO,
     }
 }
