@@ -28,7 +28,9 @@ impl LocalBus {
         .detach();
         let max = self.0.shared.config.max_payload;
         let reason = conn
-            .read_loop(max, self.0.read_spin, &self.0.in_flight, |frame| self.on_frame(&conn, frame))
+            .read_loop(max, self.0.read_spin, &self.0.in_flight, |frame| {
+                self.on_frame(&conn, frame)
+            })
             .await;
         self.on_closed(&conn, reason);
     }
