@@ -71,21 +71,12 @@ fn read_answer(s: &mut TcpStream, within: Duration) -> Answer {
         }
     }
     let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
+    let (status, headers, body) = common::procs::parse_http_answer(&raw)
         .unwrap_or_else(|| panic!("a status line in {raw:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
     Answer {
         status,
         headers,
-        body: body.to_owned(),
+        body,
     }
 }
 

@@ -8,10 +8,10 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::raw::{assert_closed_within, hello};
+use common::raw::{assert_closed_within, frame_bytes, hello};
 use common::*;
 use domi::{BusError, Channel, Handler};
-use domi_core::frame::{self, FrameKind, Meta};
+use domi_core::frame::{self, FrameKind};
 use domi_core::NodeId;
 
 const CH: Channel = Channel(50);
@@ -86,15 +86,7 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
     // A valid handshake, then a frame declaring a 4 GiB payload.
     let mut h = raw_connect(&server);
     h.write_all(&hello("default")).unwrap();
-    let mut huge = Vec::new();
-    let meta = Meta {
-        kind: FrameKind::Request,
-        channel: CH,
-        reply_channel: Channel(0),
-        source: NodeId(999),
-        correlation: 1,
-    };
-    frame::encode(&mut huge, &meta, b"");
+    let mut huge = frame_bytes(FrameKind::Request, CH, NodeId(999), 1, b"");
     huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     h.write_all(&huge).unwrap();
     assert_closed_within(h, T);
@@ -102,15 +94,7 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
     // A user frame to a reserved channel after a valid handshake.
     let mut r = raw_connect(&server);
     r.write_all(&hello("default")).unwrap();
-    let mut bad = Vec::new();
-    frame::encode(
-        &mut bad,
-        &Meta {
-            channel: Channel(65501),
-            ..meta
-        },
-        b"x",
-    );
+    let bad = frame_bytes(FrameKind::Request, Channel(65501), NodeId(999), 1, b"x");
     r.write_all(&bad).unwrap();
     assert_closed_within(r, T);
 
@@ -133,15 +117,7 @@ fn a_raw_client_with_a_valid_handshake_gets_replies() {
     let (server, _) = pong_server("server", CH);
     let mut s = raw_connect(&server);
     s.write_all(&hello("default")).unwrap();
-    let mut req = Vec::new();
-    let meta = Meta {
-        kind: FrameKind::Request,
-        channel: CH,
-        reply_channel: Channel(0),
-        source: NodeId(999),
-        correlation: 42,
-    };
-    frame::encode(&mut req, &meta, b"ping");
+    let req = frame_bytes(FrameKind::Request, CH, NodeId(999), 42, b"ping");
     s.write_all(&req).unwrap();
     // Expect HELLO_ACK then the reply.
     let mut buf = Vec::new();

@@ -8,9 +8,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::procs::{http, metric, rss_bytes, Server};
-use common::raw::{assert_closed_within, hello};
+use common::raw::{assert_closed_within, frame_bytes, hello};
 use common::*;
-use domi::frame::{self, FrameKind, Meta};
+use domi::frame::FrameKind;
 use domi::{BusError, Channel, Handler, NodeId};
 
 const CH: Channel = Channel(50);
@@ -251,15 +251,7 @@ fn bad_frames_after_the_handshake_are_counted_by_reason() {
         .start()
         .unwrap();
     let addr = server.local_addr();
-    let meta = Meta {
-        kind: FrameKind::Request,
-        channel: CH,
-        reply_channel: Channel(0),
-        source: NodeId(999),
-        correlation: 1,
-    };
-    let mut good = Vec::new();
-    frame::encode(&mut good, &meta, b"x");
+    let good = frame_bytes(FrameKind::Request, CH, NodeId(999), 1, b"x");
     // A well-formed request gets its reply: the raw peer itself is fine.
     {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -293,15 +285,7 @@ fn bad_frames_after_the_handshake_are_counted_by_reason() {
         server.stats().closed_malformed == 2
     });
 
-    let mut reserved = Vec::new();
-    frame::encode(
-        &mut reserved,
-        &Meta {
-            channel: Channel(65501),
-            ..meta
-        },
-        b"x",
-    );
+    let reserved = frame_bytes(FrameKind::Request, Channel(65501), NodeId(999), 1, b"x");
     handshake_then(addr, &reserved);
     wait_until("the protocol violation to be counted", T, || {
         server.stats().closed_protocol == 1

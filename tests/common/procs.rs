@@ -202,27 +202,7 @@ pub fn http(
     path: &str,
     token: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).expect("admin connects");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("admin answers");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
+    try_http(addr, method, path, token).expect("the admin answers with a status line")
 }
 
 /// An admin answer: (status, headers lowercased, body).
@@ -245,7 +225,13 @@ pub fn try_http(
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    parse_http_answer(&raw)
+}
+
+/// Splits a raw HTTP answer into (status, headers lowercased, body); `None`
+/// without a status line.
+pub fn parse_http_answer(raw: &str) -> Option<HttpAnswer> {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
     let mut lines = head.lines();
     let status = lines
         .next()

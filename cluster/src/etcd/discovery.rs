@@ -68,6 +68,16 @@ fn lease_not_found(e: &etcd_client::Error) -> bool {
 }
 
 /// The claim key's lease in the `get` answer of a failed transaction.
+/// What a guarded write under `lease` tells about our id: held when the
+/// transaction succeeded, otherwise whoever its `or_else` read found.
+fn claim_outcome(resp: &etcd_client::TxnResponse, lease: i64) -> Claim {
+    if resp.succeeded() {
+        Claim::Held
+    } else {
+        record::claim_state(holder_lease(resp), Some(lease))
+    }
+}
+
 fn holder_lease(resp: &etcd_client::TxnResponse) -> Option<i64> {
     resp.op_responses().into_iter().find_map(|op| match op {
         etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.lease()),
@@ -293,10 +303,7 @@ impl Discovery {
             )])
             .or_else([TxnOp::get(id_key, None)]);
         let resp = self.client.txn(txn).await?;
-        if resp.succeeded() {
-            return Ok(Claim::Held);
-        }
-        Ok(record::claim_state(holder_lease(&resp), Some(lease)))
+        Ok(claim_outcome(&resp, lease))
     }
 
     /// Claims our id again under `lease` and writes our record, in one
@@ -321,10 +328,7 @@ impl Discovery {
             ])
             .or_else([TxnOp::get(id_key, None)]);
         let resp = self.client.txn(txn).await?;
-        if resp.succeeded() {
-            return Ok(Claim::Held);
-        }
-        Ok(record::claim_state(holder_lease(&resp), Some(lease)))
+        Ok(claim_outcome(&resp, lease))
     }
 
     /// Makes sure we hold our id under a live lease with our record written.
