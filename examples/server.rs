@@ -4,6 +4,10 @@
 //! Run: `cargo run --release --example server -- --tcp 127.0.0.1:7000`
 //! (add `--peer ADDR` for other static peers, `--shards N` for more shards).
 //!
+//! Fault injection for chaos runs: `--panic-permille N` (the handler panics on
+//! N of every 1,000 requests), `--nested CH --max-handlers N` (channel CH is
+//! served by an async handler that itself requests channel 50, capped).
+//!
 //! With etcd and the admin endpoints:
 //! `cargo run --release --example server -- --etcd http://127.0.0.1:2379 --http 127.0.0.1:8080`
 //!
@@ -68,6 +72,19 @@ struct Args {
     /// How long a stop may drain before the process exits with code 1.
     #[arg(long, default_value_t = 8000)]
     drain_ms: u64,
+    /// Fault injection: the handler panics on this many of every 1,000
+    /// requests (the caller gets `HandlerPanicked`; the node serves on).
+    #[arg(long, default_value_t = 0)]
+    panic_permille: u32,
+    /// Async handlers running at once per shard (more wait in a bounded
+    /// queue; over it requests are refused with `Backpressure`).
+    #[arg(long)]
+    max_handlers: Option<u64>,
+    /// Also serve this channel with a nested handler: it requests channel 50
+    /// (payload `leaf`) from inside the handler and answers `pong` after
+    /// that reply (an async handler; `--max-handlers` caps it).
+    #[arg(long)]
+    nested: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,15 +119,27 @@ fn main() -> anyhow::Result<()> {
     if let Some(token) = args.admin_token {
         builder = builder.admin_token(token);
     }
+    if let Some(n) = args.max_handlers {
+        builder = builder.max_handlers(n);
+    }
+    if let Some(ch) = args.nested {
+        builder = builder.subscribe(Channel(ch), nested_handler());
+    }
+    let faults = Faults::new(args.panic_permille);
     let handler = if args.delay_ms == 0 {
-        Handler::sync(|req| {
+        Handler::sync(move |req| {
+            faults.maybe_panic();
             let _ = req.reply(b"pong");
         })
     } else {
         let delay = std::time::Duration::from_millis(args.delay_ms);
-        Handler::asynchronous(move |mut req| async move {
-            glommio::timer::sleep(delay).await;
-            let _ = req.reply(b"pong");
+        Handler::asynchronous(move |mut req| {
+            let faults = faults.clone();
+            async move {
+                glommio::timer::sleep(delay).await;
+                faults.maybe_panic();
+                let _ = req.reply(b"pong");
+            }
         })
     };
     let node = builder
@@ -137,4 +166,51 @@ fn main() -> anyhow::Result<()> {
     // stdin is deliberately ignored: callers may start this with stdin closed.
     let outcome = node.wait();
     std::process::exit(outcome.code());
+}
+
+/// Panics on `permille` of every 1,000 calls (spread evenly).
+#[derive(Clone)]
+struct Faults {
+    permille: u32,
+    count: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Faults {
+    fn new(permille: u32) -> Faults {
+        Faults {
+            permille: permille.min(1000),
+            count: Default::default(),
+        }
+    }
+
+    fn maybe_panic(&self) {
+        if self.permille == 0 {
+            return;
+        }
+        let n = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 1000;
+        if n * self.permille / 1000 != (n + 1) * self.permille / 1000 {
+            panic!(
+                "injected handler fault (--panic-permille {})",
+                self.permille
+            );
+        }
+    }
+}
+
+/// Requests channel 50 from inside the handler before answering.
+fn nested_handler() -> Handler {
+    Handler::asynchronous(|mut req| async move {
+        let inner = req
+            .bus()
+            .request(PING, b"leaf", std::time::Duration::from_secs(2))
+            .await;
+        // A failed nested request leaves the caller's unanswered: it gets
+        // `NoReply` at once.
+        if inner.is_ok() {
+            let _ = req.reply(b"pong");
+        }
+    })
 }

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
-use domi_core::{Channel, Handler, Membership, NodeConfig, NodeId};
+use domi_core::error::SendErrorHook;
+use domi_core::{Channel, Handler, Membership, NodeConfig, NodeId, SendFailure};
 
 use crate::node::{Node, StartError};
 
@@ -88,6 +89,49 @@ impl NodeBuilder {
     /// wire), and peers without it are refused.
     pub fn cluster_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.config.cluster_secret = Some(secret.into());
+        self
+    }
+
+    /// Async handlers running at once per shard (default 4096). At the cap,
+    /// new requests and one-way messages for async handlers wait in a
+    /// bounded per-shard queue (`max_queued`, `max_queued_bytes`); over that
+    /// a request is refused with `ErrorCode::Backpressure` and its caller
+    /// fails over. Replies and control frames are never held back.
+    pub fn max_handlers(mut self, n: u64) -> Self {
+        self.config.max_handlers = n;
+        self
+    }
+
+    /// Caps the async handlers of `channel` running at once per shard;
+    /// messages over the cap wait in the shard's queue like those over
+    /// [`NodeBuilder::max_handlers`].
+    pub fn concurrency_limit(mut self, channel: Channel, n: u32) -> Self {
+        self.config
+            .channel_concurrency
+            .retain(|(c, _)| *c != channel);
+        self.config.channel_concurrency.push((channel, n));
+        self
+    }
+
+    /// Called (on the shard that saw it) when a `call`, `notify` or
+    /// `publish` fails after it returned: a `call` refused by its provider
+    /// (paused, draining, no handler, overloaded, handler panicked), a
+    /// message that could not be re-routed after its connection failed, or
+    /// any error of a send handed to a shard from a plain thread. The seed's
+    /// `reject` callback. Keep it short; it runs on the bus's thread.
+    ///
+    /// ```no_run
+    /// use domi::{Channel, Node, SendFailure};
+    /// let node = Node::builder("caller")
+    ///     .on_send_error(|f: &SendFailure| {
+    ///         eprintln!("{:?} on {} failed: {}", f.op, f.channel, f.error);
+    ///     })
+    ///     .start()?;
+    /// node.call(Channel(50), b"job", Channel(51))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_send_error(mut self, hook: impl Fn(&SendFailure) + Send + Sync + 'static) -> Self {
+        self.config.on_send_error = Some(SendErrorHook(std::sync::Arc::new(hook)));
         self
     }
 

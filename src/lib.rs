@@ -36,8 +36,8 @@ pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembershi
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{frame, route};
 pub use domi_core::{
-    BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipError,
-    NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError, Request,
-    ShardTask, Snapshot,
+    BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipContext,
+    MembershipError, NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError,
+    Request, SendFailure, SendOp, ShardTask, Snapshot,
 };
 pub use node::{Node, StartError, StopOutcome};

@@ -4,7 +4,11 @@
 //! partitioned (a real network cut: it runs in a network namespace of its
 //! own, reached over a veth pair, and the link goes down, so packets vanish
 //! with no RST, to its peers and to etcd alike) and healed, and a node stopped
-//! with SIGTERM. Where network namespaces cannot be created (not root, no
+//! with SIGTERM; then two faults of the handlers themselves: a provider
+//! whose handler panics on 1% of requests (callers get `HandlerPanicked`,
+//! the provider serves on), and an overload burst of 10× a provider's
+//! async-handler cap whose handlers make nested requests (all complete).
+//! Where network namespaces cannot be created (not root, no
 //! `ip`), the partition phase is skipped with a printed message and the rest
 //! runs.
 //! Prints a table: requests issued (counted as each starts), answered, failed
@@ -33,6 +37,10 @@ use common::{wait_until, Outcome};
 use domi::{BusError, Channel, ErrorCode, Node, NodeId};
 
 const CH: Channel = Channel(50);
+/// Served only by the overload phase's provider, with nested handlers.
+const NESTED: Channel = Channel(52);
+/// That provider's async-handler cap; the burst is ten times it.
+const CAP: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(3);
 const IN_FLIGHT: usize = 64;
 
@@ -122,6 +130,38 @@ fn start_load(client: &Node, in_flight: usize) -> Load {
         stop,
         task,
     }
+}
+
+/// Sends `n` requests on `channel` at once from shard 0 of `client`, counted
+/// in `load` like its own; returns how many were answered.
+fn burst(client: &Node, load: &Load, channel: Channel, n: usize) -> domi::ShardTask<usize> {
+    let (issued, outcomes) = (load.issued.clone(), load.outcomes.clone());
+    client
+        .spawn_on(0, move |bus| async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (bus, issued, outcomes) = (bus.clone(), issued.clone(), outcomes.clone());
+                    glommio::spawn_local(async move {
+                        issued.fetch_add(1, Ordering::SeqCst);
+                        let t = Instant::now();
+                        let r = bus.request(channel, b"burst", TIMEOUT).await;
+                        let ok = r.is_ok();
+                        outcomes.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            t,
+                            t.elapsed(),
+                            r,
+                        ));
+                        ok
+                    })
+                })
+                .collect();
+            let mut answered = 0;
+            for t in tasks {
+                answered += usize::from(t.await);
+            }
+            answered
+        })
+        .expect("burst starts")
 }
 
 impl Load {
@@ -338,7 +378,73 @@ fn chaos() {
         partition = Some((out, back, serving));
     }
 
-    // 6. SIGTERM a node: it drains and exits 0.
+    // 6. A provider whose handler panics on 1% of requests joins; its
+    //    callers get HandlerPanicked and it keeps serving. Paused after the
+    //    phase (out of rotation, no further faults).
+    let t = Instant::now();
+    let ep = etcd.endpoint();
+    let faulty = Server::start_with(
+        "s4-panics",
+        &[
+            "--etcd",
+            &ep,
+            "--cluster",
+            "chaos",
+            "--http",
+            "127.0.0.1:0",
+            "--panic-permille",
+            "10",
+        ],
+    );
+    let faulty_id = NodeId(faulty.id);
+    wait_until(
+        "the panicking provider in rotation",
+        Duration::from_secs(20),
+        || client.peers().providers(CH).contains(&faulty_id),
+    );
+    std::thread::sleep(phase);
+    let faulty_admin = faulty.http.expect("admin address");
+    let panics = {
+        let (_, _, body) = http(faulty_admin, "GET", "/metrics", None);
+        metric(&body, "domi_handler_panics_total").unwrap_or(0.0)
+    };
+    assert_eq!(http(faulty_admin, "POST", "/pause", None).0, 200);
+    wait_until(
+        "the panicking provider out of rotation",
+        Duration::from_secs(10),
+        || !client.peers().providers(CH).contains(&faulty_id),
+    );
+    faults.push(("handler panics on 1% of requests", t));
+
+    // 7. An overload burst: 10x the async-handler cap of a provider whose
+    //    handlers each make a nested request (to channel 50) before
+    //    answering. Replies are never held back, so all complete.
+    let t = Instant::now();
+    let cap = CAP.to_string();
+    let nested_ch = NESTED.0.to_string();
+    let nested = Server::start_with(
+        "s5-nested",
+        &[
+            "--etcd",
+            &ep,
+            "--cluster",
+            "chaos",
+            "--nested",
+            &nested_ch,
+            "--max-handlers",
+            &cap,
+        ],
+    );
+    client
+        .wait_for_provider(NESTED, Duration::from_secs(20))
+        .unwrap();
+    let burst_answered = burst(&client, &load, NESTED, 10 * CAP)
+        .join_timeout(TIMEOUT + Duration::from_secs(2))
+        .expect("the burst comes back");
+    std::thread::sleep(phase);
+    faults.push(("overload burst: 10x the handler cap, nested requests", t));
+
+    // 8. SIGTERM a node: it drains and exits 0.
     let t = Instant::now();
     let last = servers.last_mut().expect("a loopback server");
     last.signal("TERM");
@@ -362,7 +468,9 @@ fn chaos() {
                     | Err(BusError::Timeout { .. })
                     | Err(BusError::NoProvider { .. })
                     | Err(BusError::Remote {
-                        code: ErrorCode::ShuttingDown | ErrorCode::Paused,
+                        code: ErrorCode::ShuttingDown
+                            | ErrorCode::Paused
+                            | ErrorCode::HandlerPanicked,
                         ..
                     })
             )
@@ -399,6 +507,12 @@ fn chaos() {
             longest_stall(&results, *from, to).as_millis()
         );
     }
+    table += &format!(
+        "\n| handler faults | value |\n|---|---:|\n\
+         | panics caught by the 1% provider (it kept serving) | {panics} |\n\
+         | burst of {} nested requests at a cap of {CAP}: answered | {burst_answered} |\n",
+        10 * CAP
+    );
     table += &match partition {
         Some((out, back, serving)) => format!(
             "\n| partition (network cut) | after |\n|---|---:|\n\
@@ -423,4 +537,11 @@ fn chaos() {
     assert_eq!(lost, 0, "lost requests");
     assert_eq!(hung, 0, "hung requests");
     assert_eq!(typed, failed, "every failure is a typed error");
+    assert!(panics > 0.0, "the faulty provider's handler panicked");
+    assert_eq!(
+        burst_answered,
+        10 * CAP,
+        "every nested request of the burst"
+    );
+    drop((faulty, nested));
 }

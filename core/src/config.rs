@@ -50,9 +50,26 @@ pub struct NodeConfig {
     /// Shared cluster secret: when set, every connection proves knowledge of
     /// it both ways (see [`crate::auth`]) and peers without it are refused.
     pub cluster_secret: Option<Vec<u8>>,
-    /// Async handlers running per shard; at the limit the shard stops
-    /// reading until one finishes (TCP backpressure to the senders).
+    /// Async handlers running per shard. At the cap, new inbound requests
+    /// and one-way messages for async handlers wait in a bounded per-shard
+    /// queue (FIFO per channel); replies, errors, heartbeats and control
+    /// frames are always read, so handlers awaiting nested requests finish.
+    /// See [`crate::overload`].
     pub max_handlers: u64,
+    /// Messages queued per shard while `max_handlers` is reached; over it
+    /// (or over `max_queued_bytes`) a request is refused with
+    /// `ErrorCode::Backpressure` (callers fail over) and a one-way message
+    /// is dropped, both counted.
+    pub max_queued: usize,
+    /// Payload bytes queued per shard at most while `max_handlers` is reached.
+    pub max_queued_bytes: usize,
+    /// Optional caps on async handlers of one channel running at once per
+    /// shard (messages over it queue like those over `max_handlers`).
+    pub channel_concurrency: Vec<(crate::channel::Channel, u32)>,
+    /// Called when a `call`, `notify` or `publish` fails after it returned
+    /// (see [`crate::error::SendFailure`]); failures are logged at debug
+    /// level when unset.
+    pub on_send_error: Option<crate::error::SendErrorHook>,
 }
 
 impl NodeConfig {
@@ -77,6 +94,10 @@ impl NodeConfig {
             timeouts: Timeouts::default(),
             max_connections: 4096,
             max_handlers: 4096,
+            max_queued: 16 * 1024,
+            max_queued_bytes: 64 << 20,
+            channel_concurrency: Vec::new(),
+            on_send_error: None,
             cluster_secret: None,
         }
     }
@@ -132,6 +153,9 @@ impl NodeConfig {
             return Err(ConfigError::ZeroLimit {
                 field: "max_pending/command_queue/max_connections/max_handlers",
             });
+        }
+        if let Some(&(channel, _)) = self.channel_concurrency.iter().find(|(_, n)| *n == 0) {
+            return Err(ConfigError::ZeroConcurrency { channel });
         }
         if self.cluster_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(ConfigError::WeakSecret);
@@ -230,6 +254,12 @@ pub enum ConfigError {
         /// Which field.
         field: &'static str,
     },
+    /// A per-channel concurrency cap of zero.
+    #[error("the concurrency cap of {channel} must be greater than zero")]
+    ZeroConcurrency {
+        /// The channel.
+        channel: crate::channel::Channel,
+    },
     /// A write queue smaller than one maximal frame.
     #[error("max_write_queue ({queue}) must hold at least one max_payload ({payload})")]
     QueueBelowPayload {
@@ -304,6 +334,16 @@ mod tests {
             c.validate(),
             Err(ConfigError::NoSuchCpu { cpu: 10_000, .. })
         ));
+        let c = NodeConfig {
+            channel_concurrency: vec![(crate::Channel(3), 0)],
+            ..ok.clone()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroConcurrency {
+                channel: crate::Channel(3)
+            })
+        );
         let c = NodeConfig { io_memory: 1, ..ok };
         assert!(matches!(
             c.validate(),

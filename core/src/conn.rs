@@ -4,6 +4,11 @@
 //!
 //! The stream is shared by the reader and writer tasks through a `RefCell`
 //! that is only borrowed inside a `poll_*` call, never across an `.await`.
+//!
+//! The connection counts the bytes it queued and the bytes it handed to the
+//! kernel, so when it fails it can tell which frames never left this node
+//! ([`Conn::take_unsent`]): those may be sent again to another provider
+//! without breaking at-most-once delivery.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -18,7 +23,7 @@ use glommio::net::TcpStream;
 use crate::channel::{Channel, NodeId};
 use crate::error::ErrorCode;
 use crate::frame::{self, Decoded, FrameKind, Meta};
-use crate::notify::{Gate, Signal, Wake};
+use crate::notify::{Signal, Wake};
 use crate::stats::Counters;
 use crate::timeouts::{Expired, Observed};
 
@@ -84,6 +89,19 @@ pub(crate) struct Conn {
     counters: Rc<Counters>,
     stream: RefCell<Option<TcpStream>>,
     out: RefCell<Vec<u8>>,
+    /// The buffer being written now (swapped with `out` once per turn).
+    spare: RefCell<Vec<u8>>,
+    /// Stream position of `spare[0]`.
+    spare_pos: Cell<u64>,
+    /// Bytes ever appended to `out` (the stream position after its end).
+    queued_pos: Cell<u64>,
+    /// Bytes ever handed to the kernel.
+    written_pos: Cell<u64>,
+    /// End positions of queued `publish` frames not yet written (they are
+    /// never re-routed: every subscriber gets its own copy).
+    publishes: RefCell<Vec<u64>>,
+    /// End offsets within `held` of held `publish` frames.
+    held_publishes: RefCell<Vec<usize>>,
     writer: Wake,
     closing: Signal,
     close_when_flushed: Cell<bool>,
@@ -114,6 +132,12 @@ impl Conn {
             counters,
             stream: RefCell::new(None),
             out: RefCell::new(Vec::with_capacity(64 * 1024)),
+            spare: RefCell::new(Vec::with_capacity(64 * 1024)),
+            spare_pos: Cell::new(0),
+            queued_pos: Cell::new(0),
+            written_pos: Cell::new(0),
+            publishes: RefCell::new(Vec::new()),
+            held_publishes: RefCell::new(Vec::new()),
             writer: Wake::default(),
             closing: Signal::default(),
             close_when_flushed: Cell::new(false),
@@ -146,20 +170,41 @@ impl Conn {
 
     /// Queues one frame; it leaves with everything else queued this turn.
     pub(crate) fn push(&self, meta: &Meta, payload: &[u8]) -> Result<(), PushError> {
+        self.push_marked(meta, payload, false)
+    }
+
+    /// Queues one frame of a `publish` (never re-routed if it stays unsent).
+    pub(crate) fn push_publish(&self, meta: &Meta, payload: &[u8]) -> Result<(), PushError> {
+        self.push_marked(meta, payload, true)
+    }
+
+    fn push_marked(&self, meta: &Meta, payload: &[u8], publish: bool) -> Result<(), PushError> {
         if self.is_closed() {
             return Err(PushError::Closed);
         }
         let mut held = self.held.borrow_mut();
         let mut out_ref = self.out.borrow_mut();
-        let out: &mut Vec<u8> = match held.as_mut() {
-            Some(h) => h,
-            None => &mut out_ref,
+        let (out, is_held): (&mut Vec<u8>, bool) = match held.as_mut() {
+            Some(h) => (h, true),
+            None => (&mut out_ref, false),
         };
         if out.len() + payload.len() > self.max_queue {
             Counters::inc(&self.counters.backpressure);
             return Err(PushError::Full);
         }
+        let before = out.len();
         frame::encode(out, meta, payload);
+        let len = (out.len() - before) as u64;
+        if is_held {
+            if publish {
+                self.held_publishes.borrow_mut().push(out.len());
+            }
+        } else {
+            self.queued_pos.set(self.queued_pos.get() + len);
+            if publish {
+                self.publishes.borrow_mut().push(self.queued_pos.get());
+            }
+        }
         self.user_bytes.set(true);
         drop(out_ref);
         drop(held);
@@ -174,14 +219,16 @@ impl Conn {
         Ok(())
     }
 
-    /// Queues an error answer to request `correlation`.
-    pub(crate) fn push_error(&self, me: NodeId, correlation: u64, code: ErrorCode) {
+    /// Queues an error answer to request `correlation`; a refused `call`
+    /// (correlation 0) names the call's channel and reply channel, so the
+    /// caller can report it.
+    pub(crate) fn push_error(&self, me: NodeId, answered: &Meta, code: ErrorCode) {
         let meta = Meta {
             kind: FrameKind::Error,
-            channel: Channel(0),
-            reply_channel: Channel(0),
+            channel: answered.channel,
+            reply_channel: answered.reply_channel,
             source: me,
-            correlation,
+            correlation: answered.correlation,
         };
         let _ = self.push(&meta, &code.to_payload());
     }
@@ -203,7 +250,10 @@ impl Conn {
             Counters::inc(&self.counters.backpressure);
             return;
         }
+        let before = out.len();
         frame::encode(&mut out, &meta, payload);
+        self.queued_pos
+            .set(self.queued_pos.get() + (out.len() - before) as u64);
         drop(out);
         if channel != Channel::HEARTBEAT {
             self.user_bytes.set(true);
@@ -219,9 +269,48 @@ impl Conn {
     /// Sends the frames held during authentication.
     pub(crate) fn release_held(&self) {
         if let Some(h) = self.held.borrow_mut().take() {
+            let base = self.queued_pos.get();
+            self.publishes
+                .borrow_mut()
+                .extend(self.held_publishes.take().iter().map(|&e| base + e as u64));
             self.out.borrow_mut().extend_from_slice(&h);
+            self.queued_pos.set(base + h.len() as u64);
             self.writer.notify();
         }
+    }
+
+    /// Takes out every queued frame that never reached the kernel, whole
+    /// (a frame written only in part counts as not sent: the peer cannot
+    /// act on half a frame), with whether it belongs to a `publish`. Called
+    /// once the connection has failed; the queues are empty afterwards.
+    pub(crate) fn take_unsent(&self) -> Vec<(Vec<u8>, bool)> {
+        let written = self.written_pos.get();
+        let publishes = self.publishes.take();
+        let mut unsent = Vec::new();
+        let mut scan = |buf: &[u8], base: u64, marks: &dyn Fn(u64) -> bool| {
+            let mut off = 0usize;
+            while let Ok(Decoded::Frame { consumed, .. }) = frame::decode(&buf[off..], u32::MAX) {
+                let end = base + (off + consumed) as u64;
+                if end > written {
+                    unsent.push((buf[off..off + consumed].to_vec(), marks(end)));
+                }
+                off += consumed;
+            }
+        };
+        let is_publish = |end: u64| publishes.contains(&end);
+        let spare = std::mem::take(&mut *self.spare.borrow_mut());
+        let spare_pos = self.spare_pos.get();
+        scan(&spare, spare_pos, &is_publish);
+        let out = std::mem::take(&mut *self.out.borrow_mut());
+        scan(&out, spare_pos + spare.len() as u64, &is_publish);
+        if let Some(held) = self.held.borrow_mut().take() {
+            let marks = self.held_publishes.take();
+            // Held frames were never queued for writing: positions past
+            // anything written, offsets matched against the held marks.
+            let held_publish = |end: u64| marks.contains(&((end - written - 1) as usize));
+            scan(&held, written + 1, &held_publish);
+        }
+        unsent
     }
 
     /// Starts closing: both loops stop, queued bytes not yet written are dropped.
@@ -270,8 +359,8 @@ impl Conn {
         .await
     }
 
-    /// Writes all of `buf`; `progress` says whether bytes leaving count as
-    /// the line making progress (see `last_write`).
+    /// Tries a non-blocking `recv` until bytes come or `spin` passes
+    /// (`None`: nothing came, arm a poll).
     async fn busy_read(&self, buf: &mut [u8], spin: Duration) -> Option<io::Result<usize>> {
         use nix::errno::Errno;
         use nix::sys::socket::{recv, MsgFlags};
@@ -294,11 +383,20 @@ impl Conn {
         }
     }
 
-    async fn write_all(&self, mut buf: &[u8], progress: bool) -> io::Result<()> {
-        while !buf.is_empty() {
-            let write = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
-                Some(s) => Pin::new(s).poll_write(cx, buf),
-                None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+    /// Writes all of `spare`; `progress` says whether bytes leaving count as
+    /// the line making progress (see `last_write`).
+    async fn write_spare(&self, progress: bool) -> io::Result<()> {
+        loop {
+            let done = (self.written_pos.get() - self.spare_pos.get()) as usize;
+            if done >= self.spare.borrow().len() {
+                return Ok(());
+            }
+            let write = poll_fn(|cx| {
+                let spare = self.spare.borrow();
+                match self.stream.borrow_mut().as_mut() {
+                    Some(s) => Pin::new(s).poll_write(cx, &spare[done..]),
+                    None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+                }
             });
             let n = future::or(write, async {
                 self.closing.wait().await;
@@ -311,14 +409,12 @@ impl Conn {
             if progress {
                 self.last_write.set(Instant::now());
             }
-            buf = &buf[n..];
+            self.written_pos.set(self.written_pos.get() + n as u64);
         }
-        Ok(())
     }
 
     /// Flushes the queue whenever it is notified, until the connection closes.
     pub(crate) async fn write_loop(self: Rc<Self>) -> Result<(), CloseReason> {
-        let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
         loop {
             self.writer.wait().await;
             if self.is_closed() {
@@ -327,14 +423,22 @@ impl Conn {
             if self.stream.borrow().is_none() {
                 continue;
             }
-            std::mem::swap(&mut *self.out.borrow_mut(), &mut spare);
+            std::mem::swap(&mut *self.out.borrow_mut(), &mut *self.spare.borrow_mut());
+            self.spare_pos.set(self.written_pos.get());
             let progress = self.user_bytes.replace(false);
-            if !spare.is_empty() {
+            if !self.spare.borrow().is_empty() {
                 Counters::inc(&self.counters.writes);
-                self.write_all(&spare, progress).await?;
+                self.write_spare(progress).await?;
+                let mut spare = self.spare.borrow_mut();
                 spare.clear();
                 if spare.capacity() > 4 * 1024 * 1024 {
                     spare.shrink_to(64 * 1024);
+                }
+                drop(spare);
+                let written = self.written_pos.get();
+                let mut marks = self.publishes.borrow_mut();
+                if !marks.is_empty() {
+                    marks.retain(|&end| end > written);
                 }
             }
             if self.close_when_flushed.get() && self.out.borrow().is_empty() {
@@ -345,11 +449,13 @@ impl Conn {
     }
 
     /// Reads and decodes frames, calling `on_frame` for each, until an error.
+    ///
+    /// Reading never stops for overload: replies, errors and heartbeats must
+    /// always get through (new requests are gated where they are delivered).
     pub(crate) async fn read_loop(
         &self,
         max_payload: u32,
         spin: Duration,
-        handlers: &Gate,
         mut on_frame: impl FnMut(frame::Frame<'_>) -> Result<(), CloseReason>,
     ) -> CloseReason {
         const INITIAL: usize = 256 * 1024;
@@ -403,14 +509,6 @@ impl Conn {
             // let the shard's other connections (and their heartbeats) run
             // when the reactor says this task had its share.
             glommio::yield_if_needed().await;
-            if handlers.taken() > 0 {
-                // Too many async handlers in flight on this shard: stop reading
-                // (TCP pushes back on the sender) until one finishes.
-                future::or(handlers.free(), self.closing.wait()).await;
-                if self.is_closed() {
-                    return self.closed_reason();
-                }
-            }
             match self.read_some(&mut buf[end..], spin).await {
                 Ok(0) => return CloseReason::Eof,
                 Ok(n) => {
@@ -444,7 +542,9 @@ impl Conn {
 
     /// Bytes queued and not yet written.
     pub(crate) fn queued(&self) -> usize {
-        self.out.borrow().len() + self.held.borrow().as_ref().map_or(0, Vec::len)
+        let in_write = (self.spare_pos.get() + self.spare.borrow().len() as u64)
+            .saturating_sub(self.written_pos.get()) as usize;
+        in_write + self.out.borrow().len() + self.held.borrow().as_ref().map_or(0, Vec::len)
     }
 
     /// Drops the stream (closing the socket).

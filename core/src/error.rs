@@ -18,8 +18,12 @@ pub enum ErrorCode {
     NoReply = 4,
     /// The handshake was refused.
     Refused = 5,
-    /// The node is overloaded.
+    /// The node is overloaded: its async-handler queue is full. Nothing ran,
+    /// so callers fail over to the next provider.
     Backpressure = 6,
+    /// The handler panicked while handling this message (the panic was
+    /// caught; the provider keeps serving).
+    HandlerPanicked = 7,
     /// A code this build does not know.
     Unknown = 0xFFFF,
 }
@@ -34,6 +38,7 @@ impl ErrorCode {
             4 => ErrorCode::NoReply,
             5 => ErrorCode::Refused,
             6 => ErrorCode::Backpressure,
+            7 => ErrorCode::HandlerPanicked,
             _ => ErrorCode::Unknown,
         }
     }
@@ -51,11 +56,15 @@ impl ErrorCode {
         (self as u16).to_le_bytes()
     }
 
-    /// Whether a caller should try the next provider after this answer.
+    /// Whether a caller should try the next provider after this answer:
+    /// the refusals that prove the handler never ran.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::NoHandler | ErrorCode::Paused | ErrorCode::ShuttingDown
+            ErrorCode::NoHandler
+                | ErrorCode::Paused
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Backpressure
         )
     }
 }
@@ -139,6 +148,53 @@ pub enum ReplyError {
     /// The connection the reply would go to is closed or its queue is full.
     #[error("the caller is gone or its queue is full")]
     Undeliverable,
+}
+
+/// Which one-way send failed after it returned (see [`SendFailure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SendOp {
+    /// `call`: the provider refused it, or it could not be routed.
+    Call,
+    /// `notify`: it could not be routed (no provider left).
+    Notify,
+    /// `publish`: it could not reach one of the subscribers.
+    Publish,
+}
+
+/// A `call`, `notify` or `publish` that failed after the send returned, as
+/// the node's `on_send_error` hook receives it (the seed's `reject`).
+///
+/// What is reported: a `call` refused by its provider (paused, draining, no
+/// handler, overloaded, handler panicked) or one that could not be re-routed;
+/// a `notify` whose bytes never left this node and for which no other
+/// provider was left; a `publish` copy that never left this node; and, for
+/// the `Node` handle's sends from plain threads, any error the shard met
+/// (those calls return before the shard routes them). A `call` or `notify`
+/// whose bytes may have reached the peer before the connection broke is not
+/// reported (delivery is at-most-once and nothing says whether it ran).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendFailure {
+    /// Which operation.
+    pub op: SendOp,
+    /// The channel addressed.
+    pub channel: Channel,
+    /// The reply channel of a `call`; `Channel(0)` otherwise.
+    pub reply_channel: Channel,
+    /// The provider concerned, when one was chosen.
+    pub peer: Option<NodeId>,
+    /// What went wrong.
+    pub error: BusError,
+}
+
+/// The `on_send_error` hook: called on the shard where the failure was seen.
+/// Keep it short (it runs on the bus's thread); hand work elsewhere.
+#[derive(Clone)]
+pub struct SendErrorHook(pub std::sync::Arc<dyn Fn(&SendFailure) + Send + Sync + 'static>);
+
+impl std::fmt::Debug for SendErrorHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendErrorHook")
+    }
 }
 
 /// `ReservedChannel` for a channel user code may not send to or serve.

@@ -5,7 +5,8 @@
 //! An async handler gets an [`OwnedRequest`] (payload copied once) and may
 //! await before replying. A request whose handler finishes without replying
 //! is answered with an error frame ([`ErrorCode::NoReply`]) so the caller
-//! fails fast instead of waiting for its timeout.
+//! fails fast instead of waiting for its timeout; one whose handler panicked
+//! is answered with [`ErrorCode::HandlerPanicked`] (see [`crate::fault`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +23,8 @@ use crate::frame::{FrameKind, Meta};
 use crate::shard::LocalBus;
 
 type SyncFn = dyn Fn(&mut Request<'_>) + Send + Sync + 'static;
-type AsyncFn = dyn Fn(OwnedRequest) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync + 'static;
+pub(crate) type AsyncFn =
+    dyn Fn(OwnedRequest) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync + 'static;
 
 /// A message handler bound to a channel.
 #[derive(Clone)]
@@ -100,10 +102,12 @@ impl HandlerTable {
 pub(crate) enum ReplyTo {
     /// Nowhere: the message was one-way.
     Nobody,
-    /// Back over the connection the request came in on.
+    /// Back over the connection the request came in on (a `call` when
+    /// `correlation` is 0: its reply goes to `reply_channel`).
     Conn {
         conn: Rc<Conn>,
         correlation: u64,
+        channel: Channel,
         reply_channel: Channel,
     },
     /// To a waiter on this shard (the node served its own request).
@@ -111,8 +115,49 @@ pub(crate) enum ReplyTo {
     /// To this node's own reply-channel handler (`call` served locally).
     LocalCall {
         bus: LocalBus,
+        channel: Channel,
         reply_channel: Channel,
     },
+}
+
+impl ReplyTo {
+    /// Answers with an error instead of a reply: an error frame to a
+    /// remote caller (a refused `call` too, so its sender can report it),
+    /// an error to a local waiter, the send-error hook for a local `call`.
+    pub(crate) fn fail(self, me: NodeId, code: ErrorCode) {
+        match self {
+            ReplyTo::Nobody => {}
+            ReplyTo::Conn {
+                conn,
+                correlation,
+                channel,
+                reply_channel,
+            } => {
+                let answered = Meta {
+                    kind: FrameKind::Request,
+                    channel,
+                    reply_channel,
+                    source: me,
+                    correlation,
+                };
+                conn.push_error(me, &answered, code);
+            }
+            ReplyTo::Waiter(tx) => {
+                let _ = tx.send(Err(BusError::Remote { peer: me, code }));
+            }
+            ReplyTo::LocalCall {
+                bus,
+                channel,
+                reply_channel,
+            } => bus.send_failed(crate::error::SendFailure {
+                op: crate::error::SendOp::Call,
+                channel,
+                reply_channel,
+                peer: Some(me),
+                error: BusError::Remote { peer: me, code },
+            }),
+        }
+    }
 }
 
 /// The reply side of a request; answers `NoReply` if dropped unanswered.
@@ -144,6 +189,7 @@ impl Replier {
                 conn,
                 correlation,
                 reply_channel,
+                ..
             } => {
                 let meta = Meta {
                     kind: FrameKind::Reply,
@@ -158,7 +204,9 @@ impl Replier {
             ReplyTo::Waiter(tx) => tx
                 .send(Ok(bytes.to_vec()))
                 .map_err(|_| ReplyError::Undeliverable),
-            ReplyTo::LocalCall { bus, reply_channel } => {
+            ReplyTo::LocalCall {
+                bus, reply_channel, ..
+            } => {
                 bus.deliver_reply_locally(reply_channel, bytes.to_vec());
                 Ok(())
             }
@@ -172,21 +220,16 @@ impl Replier {
 
 impl Drop for Replier {
     fn drop(&mut self) {
-        match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
-            ReplyTo::Nobody | ReplyTo::LocalCall { .. } => {}
-            ReplyTo::Conn {
-                conn, correlation, ..
-            } => {
-                if correlation != 0 {
-                    conn.push_error(self.me, correlation, ErrorCode::NoReply);
-                }
-            }
-            ReplyTo::Waiter(tx) => {
-                let _ = tx.send(Err(BusError::Remote {
-                    peer: self.me,
-                    code: ErrorCode::NoReply,
-                }));
-            }
+        let to = std::mem::replace(&mut self.to, ReplyTo::Nobody);
+        if crate::fault::unwinding_handler() {
+            // The remains of a panicked handler: every caller learns it.
+            to.fail(self.me, ErrorCode::HandlerPanicked);
+            return;
+        }
+        match to {
+            // A `call` needs no reply.
+            ReplyTo::Conn { correlation: 0, .. } | ReplyTo::LocalCall { .. } => {}
+            to => to.fail(self.me, ErrorCode::NoReply),
         }
     }
 }

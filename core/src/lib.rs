@@ -9,7 +9,10 @@
 //! - [`frame`]: the 24-byte header, pure decode/encode (byte layout documented there).
 //! - [`handshake`]: `NodeInfo` exchanged when a connection opens; validation.
 //! - [`auth`]: optional cluster-secret challenge–response (HMAC-SHA256).
-//! - [`error`]: `BusError`, `ReplyError`, wire `ErrorCode`s.
+//! - [`error`]: `BusError`, `ReplyError`, wire `ErrorCode`s, `SendFailure`
+//!   (what the `on_send_error` hook receives).
+//! - [`fault`]: catching handler panics per message (the `UnwindSafe` stance).
+//! - [`overload`]: the async-handler cap and its bounded queue, as a pure type.
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
 //! - [`route`]: the immutable peer table, round-robin selection, the `Directory`.
 //! - [`backoff`]: jittered exponential backoff arithmetic.
@@ -29,12 +32,14 @@ pub mod channel;
 pub mod config;
 mod conn;
 pub mod error;
+pub mod fault;
 pub mod frame;
 pub mod handler;
 pub mod handshake;
 pub mod membership;
 pub mod node;
 mod notify;
+pub mod overload;
 pub mod route;
 mod shard;
 pub mod stats;
@@ -42,7 +47,7 @@ pub mod timeouts;
 
 pub use channel::{Channel, NodeId};
 pub use config::{ConfigError, NodeConfig};
-pub use error::{BusError, ErrorCode, ReplyError};
+pub use error::{BusError, ErrorCode, ReplyError, SendFailure, SendOp};
 pub use handler::{Handler, OwnedRequest, Request};
 pub use handshake::{NodeInfo, NodeState};
 pub use membership::{LocalNode, Membership, MembershipContext, MembershipError};

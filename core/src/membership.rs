@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::channel::NodeId;
 use crate::handshake::NodeInfo;
@@ -33,6 +34,33 @@ pub enum MembershipError {
     Config {
         /// What is wrong.
         reason: String,
+    },
+    /// The membership store answered with a refusal that retrying cannot
+    /// fix (authentication or permission refused, a request it rejects as
+    /// invalid): the node gives up at once.
+    #[error("membership store refused the node: {reason}")]
+    Refused {
+        /// What was refused, and the store's answer.
+        reason: String,
+    },
+    /// Joining did not succeed within the join timeout: every attempt failed
+    /// with an error that retrying could fix (store unreachable, overloaded,
+    /// timed out).
+    #[error(
+        "could not join through {store} within the join timeout of {timeout:?}: \
+         {attempts} attempt(s) in {elapsed:?}; last failure: {last_error}"
+    )]
+    JoinTimedOut {
+        /// The store tried, e.g. `etcd at ["http://127.0.0.1:2379"]`.
+        store: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time from the first attempt to giving up.
+        elapsed: Duration,
+        /// The configured join timeout.
+        timeout: Duration,
+        /// What failed on the last attempt (step and the store's error).
+        last_error: String,
     },
 }
 

@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use futures_lite::future;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 
 use crate::channel::{Channel, NodeId};
 use crate::config::{ConfigError, NodeConfig};
-use crate::error::BusError;
+use crate::error::{BusError, SendFailure, SendOp};
 use crate::frame::PROTOCOL_VERSION;
 use crate::handler::{Handler, HandlerTable};
 use crate::handshake::{NodeInfo, NodeState};
@@ -73,6 +74,10 @@ pub(crate) struct Shared {
     handle: std::sync::OnceLock<std::sync::Weak<Inner>>,
     state: AtomicU8,
     local: LocalNode,
+    /// Peers a shard of this node failed to reach (by node id): every shard
+    /// skips them until the shard that marked one reconnects.
+    down: Box<[AtomicBool]>,
+    downs: AtomicUsize,
 }
 
 impl Shared {
@@ -88,6 +93,30 @@ impl Shared {
     pub(crate) fn node(&self) -> Option<Node> {
         let inner = self.handle.get()?.upgrade()?;
         (!inner.stopped.load(Ordering::Acquire)).then_some(Node { inner })
+    }
+
+    /// Marks `peer` down (or up again) for every shard.
+    pub(crate) fn set_down(&self, peer: NodeId, down: bool) {
+        let Some(flag) = self.down.get(peer.0 as usize) else {
+            return;
+        };
+        if flag.swap(down, Ordering::AcqRel) != down {
+            if down {
+                self.downs.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.downs.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub(crate) fn is_down(&self, peer: NodeId) -> bool {
+        self.down
+            .get(peer.0 as usize)
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn any_down(&self) -> bool {
+        self.downs.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn state(&self) -> NodeState {
@@ -164,6 +193,7 @@ impl Node {
         mut membership: Box<dyn Membership>,
     ) -> Result<Node, StartError> {
         config.validate()?;
+        crate::fault::install_hook();
         let mut table = HandlerTable::default();
         for (ch, h) in subscriptions {
             table = table.with(ch, h)?;
@@ -205,6 +235,8 @@ impl Node {
             handle: std::sync::OnceLock::new(),
             state: AtomicU8::new(0),
             local: local.clone(),
+            down: (0..=NodeId::MAX).map(|_| AtomicBool::new(false)).collect(),
+            downs: AtomicUsize::new(0),
             config,
         });
         let (senders, threads) = start_shards(&shared)?;
@@ -356,8 +388,14 @@ impl Node {
         )
     }
 
-    fn has_provider(&self, channel: Channel) -> Result<(), BusError> {
-        if self.shared().directory.load().providers(channel).is_empty() {
+    fn has_provider(&self, channel: Channel, broadcast: bool) -> Result<(), BusError> {
+        let table = self.shared().directory.load();
+        let none = if broadcast {
+            table.subscribers(channel).is_empty()
+        } else {
+            table.providers(channel).is_empty()
+        };
+        if none {
             Err(BusError::NoProvider { channel })
         } else {
             Ok(())
@@ -401,7 +439,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.request_with(channel, payload, timeout, move |r| {
+        self.request_with(channel, payload, timeout, None, move |r| {
             let _ = tx.send(r);
         })?;
         // The shard answers within `timeout`; the grace covers a shard that
@@ -420,6 +458,8 @@ impl Node {
     }
 
     /// Request/response as a future usable on any executor (`Send`).
+    /// Dropping the future cancels the request: its slot on the shard is
+    /// freed at once (a reply that still comes is dropped).
     pub fn request_async(
         &self,
         channel: Channel,
@@ -427,10 +467,14 @@ impl Node {
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, BusError>> + Send + 'static {
         let (tx, rx) = futures_channel::oneshot::channel();
-        let started = self.request_with(channel, payload, timeout, move |r| {
+        let (cancel_tx, cancel_rx) = futures_channel::oneshot::channel::<()>();
+        let started = self.request_with(channel, payload, timeout, Some(cancel_rx), move |r| {
             let _ = tx.send(r);
         });
+        // Dropped with the future: the shard sees the cancellation.
+        let cancel = cancel_tx;
         async move {
+            let _cancel = cancel;
             started?;
             rx.await.unwrap_or(Err(BusError::ShuttingDown))
         }
@@ -441,46 +485,60 @@ impl Node {
         channel: Channel,
         payload: &[u8],
         timeout: Duration,
+        cancelled: Option<futures_channel::oneshot::Receiver<()>>,
         done: impl FnOnce(Result<Vec<u8>, BusError>) + Send + 'static,
     ) -> Result<(), BusError> {
         self.pre_check(channel, payload.len())?;
         let payload = payload.to_vec();
         self.run(move |bus| {
             let bus = bus.clone();
-            glommio::spawn_local(
-                async move { done(bus.request(channel, &payload, timeout).await) },
-            )
+            glommio::spawn_local(async move {
+                let request = async { Some(bus.request(channel, &payload, timeout).await) };
+                let result = match cancelled {
+                    // The caller's future was dropped: dropping the request
+                    // here frees its slot (its sender half fires `Canceled`).
+                    Some(c) => future::or(request, async { c.await.err().and(None) }).await,
+                    None => request.await,
+                };
+                if let Some(r) = result {
+                    done(r);
+                }
+            })
             .detach();
         })
     }
 
-    /// One-way message to one provider. Routing errors known now are returned;
-    /// a provider lost after this call is logged by the shard.
+    /// One-way message to one provider. Routing errors known now are
+    /// returned; later ones (on the shard, or a provider lost before the
+    /// message left) go to the `on_send_error` hook ([`SendFailure`]).
     pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
         self.pre_check(channel, payload.len())?;
-        self.has_provider(channel)?;
+        self.has_provider(channel, false)?;
         let payload = payload.to_vec();
         self.run(move |bus| {
-            if let Err(e) = bus.notify(channel, &payload) {
-                warn!(%channel, error = %e, "notify failed");
+            if let Err(error) = bus.notify(channel, &payload) {
+                bus.send_failed(failure(SendOp::Notify, channel, Channel(0), error));
             }
         })
     }
 
-    /// One-way message to every provider of `channel`.
+    /// One-way message to every subscriber of `channel` that is not
+    /// draining (paused ones included); later failures go to the
+    /// `on_send_error` hook.
     pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
         self.pre_check(channel, payload.len())?;
-        self.has_provider(channel)?;
+        self.has_provider(channel, true)?;
         let payload = payload.to_vec();
         self.run(move |bus| {
-            if let Err(e) = bus.publish(channel, &payload) {
-                warn!(%channel, error = %e, "publish failed");
+            if let Err(error) = bus.publish(channel, &payload) {
+                bus.send_failed(failure(SendOp::Publish, channel, Channel(0), error));
             }
         })
     }
 
     /// The seed's `call`: the provider's reply goes to this node's
-    /// `reply_channel` handler.
+    /// `reply_channel` handler; a refusal (or a failure after this returns)
+    /// goes to the `on_send_error` hook, like the seed's `reject`.
     pub fn call(
         &self,
         channel: Channel,
@@ -489,16 +547,18 @@ impl Node {
     ) -> Result<(), BusError> {
         self.pre_check(channel, payload.len())?;
         crate::error::check_user_channel(reply_channel)?;
-        self.has_provider(channel)?;
+        self.has_provider(channel, false)?;
         let payload = payload.to_vec();
         self.run(move |bus| {
-            if let Err(e) = bus.call(channel, &payload, reply_channel) {
-                warn!(%channel, error = %e, "call failed");
+            if let Err(error) = bus.call(channel, &payload, reply_channel) {
+                bus.send_failed(failure(SendOp::Call, channel, reply_channel, error));
             }
         })
     }
 
-    /// Runs `f(bus)` as a task on shard `shard`; sends from there need no hop.
+    /// Runs `f(bus)` as a task on shard `shard`; sends from there need no
+    /// hop. A panic in the task is caught and logged (the shard lives on);
+    /// its [`ShardTask`] then yields `None`.
     pub fn spawn_on<F, Fut, T>(&self, shard: usize, f: F) -> Result<ShardTask<T>, BusError>
     where
         F: FnOnce(LocalBus) -> Fut + Send + 'static,
@@ -507,9 +567,18 @@ impl Node {
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.run_on(shard, move |bus| {
-            let fut = f(bus.clone());
+            let bus = bus.clone();
             glommio::spawn_local(async move {
-                let _ = tx.send(fut.await);
+                let task = crate::fault::CatchPanic::new(Box::pin(async move {
+                    let fut = f(bus);
+                    fut.await
+                }));
+                match task.await {
+                    Ok(v) => {
+                        let _ = tx.send(v);
+                    }
+                    Err(p) => warn!(shard, panic = %p.message, "a shard task panicked"),
+                }
             })
             .detach();
         })?;
@@ -572,6 +641,16 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn failure(op: SendOp, channel: Channel, reply_channel: Channel, error: BusError) -> SendFailure {
+    SendFailure {
+        op,
+        channel,
+        reply_channel,
+        peer: None,
+        error,
     }
 }
 

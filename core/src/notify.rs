@@ -78,55 +78,6 @@ impl Signal {
     }
 }
 
-/// A counting gate: tasks take and give back slots; readers wait while
-/// every slot is taken (the shard's cap on async handlers in flight).
-pub(crate) struct Gate {
-    taken: Cell<u64>,
-    limit: u64,
-    wakers: RefCell<Vec<Waker>>,
-}
-
-impl Gate {
-    pub(crate) fn new(limit: u64) -> Gate {
-        Gate {
-            taken: Cell::new(0),
-            limit: limit.max(1),
-            wakers: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Slots in use.
-    pub(crate) fn taken(&self) -> u64 {
-        self.taken.get()
-    }
-
-    pub(crate) fn take(&self) {
-        self.taken.set(self.taken.get() + 1);
-    }
-
-    pub(crate) fn give(&self) {
-        self.taken.set(self.taken.get().saturating_sub(1));
-        if self.taken.get() < self.limit {
-            for w in self.wakers.borrow_mut().drain(..) {
-                w.wake();
-            }
-        }
-    }
-
-    /// Resolves once a slot is free.
-    pub(crate) async fn free(&self) {
-        poll_fn(|cx| {
-            if self.taken.get() < self.limit {
-                Poll::Ready(())
-            } else {
-                self.wakers.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,16 +96,5 @@ mod tests {
         assert!(s.is_raised());
         future::block_on(s.wait());
         future::block_on(s.wait());
-    }
-
-    #[test]
-    fn gate_blocks_at_the_limit() {
-        let g = Gate::new(2);
-        g.take();
-        g.take();
-        assert!(future::block_on(future::poll_once(g.free())).is_none());
-        g.give();
-        future::block_on(g.free());
-        assert_eq!(g.taken(), 1);
     }
 }

@@ -32,14 +32,22 @@ impl Peer {
     pub fn routable(&self) -> bool {
         self.up && self.info.state == NodeState::Serving
     }
+
+    /// Whether broadcasts (`publish`) reach this node: up and not draining
+    /// (a paused node still receives them).
+    pub fn subscribed(&self) -> bool {
+        self.up && self.info.state != NodeState::Draining
+    }
 }
 
-/// An immutable snapshot: id → peer, and channel → routable providers.
+/// An immutable snapshot: id → peer, channel → routable providers, and
+/// channel → subscribers that broadcasts reach.
 #[derive(Clone, Debug, Default)]
 pub struct PeerTable {
     epoch: u64,
     peers: BTreeMap<NodeId, Peer>,
     providers: FxHashMap<Channel, Arc<[NodeId]>>,
+    subscribers: FxHashMap<Channel, Arc<[NodeId]>>,
 }
 
 impl PeerTable {
@@ -56,6 +64,15 @@ impl PeerTable {
     /// Routable providers of `channel`, sorted by id (the local node included).
     pub fn providers(&self, channel: Channel) -> &[NodeId] {
         self.providers.get(&channel).map(|p| &p[..]).unwrap_or(&[])
+    }
+
+    /// Nodes a `publish` on `channel` reaches: up and not draining, paused
+    /// ones included; sorted by id (the local node included).
+    pub fn subscribers(&self, channel: Channel) -> &[NodeId] {
+        self.subscribers
+            .get(&channel)
+            .map(|p| &p[..])
+            .unwrap_or(&[])
     }
 
     /// Every node that serves `channel`, routable or not.
@@ -103,6 +120,7 @@ impl PeerTable {
         let index: usize = self
             .providers
             .values()
+            .chain(self.subscribers.values())
             .map(|v| size_of::<(Channel, Arc<[NodeId]>)>() + 16 + v.len() * size_of::<NodeId>())
             .sum();
         peers + index
@@ -153,22 +171,28 @@ impl PeerTable {
     /// A table holding exactly `peers` (channel lists sorted and de-duplicated).
     pub fn from_peers(epoch: u64, mut peers: BTreeMap<NodeId, Peer>) -> PeerTable {
         let mut providers: FxHashMap<Channel, Vec<NodeId>> = FxHashMap::default();
+        let mut subscribers: FxHashMap<Channel, Vec<NodeId>> = FxHashMap::default();
         for p in peers.values_mut() {
             p.info.channels.sort_unstable();
             p.info.channels.dedup();
-            if p.routable() {
-                for ch in &p.info.channels {
+            let (routable, subscribed) = (p.routable(), p.subscribed());
+            for ch in &p.info.channels {
+                if routable {
                     providers.entry(*ch).or_default().push(p.info.id);
+                }
+                if subscribed {
+                    subscribers.entry(*ch).or_default().push(p.info.id);
                 }
             }
         }
+        let freeze = |m: FxHashMap<Channel, Vec<NodeId>>| {
+            m.into_iter().map(|(k, v)| (k, Arc::from(v))).collect()
+        };
         PeerTable {
             epoch,
             peers,
-            providers: providers
-                .into_iter()
-                .map(|(k, v)| (k, Arc::from(v)))
-                .collect(),
+            providers: freeze(providers),
+            subscribers: freeze(subscribers),
         }
     }
 }
@@ -320,6 +344,11 @@ mod tests {
         assert_eq!(t.providers(Channel(50)), &[NodeId(1), NodeId(2)]);
         assert_eq!(t.providers(Channel(51)), &[NodeId(2)]);
         assert_eq!(t.providers(Channel(52)), &[] as &[NodeId]);
+        // Broadcasts reach paused subscribers, not draining or down ones.
+        assert_eq!(
+            t.subscribers(Channel(50)),
+            &[NodeId(1), NodeId(2), NodeId(3)]
+        );
         assert_eq!(t.all_serving(Channel(50)).count(), 5);
         assert_eq!(t.epoch(), 5);
         let t = t.with_up(NodeId(5), true);

@@ -86,6 +86,21 @@ counters! {
     closed_silent,
     /// Inbound connections refused over the connection limit.
     refused_connections,
+    /// Handler panics caught (sync or async); each was answered with
+    /// `HandlerPanicked` when a reply was expected.
+    handler_panics,
+    /// Messages of this node whose bytes never left it (connection refused,
+    /// still connecting, or still queued when it failed), sent again to the
+    /// next provider.
+    rerouted,
+    /// Inbound messages that waited in the async-handler queue (cap reached).
+    overload_queued,
+    /// Inbound requests refused with `Backpressure` (async-handler queue full).
+    overload_refused,
+    /// Inbound one-way messages dropped (async-handler queue full).
+    overload_dropped,
+    /// `call`/`notify`/`publish` failures reported after the send returned.
+    send_failures,
 }
 
 impl Counters {

@@ -39,17 +39,34 @@ impl Etcd {
     }
 
     fn start_on(also_on: Option<IpAddr>) -> Etcd {
+        let mut e = Etcd::reserved(also_on);
+        e.spawn();
+        e
+    }
+
+    /// Picks free ports and a data directory without starting etcd: until
+    /// [`Etcd::launch`], its [`Etcd::endpoint`] refuses connections.
+    pub fn reserve() -> Etcd {
+        Etcd::reserved(None)
+    }
+
+    fn reserved(also_on: Option<IpAddr>) -> Etcd {
         let dir =
             std::env::temp_dir().join(format!("domi-etcd-{}-{}", std::process::id(), free_port()));
-        let mut e = Etcd {
+        Etcd {
             child: None,
             dir,
             port: free_port(),
             peer_port: free_port(),
             also_on,
-        };
-        e.spawn();
-        e
+        }
+    }
+
+    /// Starts a [reserved](Etcd::reserve) etcd on its ports and waits (with
+    /// a deadline) until it answers.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "etcd is already running");
+        self.spawn();
     }
 
     /// The client endpoint URL.

@@ -4,8 +4,16 @@
 //! [`EtcdMembership`] implements the core's membership seam by handing every
 //! call to the discovery thread ([`discovery`]); the data model is in the
 //! pure [`record`] module.
+//!
+//! Joining survives a late or overloaded etcd: attempts are retried with
+//! jittered backoff up to [`EtcdConfig::join_timeout`] (default 30 s), after
+//! which the node fails with [`MembershipError::JoinTimedOut`]; what retrying
+//! cannot fix fails at once ([`MembershipError::Config`],
+//! [`MembershipError::ClusterFull`], [`MembershipError::Refused`]). The
+//! decisions are pure, in the private `join_policy` module.
 
 mod discovery;
+mod join_policy;
 pub mod record;
 
 use std::net::SocketAddr;
@@ -17,6 +25,7 @@ use domi_core::{Membership, MembershipContext, MembershipError, NodeId, NodeInfo
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use discovery::Cmd;
+use join_policy::JoinPolicy;
 
 /// Settings of [`EtcdMembership`].
 #[derive(Clone, Debug)]
@@ -31,8 +40,16 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// Time allowed for one etcd request.
     pub request_timeout: Duration,
-    /// Retry backoff while etcd is unreachable, and between attempts to
-    /// claim the node's id again when another node holds it.
+    /// How long [`Membership::join`] keeps retrying while etcd is unreachable
+    /// or overloaded (default 30 s), with [`EtcdConfig::backoff`] between
+    /// attempts. Errors retrying cannot fix (invalid settings, a full cluster,
+    /// authentication refused) fail at once. The last retry starts no later
+    /// than this, so joining gives up within `join_timeout + request_timeout`
+    /// with [`MembershipError::JoinTimedOut`]. Zero means one attempt.
+    pub join_timeout: Duration,
+    /// Retry backoff between join attempts and while etcd is unreachable,
+    /// and between attempts to claim the node's id again when another node
+    /// holds it.
     pub backoff: Backoff,
     /// Admin HTTP address written in the record, if any.
     pub http: Option<SocketAddr>,
@@ -41,7 +58,8 @@ pub struct EtcdConfig {
 }
 
 impl EtcdConfig {
-    /// Settings for `endpoints` with the defaults: TTL 3 s, 2 s timeouts.
+    /// Settings for `endpoints` with the defaults: TTL 3 s, 2 s connect and
+    /// request timeouts, 30 s join timeout, backoff from 100 ms to 2 s.
     pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> EtcdConfig {
         EtcdConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
@@ -49,6 +67,7 @@ impl EtcdConfig {
             ttl_secs: 3,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
+            join_timeout: Duration::from_secs(30),
             backoff: Backoff {
                 base: Duration::from_millis(100),
                 max: Duration::from_secs(2),
@@ -56,6 +75,36 @@ impl EtcdConfig {
             http: None,
             shards: 1,
         }
+    }
+
+    /// Checks the settings: at least one endpoint, a lease TTL of at least
+    /// 1 s, non-zero connect and request timeouts, and a backoff whose base
+    /// is non-zero and not above its maximum (a zero delay would hammer etcd
+    /// while it is overloaded). Any join timeout is valid (zero: one attempt).
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        let invalid = |reason: String| Err(MembershipError::Config { reason });
+        if self.endpoints.is_empty() {
+            return invalid("no etcd endpoints".into());
+        }
+        if self.ttl_secs < 1 {
+            return invalid(format!(
+                "lease TTL must be at least 1 s, got {}",
+                self.ttl_secs
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("the etcd connect timeout must not be zero".into());
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("the etcd request timeout must not be zero".into());
+        }
+        if self.backoff.base.is_zero() || self.backoff.base > self.backoff.max {
+            return invalid(format!(
+                "the etcd backoff needs 0 < base <= max, got base {:?} and max {:?}",
+                self.backoff.base, self.backoff.max
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -79,19 +128,7 @@ impl EtcdMembership {
 
 impl Membership for EtcdMembership {
     fn join(&mut self, local: &NodeInfo, _addr: SocketAddr) -> Result<NodeId, MembershipError> {
-        if self.config.endpoints.is_empty() {
-            return Err(MembershipError::Config {
-                reason: "no etcd endpoints".into(),
-            });
-        }
-        if self.config.ttl_secs < 1 {
-            return Err(MembershipError::Config {
-                reason: format!(
-                    "lease TTL must be at least 1 s, got {}",
-                    self.config.ttl_secs
-                ),
-            });
-        }
+        self.config.validate()?;
         self.config.cluster = local.cluster.clone();
         let (cmd_tx, cmd_rx) = unbounded_channel();
         let (id_tx, id_rx) = std::sync::mpsc::channel();
@@ -127,25 +164,32 @@ impl Membership for EtcdMembership {
             .map_err(|e| MembershipError::Unavailable {
                 reason: format!("cannot start the discovery thread: {e}"),
             })?;
-        let wait = self.config.connect_timeout + self.config.request_timeout * 4;
-        let result = id_rx.recv_timeout(wait).unwrap_or_else(|_| {
-            Err(MembershipError::Unavailable {
-                reason: format!(
-                    "no answer from etcd at {:?} within {wait:?}",
-                    self.config.endpoints
-                ),
-            })
-        });
-        match result {
-            Ok(id) => {
+        // The discovery thread gives up by itself within join timeout +
+        // request timeout (see `join_policy`); this wait only guards against
+        // a thread that never answers.
+        let wait = JoinPolicy::of(&self.config).answer_wait();
+        match id_rx.recv_timeout(wait) {
+            Ok(Ok(id)) => {
                 self.cmds = Some(cmd_tx);
                 self.thread = Some(thread);
                 Ok(id)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 drop(cmd_tx);
                 let _ = thread.join();
                 Err(e)
+            }
+            Err(_) => {
+                // Not joined: should it still join, it sees the command
+                // channel closed, revokes its lease and ends by itself.
+                drop(cmd_tx);
+                Err(MembershipError::Unavailable {
+                    reason: format!(
+                        "the etcd discovery thread did not answer within {wait:?} \
+                         (endpoints {:?})",
+                        self.config.endpoints
+                    ),
+                })
             }
         }
     }
@@ -181,5 +225,57 @@ impl Drop for EtcdMembership {
     /// after `join`) still revokes its lease, so its id is freed at once.
     fn drop(&mut self) {
         self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let ok = EtcdConfig::new(["http://127.0.0.1:2379"]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.join_timeout, Duration::from_secs(30));
+        let zero_join = EtcdConfig {
+            join_timeout: Duration::ZERO,
+            ..ok.clone()
+        };
+        assert_eq!(zero_join.validate(), Ok(()), "zero: one attempt");
+        let bad = [
+            EtcdConfig::new(Vec::<String>::new()),
+            EtcdConfig {
+                ttl_secs: 0,
+                ..ok.clone()
+            },
+            EtcdConfig {
+                connect_timeout: Duration::ZERO,
+                ..ok.clone()
+            },
+            EtcdConfig {
+                request_timeout: Duration::ZERO,
+                ..ok.clone()
+            },
+            EtcdConfig {
+                backoff: Backoff {
+                    base: Duration::ZERO,
+                    max: Duration::from_secs(1),
+                },
+                ..ok.clone()
+            },
+            EtcdConfig {
+                backoff: Backoff {
+                    base: Duration::from_secs(2),
+                    max: Duration::from_secs(1),
+                },
+                ..ok.clone()
+            },
+        ];
+        for c in bad {
+            assert!(
+                matches!(c.validate(), Err(MembershipError::Config { .. })),
+                "{c:?}"
+            );
+        }
     }
 }

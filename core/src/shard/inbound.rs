@@ -28,9 +28,7 @@ impl LocalBus {
         .detach();
         let max = self.0.shared.config.max_payload;
         let reason = conn
-            .read_loop(max, self.0.read_spin, &self.0.in_flight, |frame| {
-                self.on_frame(&conn, frame)
-            })
+            .read_loop(max, self.0.read_spin, |frame| self.on_frame(&conn, frame))
             .await;
         self.on_closed(&conn, reason);
     }
@@ -68,6 +66,7 @@ impl LocalBus {
                     ReplyTo::Conn {
                         conn: conn.clone(),
                         correlation: meta.correlation,
+                        channel: meta.channel,
                         reply_channel: meta.reply_channel,
                     }
                 };
@@ -82,6 +81,21 @@ impl LocalBus {
             }
             FrameKind::Reply => {
                 self.complete(conn.id, meta.correlation, Ok(frame.payload.to_vec()))
+            }
+            FrameKind::Error if meta.correlation == 0 => {
+                // A `call` this node sent was refused (nothing ran) or its
+                // handler panicked: the error names the call's channels.
+                let code = ErrorCode::from_payload(frame.payload);
+                self.send_failed(crate::error::SendFailure {
+                    op: crate::error::SendOp::Call,
+                    channel: meta.channel,
+                    reply_channel: meta.reply_channel,
+                    peer: Some(meta.source),
+                    error: BusError::Remote {
+                        peer: meta.source,
+                        code,
+                    },
+                });
             }
             FrameKind::Error => {
                 let code = ErrorCode::from_payload(frame.payload);
@@ -217,7 +231,8 @@ impl LocalBus {
         reason: impl std::fmt::Display,
     ) -> Result<(), CloseReason> {
         if !conn.is_closing() {
-            conn.push_error(self.node_id(), 0, ErrorCode::Refused);
+            let answered = self.meta(FrameKind::Control, Channel(0), Channel(0), 0);
+            conn.push_error(self.node_id(), &answered, ErrorCode::Refused);
             conn.close_after_flush();
             Counters::inc(&self.0.counters.bad_closes);
             Counters::inc(&self.0.counters.closed_refused);
@@ -279,12 +294,30 @@ impl LocalBus {
                         *slot = None;
                     }
                 }
+                // Frames that never reached the kernel go to the next
+                // provider; requests that may have reached the peer fail.
+                let unsent = if self.0.stopping.is_raised() {
+                    Vec::new()
+                } else {
+                    conn.take_unsent()
+                };
+                let unsent_requests: rustc_hash::FxHashSet<u64> = unsent
+                    .iter()
+                    .filter_map(|(bytes, _)| match crate::frame::decode(bytes, u32::MAX) {
+                        Ok(crate::frame::Decoded::Frame { frame, .. })
+                            if frame.meta.kind == FrameKind::Request =>
+                        {
+                            Some(frame.meta.correlation).filter(|&c| c != 0)
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 let lost: Vec<u64> = self
                     .0
                     .pending
                     .borrow()
                     .iter()
-                    .filter(|(_, w)| w.conn == conn.id)
+                    .filter(|(corr, w)| w.conn == conn.id && !unsent_requests.contains(corr))
                     .map(|(k, _)| *k)
                     .collect();
                 for corr in lost {
@@ -293,6 +326,7 @@ impl LocalBus {
                 if !matches!(reason, CloseReason::Local) {
                     self.mark_down(peer);
                 }
+                self.reroute(peer, unsent);
             }
         }
     }

@@ -12,7 +12,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,21 +19,22 @@ use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::net::TcpStream;
 use rustc_hash::FxHashMap;
-use tracing::debug;
 
 use crate::auth;
 use crate::channel::{Channel, NodeId};
 use crate::conn::{AuthState, CloseReason, Conn, Dir, PushError};
-use crate::error::{BusError, ErrorCode};
+use crate::error::BusError;
 use crate::frame::{FrameKind, Meta};
-use crate::handler::{Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Request};
-use crate::handshake::NodeState;
+use crate::handler::{Handler, HandlerTable, ReplyTo};
 use crate::node::Shared;
-use crate::notify::{Gate, Signal};
+use crate::notify::Signal;
+use crate::overload::Slots;
 use crate::route::{self, PeerEvent, PeerTable};
 use crate::stats::Counters;
 
+mod deliver;
 mod inbound;
+mod reroute;
 mod upkeep;
 
 pub(crate) use upkeep::run;
@@ -80,8 +80,9 @@ pub(crate) struct ShardCore {
     /// Membership events for this shard (see [`crate::route::Directory::subscribe`]).
     events: crossbeam_channel::Receiver<PeerEvent>,
     counters: Rc<Counters>,
-    /// Async handlers running now, capped by `max_handlers`.
-    in_flight: Rc<Gate>,
+    /// Async handlers running now (capped by `max_handlers` and the
+    /// per-channel caps) and the messages queued for a slot.
+    slots: RefCell<Slots<deliver::Queued>>,
     stopping: Signal,
     /// The `info_epoch` this shard last announced.
     announced: Cell<u64>,
@@ -141,10 +142,15 @@ impl LocalBus {
         )
     }
 
-    /// Whether this shard saw `id` fail and has not reconnected yet. A down
-    /// peer gets no requests; housekeeping retries it in the background.
+    /// Whether this shard saw `id` fail and has not reconnected yet, or a
+    /// dial to it failed on another shard of this node. A down peer gets no
+    /// requests; housekeeping retries it in the background.
     fn is_down(&self, id: NodeId) -> bool {
-        self.0.down.borrow()[id.0 as usize].is_some()
+        self.0.down.borrow()[id.0 as usize].is_some() || self.0.shared.is_down(id)
+    }
+
+    fn any_down(&self) -> bool {
+        self.0.downs.get() > 0 || self.0.shared.any_down()
     }
 
     /// The current peer table (cached per shard; refreshed on change).
@@ -162,7 +168,7 @@ impl LocalBus {
         let providers = table.providers(channel);
         let mut cursors = self.0.cursors.borrow_mut();
         let cursor = cursors.entry(channel).or_insert(self.0.index);
-        let any_down = self.0.downs.get() > 0;
+        let any_down = self.any_down();
         route::select(providers, cursor, |id| {
             exclude.contains(&id) || (any_down && self.is_down(id))
         })
@@ -233,7 +239,11 @@ impl LocalBus {
     }
 
     fn push_to(conn: &Conn, peer: NodeId, meta: &Meta, payload: &[u8]) -> Result<(), BusError> {
-        conn.push(meta, payload).map_err(|e| match e {
+        Self::push_err(conn.push(meta, payload), peer)
+    }
+
+    fn push_err(r: Result<(), PushError>, peer: NodeId) -> Result<(), BusError> {
+        r.map_err(|e| match e {
             PushError::Full => BusError::Backpressure {
                 what: "connection write queue",
             },
@@ -245,35 +255,40 @@ impl LocalBus {
     pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
         let peer = self.pick(channel, &[])?;
-        self.send_one_way(peer, channel, payload)
+        self.send_one_way(peer, channel, payload, false)
     }
 
-    fn send_one_way(&self, peer: NodeId, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
-        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+    fn send_one_way(
+        &self,
+        peer: NodeId,
+        channel: Channel,
+        payload: &[u8],
+        publish: bool,
+    ) -> Result<(), BusError> {
+        Counters::inc(&self.0.counters.sent);
+        let meta = self.meta(FrameKind::OneWay, channel, Channel(0), 0);
         if peer == self.node_id() {
-            self.deliver(
-                self.meta(FrameKind::OneWay, channel, Channel(0), 0),
-                payload,
-                ReplyTo::Nobody,
-            );
+            self.deliver(meta, payload, ReplyTo::Nobody);
             return Ok(());
         }
         let conn = self.conn_to(peer)?;
-        Self::push_to(
-            &conn,
-            peer,
-            &self.meta(FrameKind::OneWay, channel, Channel(0), 0),
-            payload,
-        )
+        let pushed = if publish {
+            conn.push_publish(&meta, payload)
+        } else {
+            conn.push(&meta, payload)
+        };
+        Self::push_err(pushed, peer)
     }
 
-    /// One-way message to every routable provider of `channel`; returns how many.
+    /// One-way message to every subscriber of `channel` that is up and not
+    /// draining — paused ones included (pause only takes a node out of the
+    /// round-robin of requests); returns how many copies were sent.
     pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<usize, BusError> {
         self.check_send(channel, payload.len())?;
         let providers: Vec<NodeId> = {
             let table = self.table();
-            let all = table.providers(channel);
-            if self.0.downs.get() == 0 {
+            let all = table.subscribers(channel);
+            if !self.any_down() {
                 all.to_vec()
             } else {
                 all.iter()
@@ -289,7 +304,7 @@ impl LocalBus {
         let mut sent = 0;
         let mut last_err = None;
         for peer in providers {
-            match self.send_one_way(peer, channel, payload) {
+            match self.send_one_way(peer, channel, payload, true) {
                 Ok(()) => sent += 1,
                 Err(e) => last_err = Some(e),
             }
@@ -311,11 +326,12 @@ impl LocalBus {
         self.check_send(channel, payload.len())?;
         crate::error::check_user_channel(reply_channel)?;
         let peer = self.pick(channel, &[])?;
-        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        Counters::inc(&self.0.counters.sent);
         let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
         if peer == self.node_id() {
             let to = ReplyTo::LocalCall {
                 bus: self.clone(),
+                channel,
                 reply_channel,
             };
             self.deliver(meta, payload, to);
@@ -327,8 +343,10 @@ impl LocalBus {
 
     /// Request/response: one provider's reply, or a typed error within `timeout`.
     ///
-    /// A provider that answers `Paused`, `ShuttingDown` or `NoHandler` is
-    /// skipped and the next one tried, inside the same timeout.
+    /// A provider that answers `Paused`, `ShuttingDown`, `NoHandler` or
+    /// `Backpressure` is skipped and the next one tried, inside the same
+    /// timeout; so is one whose connection failed before the request left
+    /// this node. Dropping the future forgets the request at once.
     pub async fn request(
         &self,
         channel: Channel,
@@ -357,11 +375,12 @@ impl LocalBus {
         self.check_send(channel, payload.len())?;
         let deadline = crate::timeouts::deadline(Instant::now(), timeout);
         let mut tried: Vec<NodeId> = Vec::new();
+        let mut refused: Option<BusError> = None;
         loop {
             let peer = match self.pick(channel, &tried) {
                 Ok(p) => p,
-                Err(e) if tried.is_empty() => return Err(e),
-                Err(_) => return Err(BusError::NoProvider { channel }),
+                // Every provider refused: the last refusal says why.
+                Err(e) => return Err(refused.unwrap_or(e)),
             };
             let rx = self.start_request(peer, channel, payload)?;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -386,6 +405,7 @@ impl LocalBus {
                     if Instant::now() >= deadline {
                         return Err(BusError::Remote { peer, code });
                     }
+                    refused = Some(BusError::Remote { peer, code });
                 }
                 Some(r) => return r,
             }
@@ -402,7 +422,7 @@ impl LocalBus {
         channel: Channel,
         payload: &[u8],
     ) -> Result<Started, BusError> {
-        self.0.counters.sent.set(self.0.counters.sent.get() + 1);
+        Counters::inc(&self.0.counters.sent);
         let (tx, rx) = oneshot::channel();
         if peer == self.node_id() {
             self.deliver(
@@ -441,82 +461,6 @@ impl LocalBus {
         future::or(reply, timer).await
     }
 
-    /// Runs the handler of `meta.channel` on this shard.
-    fn deliver(&self, meta: Meta, payload: &[u8], to: ReplyTo) {
-        let shared = &self.0.shared;
-        let expects = !matches!(to, ReplyTo::Nobody);
-        let state = shared.state();
-        if state != NodeState::Serving && meta.kind == FrameKind::Request {
-            let code = if state == NodeState::Paused {
-                Counters::inc(&self.0.counters.refused_paused);
-                ErrorCode::Paused
-            } else {
-                Counters::inc(&self.0.counters.refused_draining);
-                ErrorCode::ShuttingDown
-            };
-            self.refuse(to, code);
-            return;
-        }
-        let table = self.handlers();
-        let Some(handler) = table.get(meta.channel) else {
-            self.0
-                .counters
-                .unhandled
-                .set(self.0.counters.unhandled.get() + 1);
-            if expects {
-                self.refuse(to, ErrorCode::NoHandler);
-            } else {
-                debug!(channel = %meta.channel, "one-way message for a channel with no handler dropped");
-            }
-            return;
-        };
-        self.0
-            .counters
-            .handled
-            .set(self.0.counters.handled.get() + 1);
-        let replier = Replier::new(to, shared.id, shared.config.max_payload);
-        match handler {
-            Handler::Sync(f) => {
-                let mut req = Request {
-                    meta,
-                    payload,
-                    replier,
-                    bus: self,
-                };
-                f(&mut req);
-            }
-            Handler::Async(f) => {
-                let owned = OwnedRequest {
-                    meta,
-                    payload: payload.to_vec(),
-                    replier,
-                    bus: self.clone(),
-                };
-                let in_flight = self.0.in_flight.clone();
-                in_flight.take();
-                let fut = f(owned);
-                glommio::spawn_local(async move {
-                    fut.await;
-                    in_flight.give();
-                })
-                .detach();
-            }
-        }
-    }
-
-    fn refuse(&self, to: ReplyTo, code: ErrorCode) {
-        let me = self.node_id();
-        match to {
-            ReplyTo::Conn {
-                conn, correlation, ..
-            } => conn.push_error(me, correlation, code),
-            ReplyTo::Waiter(tx) => {
-                let _ = tx.send(Err(BusError::Remote { peer: me, code }));
-            }
-            ReplyTo::Nobody | ReplyTo::LocalCall { .. } => {}
-        }
-    }
-
     /// A `call` reply reaches this node's reply-channel handler.
     pub(crate) fn deliver_reply_locally(&self, reply_channel: Channel, bytes: Vec<u8>) {
         let bus = self.clone();
@@ -525,16 +469,6 @@ impl LocalBus {
             bus.deliver(meta, &bytes, ReplyTo::Nobody);
         })
         .detach();
-    }
-
-    fn handlers(&self) -> Rc<HandlerTable> {
-        let epoch = self.0.shared.handler_epoch.load(Ordering::Acquire);
-        let mut cached = self.0.handlers.borrow_mut();
-        if cached.0 != epoch {
-            let copy = HandlerTable::clone(&self.0.shared.handlers.load());
-            *cached = (epoch, Rc::new(copy));
-        }
-        cached.1.clone()
     }
 }
 

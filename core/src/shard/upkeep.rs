@@ -18,7 +18,7 @@ use crate::conn::{CloseReason, Conn, Dir};
 use crate::error::BusError;
 use crate::handler::HandlerTable;
 use crate::node::Shared;
-use crate::notify::{Gate, Signal};
+use crate::notify::Signal;
 use crate::route::{PeerEvent, PeerTable};
 use crate::stats::Counters;
 
@@ -40,12 +40,16 @@ impl LocalBus {
             until: Instant::now() + delay,
             attempts,
         });
+        // Every other shard of the node skips it too; this shard retries
+        // it and clears the mark when a connection succeeds.
+        self.0.shared.set_down(peer, true);
     }
 
     pub(super) fn clear_down(&self, peer: NodeId) {
         if self.0.down.borrow_mut()[peer.0 as usize].take().is_some() {
             self.0.downs.set(self.0.downs.get() - 1);
         }
+        self.0.shared.set_down(peer, false);
     }
 
     /// Every connection of this shard, both directions.
@@ -143,11 +147,12 @@ impl LocalBus {
         }
     }
 
-    /// Async handlers still running and bytes still queued on this shard
-    /// (what a drain waits for).
+    /// Async handlers still running or waiting for a slot, and bytes still
+    /// queued on this shard's connections (what a drain waits for).
     pub fn busy(&self) -> (u64, usize) {
         let queued = self.all_conns().iter().map(|c| c.queued()).sum();
-        (self.0.in_flight.taken(), queued)
+        let slots = self.0.slots.borrow();
+        (slots.running() + slots.queued() as u64, queued)
     }
 
     /// Peers this shard holds an open outbound connection to.
@@ -176,6 +181,7 @@ impl LocalBus {
         for (_, w) in self.0.pending.borrow_mut().drain() {
             let _ = w.tx.send(Err(BusError::ShuttingDown));
         }
+        self.refuse_queued(crate::error::ErrorCode::ShuttingDown);
     }
 }
 
@@ -196,7 +202,12 @@ pub(crate) async fn run(
             return;
         }
     };
-    let max_handlers = shared.config.max_handlers;
+    let limits = crate::overload::Limits {
+        running: shared.config.max_handlers,
+        queued: shared.config.max_queued,
+        queued_bytes: shared.config.max_queued_bytes,
+        per_channel: shared.config.channel_concurrency.clone(),
+    };
     let read_spin = reader_spin(&shared.config);
     let events = shared.directory.subscribe();
     let bus = LocalBus(Rc::new(ShardCore {
@@ -213,7 +224,7 @@ pub(crate) async fn run(
         next_id: Cell::new(1),
         events,
         counters: Rc::default(),
-        in_flight: Rc::new(Gate::new(max_handlers)),
+        slots: RefCell::new(crate::overload::Slots::new(limits)),
         stopping: Signal::default(),
         announced: Cell::new(0),
         read_spin,

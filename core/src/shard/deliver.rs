@@ -1,0 +1,173 @@
+//! Running handlers on a shard: the state check, handler lookup, the
+//! async-handler cap and its queue ([`crate::overload`]), and catching a
+//! handler's panic per message ([`crate::fault`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{debug, error};
+
+use super::LocalBus;
+use crate::channel::Channel;
+use crate::error::ErrorCode;
+use crate::fault::{self, CatchPanic, Panicked};
+use crate::frame::{FrameKind, Meta};
+use crate::handler::{AsyncFn, Handler, HandlerTable, OwnedRequest, Replier, ReplyTo, Request};
+use crate::handshake::NodeState;
+use crate::overload::Admit;
+use crate::stats::Counters;
+
+/// A message for an async handler, waiting for a slot.
+pub(crate) struct Queued {
+    meta: Meta,
+    payload: Vec<u8>,
+    to: ReplyTo,
+    handler: Arc<AsyncFn>,
+}
+
+impl LocalBus {
+    /// Runs the handler of `meta.channel` on this shard (or queues it for
+    /// a slot, or refuses it).
+    pub(super) fn deliver(&self, meta: Meta, payload: &[u8], to: ReplyTo) {
+        let shared = &self.0.shared;
+        let me = shared.id;
+        let expects = !matches!(to, ReplyTo::Nobody);
+        let state = shared.state();
+        if state != NodeState::Serving && meta.kind == FrameKind::Request {
+            let code = if state == NodeState::Paused {
+                Counters::inc(&self.0.counters.refused_paused);
+                ErrorCode::Paused
+            } else {
+                Counters::inc(&self.0.counters.refused_draining);
+                ErrorCode::ShuttingDown
+            };
+            to.fail(me, code);
+            return;
+        }
+        let table = self.handlers();
+        let Some(handler) = table.get(meta.channel) else {
+            Counters::inc(&self.0.counters.unhandled);
+            if expects {
+                to.fail(me, ErrorCode::NoHandler);
+            } else {
+                debug!(channel = %meta.channel, "one-way message for a channel with no handler dropped");
+            }
+            return;
+        };
+        match handler {
+            Handler::Sync(f) => {
+                Counters::inc(&self.0.counters.handled);
+                let replier = Replier::new(to, me, shared.config.max_payload);
+                let mut req = Request {
+                    meta,
+                    payload,
+                    replier,
+                    bus: self,
+                };
+                if let Err(p) = fault::catch(|| f(&mut req)) {
+                    self.on_panic(meta.channel, &p);
+                    fault::drop_unwound(req);
+                }
+            }
+            Handler::Async(f) => {
+                let local = matches!(to, ReplyTo::Waiter(_) | ReplyTo::LocalCall { .. });
+                let item = Queued {
+                    meta,
+                    payload: payload.to_vec(),
+                    to,
+                    handler: f.clone(),
+                };
+                if local {
+                    // Sent by this node to itself: never queued behind the
+                    // cap (see `crate::overload`).
+                    self.0.slots.borrow_mut().force(meta.channel);
+                    self.spawn_handler(item);
+                    return;
+                }
+                let admit = self
+                    .0
+                    .slots
+                    .borrow_mut()
+                    .offer(meta.channel, payload.len(), item);
+                match admit {
+                    Admit::Run(item) => self.spawn_handler(item),
+                    Admit::Queued => Counters::inc(&self.0.counters.overload_queued),
+                    Admit::Refused(item) if expects => {
+                        Counters::inc(&self.0.counters.overload_refused);
+                        item.to.fail(me, ErrorCode::Backpressure);
+                    }
+                    Admit::Refused(_) => {
+                        Counters::inc(&self.0.counters.overload_dropped);
+                        debug!(channel = %meta.channel, "one-way message dropped: async-handler queue full");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts an async handler that holds a slot; the slot is given back
+    /// when it finishes (or panics), which starts queued ones.
+    fn spawn_handler(&self, item: Queued) {
+        let Queued {
+            meta,
+            payload,
+            to,
+            handler,
+        } = item;
+        let channel = meta.channel;
+        Counters::inc(&self.0.counters.handled);
+        let shared = &self.0.shared;
+        let owned = OwnedRequest {
+            meta,
+            payload,
+            replier: Replier::new(to, shared.id, shared.config.max_payload),
+            bus: self.clone(),
+        };
+        match fault::catch(|| handler(owned)) {
+            Ok(fut) => {
+                let bus = self.clone();
+                glommio::spawn_local(async move {
+                    if let Err(p) = CatchPanic::new(fut).await {
+                        bus.on_panic(channel, &p);
+                    }
+                    bus.handler_done(channel);
+                })
+                .detach();
+            }
+            Err(p) => {
+                self.on_panic(channel, &p);
+                self.handler_done(channel);
+            }
+        }
+    }
+
+    fn handler_done(&self, channel: Channel) {
+        let ready = self.0.slots.borrow_mut().finish(channel);
+        for item in ready {
+            self.spawn_handler(item);
+        }
+    }
+
+    fn on_panic(&self, channel: Channel, p: &Panicked) {
+        Counters::inc(&self.0.counters.handler_panics);
+        error!(%channel, shard = self.0.index, panic = %p.message, "handler panicked; the message was answered with HandlerPanicked");
+    }
+
+    /// Refuses every message still waiting for a slot (shutdown).
+    pub(super) fn refuse_queued(&self, code: ErrorCode) {
+        let queued = self.0.slots.borrow_mut().drain_queue();
+        for item in queued {
+            item.to.fail(self.0.shared.id, code);
+        }
+    }
+
+    pub(super) fn handlers(&self) -> std::rc::Rc<HandlerTable> {
+        let epoch = self.0.shared.handler_epoch.load(Ordering::Acquire);
+        let mut cached = self.0.handlers.borrow_mut();
+        if cached.0 != epoch {
+            let copy = HandlerTable::clone(&self.0.shared.handlers.load());
+            *cached = (epoch, std::rc::Rc::new(copy));
+        }
+        cached.1.clone()
+    }
+}

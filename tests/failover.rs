@@ -1,0 +1,269 @@
+//! Nothing deliverable is lost on failover: a message whose bytes never
+//! left the caller (connection refused, still connecting, still queued when
+//! the connection failed) goes to the next provider within the same
+//! timeout; only requests that may have reached the peer fail with
+//! `PeerLost`. A dial failure marks the peer down on every shard.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::etcd::Etcd;
+use common::fixed::{dead_peer, peer_of, Fixed};
+use common::procs::Server;
+use common::{pong_server, small, wait_until, SETTLE};
+use domi::{BusError, Channel, Handler, Node, NodeId, SendFailure, SendOp};
+
+const CH: Channel = Channel(50);
+const T: Duration = Duration::from_secs(3);
+
+/// A caller whose table lists `dead` providers (nothing listens at their
+/// addresses) next to the live `server`.
+fn caller_with_dead_peers(
+    server: &Node,
+    dead: &[u16],
+    shards: usize,
+    hook: Option<Arc<Mutex<Vec<SendFailure>>>>,
+) -> Node {
+    let mut peers = vec![peer_of(server)];
+    peers.extend(dead.iter().map(|&id| dead_peer(id, &[CH], server)));
+    let mut b = Node::builder("caller")
+        .shards(shards)
+        .small()
+        .membership(Box::new(Fixed {
+            id: NodeId(1000),
+            peers,
+        }));
+    if let Some(seen) = hook {
+        b = b.on_send_error(move |f| seen.lock().unwrap().push(f.clone()));
+    }
+    b.start().unwrap()
+}
+
+#[test]
+fn requests_queued_on_a_refused_connection_go_to_the_next_provider() {
+    let (server, handled) = pong_server("live", CH);
+    let caller = caller_with_dead_peers(&server, &[900, 901], 2, None);
+    // Every shard sends at once, so requests queue on the dead peers'
+    // connections before their dials fail.
+    let tasks: Vec<_> = (0..2)
+        .map(|shard| {
+            caller
+                .spawn_on(shard, |bus| async move {
+                    let reqs: Vec<_> = (0..300)
+                        .map(|_| {
+                            let bus = bus.clone();
+                            glommio::spawn_local(async move { bus.request(CH, b"ping", T).await })
+                        })
+                        .collect();
+                    let mut out = Vec::new();
+                    for r in reqs {
+                        out.push(r.await);
+                    }
+                    out
+                })
+                .unwrap()
+        })
+        .collect();
+    for t in tasks {
+        for r in t.join().unwrap() {
+            assert_eq!(r.as_deref(), Ok(&b"pong"[..]));
+        }
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 600);
+    let s = caller.stats();
+    assert!(s.rerouted > 0, "{s:?}");
+    assert_eq!(s.peer_lost, 0);
+    // Both shards skip the dead peers now, whichever saw the dial fail.
+    for shard in 0..2 {
+        let r = caller
+            .spawn_on(
+                shard,
+                |bus| async move { bus.request(CH, b"ping", T).await },
+            )
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(r.as_deref(), Ok(&b"pong"[..]));
+    }
+}
+
+#[test]
+fn notify_and_call_are_rerouted_and_unroutable_ones_reported() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let server = small("live")
+        .subscribe(
+            CH,
+            Handler::sync(move |req| {
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = req.reply(b"re");
+            }),
+        )
+        .start()
+        .unwrap();
+    let failures: Arc<Mutex<Vec<SendFailure>>> = Arc::default();
+    let caller = caller_with_dead_peers(&server, &[900], 1, Some(failures.clone()));
+    for _ in 0..50 {
+        caller.notify(CH, b"n").unwrap();
+        caller.call(CH, b"c", Channel(7)).unwrap();
+    }
+    wait_until("all 100 messages to reach the live provider", T, || {
+        count.load(Ordering::SeqCst) == 100
+    });
+    assert!(caller.stats().rerouted > 0);
+    assert!(failures.lock().unwrap().is_empty());
+
+    // A publish copy for a dead peer not yet known down is never sent
+    // elsewhere (every subscriber has its own copy): it is reported.
+    let failures: Arc<Mutex<Vec<SendFailure>>> = Arc::default();
+    let caller = caller_with_dead_peers(&server, &[900], 1, Some(failures.clone()));
+    let before = count.load(Ordering::SeqCst);
+    caller.publish(CH, b"p").unwrap();
+    wait_until("the lost publish copy to be reported", T, || {
+        failures
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|f| f.op == SendOp::Publish)
+    });
+    let f = failures.lock().unwrap()[0].clone();
+    assert_eq!(f.peer, Some(NodeId(900)));
+    assert_eq!(f.error, BusError::PeerLost { peer: NodeId(900) });
+    wait_until("the live subscriber's copy", T, || {
+        count.load(Ordering::SeqCst) == before + 1
+    });
+    assert_eq!(failures.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_notify_with_no_provider_left_reaches_the_hook() {
+    let (template, _) = pong_server("template", CH);
+    let failures: Arc<Mutex<Vec<SendFailure>>> = Arc::default();
+    let seen = failures.clone();
+    // Two providers listed, neither listening: nothing can take a notify.
+    let caller = Node::builder("caller")
+        .shards(1)
+        .small()
+        .membership(Box::new(Fixed {
+            id: NodeId(1000),
+            peers: vec![
+                dead_peer(900, &[CH], &template),
+                dead_peer(901, &[CH], &template),
+            ],
+        }))
+        .on_send_error(move |f| seen.lock().unwrap().push(f.clone()))
+        .start()
+        .unwrap();
+    for _ in 0..4 {
+        caller.notify(CH, b"n").unwrap();
+    }
+    wait_until("the failures to be reported", T, || {
+        failures.lock().unwrap().len() == 4
+    });
+    for f in failures.lock().unwrap().iter() {
+        assert_eq!(f.op, SendOp::Notify);
+        assert!(
+            matches!(f.error, BusError::NoProvider { .. }),
+            "{:?}",
+            f.error
+        );
+    }
+}
+
+/// The scenario: three providers on etcd, one SIGKILLed; fresh
+/// callers started right after (their tables still list the dead node until
+/// its lease expires) send 3,000 requests each with no error.
+#[test]
+fn fresh_callers_after_a_sigkill_see_no_errors() {
+    let etcd = Etcd::start();
+    let ep = etcd.endpoint();
+    let args = ["--etcd", ep.as_str(), "--cluster", "failover"];
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| Server::start_with(&format!("s{i}"), &args))
+        .collect();
+    wait_until("three records", SETTLE, || {
+        etcd.get_prefix("/domi/failover/nodes/").len() == 3
+    });
+    let mut victim = servers.remove(0);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    for round in 0..3 {
+        let client = Node::builder(format!("client{round}"))
+            .shards(1)
+            .small()
+            .cluster("failover")
+            .etcd([ep.clone()])
+            .start()
+            .unwrap();
+        if round == 0 {
+            // The dead node's record is still there (its lease lives on).
+            client.wait_for_providers(CH, 3, SETTLE).unwrap();
+        } else {
+            client.wait_for_providers(CH, 2, SETTLE).unwrap();
+        }
+        let results = client
+            .spawn_on(0, |bus| async move {
+                let mut errors = Vec::new();
+                let tasks: Vec<_> = (0..3000)
+                    .map(|_| {
+                        let bus = bus.clone();
+                        glommio::spawn_local(async move { bus.request(CH, b"ping", T).await })
+                    })
+                    .collect();
+                for t in tasks {
+                    if let Err(e) = t.await {
+                        errors.push(e);
+                    }
+                }
+                errors
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(results.is_empty(), "round {round}: {results:?}");
+        if round == 0 {
+            let s = client.stats();
+            assert!(s.rerouted > 0, "the dead node was tried: {s:?}");
+        }
+        client.stop();
+    }
+    drop(servers);
+}
+
+#[test]
+fn a_dropped_request_async_frees_its_slot_at_once() {
+    let server = small("server")
+        .subscribe(
+            CH,
+            Handler::asynchronous(|mut req| async move {
+                if req.payload() == b"hold" {
+                    glommio::timer::sleep(Duration::from_secs(30)).await;
+                }
+                let _ = req.reply(b"pong");
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client")
+        .configure(|c| c.max_pending = 4)
+        .peer(server.local_addr())
+        .start()
+        .unwrap();
+    client.wait_for_provider(CH, SETTLE).unwrap();
+    let held: Vec<_> = (0..4)
+        .map(|_| client.request_async(CH, b"hold", Duration::from_secs(60)))
+        .collect();
+    wait_until("the held requests to take every slot", T, || {
+        matches!(
+            client.request(CH, b"x", T),
+            Err(BusError::Backpressure { .. })
+        )
+    });
+    drop(held);
+    wait_until("the slots to be freed", T, || {
+        client.request(CH, b"x", T).is_ok()
+    });
+}
