@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         builder = builder.spin_before_park(std::time::Duration::from_micros(us));
     }
     if let Some(id) = args.node_id {
-        builder = builder.node_id(domi::NodeId(id));
+        builder = builder.node_id(domi::NodeId::try_from(id)?);
     }
     if !args.etcd.is_empty() {
         builder = builder.etcd(args.etcd.clone());

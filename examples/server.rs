@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         builder = builder.spin_before_park(std::time::Duration::from_micros(us));
     }
     if let Some(id) = args.node_id {
-        builder = builder.node_id(domi::NodeId(id));
+        builder = builder.node_id(domi::NodeId::try_from(id)?);
     }
     if !args.etcd.is_empty() {
         builder = builder.etcd(args.etcd.clone());
@@ -157,7 +157,7 @@ fn main() -> anyhow::Result<()> {
             out,
             "listening {} id {} http {http}",
             node.local_addr(),
-            node.id().0
+            node.id().get()
         )?;
         out.flush()?;
     }

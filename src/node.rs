@@ -383,7 +383,7 @@ impl Node {
             .fold(domi_core::Snapshot::default(), |a, (s, _)| a + *s);
         let table = self.peers();
         Status {
-            id: info.id.0,
+            id: info.id.get(),
             name: info.name.clone(),
             cluster: info.cluster.clone(),
             state: info.state.as_str().into(),
@@ -394,7 +394,7 @@ impl Node {
                 .peers()
                 .filter(|p| p.info.id != info.id)
                 .map(|p| PeerStatus {
-                    id: p.info.id.0,
+                    id: p.info.id.get(),
                     name: p.info.name.clone(),
                     address: p.addr.to_string(),
                     state: if p.up {
@@ -434,7 +434,7 @@ impl Node {
                 labels,
                 value,
             };
-        for s in ["serving", "paused", "draining"] {
+        for s in NodeState::ALL.map(NodeState::as_str) {
             out.push(gauge(
                 "domi_state",
                 "1 for the node's current state.",

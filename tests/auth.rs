@@ -127,7 +127,7 @@ fn a_client_proof_made_with_another_secret_is_refused_by_the_server() {
             .unwrap();
         (node, h)
     };
-    let me = NodeId(999);
+    let me = NodeId::new(999).unwrap();
     let info = NodeInfo {
         version: domi::frame::PROTOCOL_VERSION,
         cluster: "default".into(),

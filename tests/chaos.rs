@@ -335,7 +335,7 @@ fn chaos() {
     //    After the heal it registers again and is used again.
     let mut partition: Option<(Duration, Duration, Duration)> = None;
     if let (Some(ns), Some(far)) = (&ns, &far) {
-        let id = NodeId(far.id);
+        let id = NodeId::new(far.id).unwrap();
         let admin = far.http.expect("the far node serves its admin endpoints");
         let in_rotation = || client.peers().providers(CH).contains(&id);
         wait_until(
@@ -396,7 +396,7 @@ fn chaos() {
             "10",
         ],
     );
-    let faulty_id = NodeId(faulty.id);
+    let faulty_id = NodeId::new(faulty.id).unwrap();
     wait_until(
         "the panicking provider in rotation",
         Duration::from_secs(20),

@@ -63,7 +63,7 @@ fn log_lines(cluster: &str, id: NodeId, text: &str) -> Vec<String> {
 
 /// The JSON record of node `id` in `cluster`, if present.
 fn record(etcd: &Etcd, cluster: &str, id: NodeId) -> Option<serde_json::Value> {
-    etcd.get(&format!("/domi/{cluster}/nodes/{}", id.0))
+    etcd.get(&format!("/domi/{cluster}/nodes/{}", id.get()))
         .map(|v| serde_json::from_str(&v).expect("records are JSON"))
 }
 
@@ -125,7 +125,7 @@ fn ids_are_allocated_lowest_first_records_are_json_and_freed_ids_are_reused() {
     let nodes: Vec<_> = (0..3)
         .map(|i| etcd_server(&etcd, &format!("n{i}"), "ids").0)
         .collect();
-    let ids: Vec<u16> = nodes.iter().map(|n| n.id().0).collect();
+    let ids: Vec<u16> = nodes.iter().map(|n| n.id().get()).collect();
     assert_eq!(ids, vec![0, 1, 2]);
 
     let records = etcd.get_prefix("/domi/ids/nodes/");
@@ -153,17 +153,17 @@ fn ids_are_allocated_lowest_first_records_are_json_and_freed_ids_are_reused() {
         "keys vanish on stop"
     );
     let (again, _) = etcd_server(&etcd, "n3", "ids");
-    assert_eq!(again.id(), NodeId(1));
+    assert_eq!(again.id(), NodeId::new(1).unwrap());
     // Subscribing at run time updates the record...
     again.subscribe(Channel(70), Handler::sync(|_| {})).unwrap();
     wait_until("the record to list channels 50 and 70", T, || {
-        record(&etcd, "ids", NodeId(1)).map(|r| channels_of(&r)) == Some(vec![50, 70])
+        record(&etcd, "ids", NodeId::new(1).unwrap()).map(|r| channels_of(&r)) == Some(vec![50, 70])
     });
     nodes[0].wait_for_provider(Channel(70), T).unwrap();
     // ...and so does unsubscribing.
     assert!(again.unsubscribe(Channel(70)));
     wait_until("the record to list channel 50 only", T, || {
-        record(&etcd, "ids", NodeId(1)).map(|r| channels_of(&r)) == Some(vec![50])
+        record(&etcd, "ids", NodeId::new(1).unwrap()).map(|r| channels_of(&r)) == Some(vec![50])
     });
     wait_until("node 0 to drop the provider of 70", T, || {
         nodes[0].peers().providers(Channel(70)).is_empty()
@@ -276,8 +276,8 @@ fn a_lost_lease_reregisters_under_the_same_id_and_peers_see_the_node_again() {
     let (a, handled) = serve(a_builder, CH);
     let b = etcd_node(&etcd, "b", "relost").start().unwrap();
     b.wait_for_provider(CH, T).unwrap();
-    let node_key = format!("/domi/relost/nodes/{}", a.id().0);
-    let id_key = format!("/domi/relost/ids/{}", a.id().0);
+    let node_key = format!("/domi/relost/nodes/{}", a.id().get());
+    let id_key = format!("/domi/relost/ids/{}", a.id().get());
     let before = record(&etcd, "relost", a.id()).expect("a's record");
     let old = etcd.lease_of(&node_key).expect("a's record has a lease");
     assert_ne!(old, 0);
@@ -323,8 +323,8 @@ fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holde
     let b = etcd_node(&etcd, "b", "conflict").start().unwrap();
     b.wait_for_provider(CH, T).unwrap();
     let id = a.id();
-    let node_key = format!("/domi/conflict/nodes/{}", id.0);
-    let id_key = format!("/domi/conflict/ids/{}", id.0);
+    let node_key = format!("/domi/conflict/nodes/{}", id.get());
+    let id_key = format!("/domi/conflict/ids/{}", id.get());
     let a_lease = etcd.lease_of(&id_key).expect("a's claim");
     let a_instance = record(&etcd, "conflict", id).unwrap()["instance"].clone();
 
@@ -332,7 +332,7 @@ fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holde
     // a's lease ends: a cannot re-claim first, whatever the timing.
     let other = etcd.grant(60);
     let usurper = serde_json::json!({
-        "id": id.0, "name": "usurper", "version": "0", "protocol": 1,
+        "id": id.get(), "name": "usurper", "version": "0", "protocol": 1,
         "instance": "00000000000000ff", "tcp": "127.0.0.1:9", "http": null,
         "shards": 1, "channels": [60], "state": "serving", "started_at": 1
     })
@@ -394,7 +394,7 @@ fn peers_close_their_connection_to_a_node_whose_record_is_deleted() {
     assert!(connected(&b).contains(&a.id()), "b holds a connection to a");
 
     let lease = etcd
-        .lease_of(&format!("/domi/gone/nodes/{}", a.id().0))
+        .lease_of(&format!("/domi/gone/nodes/{}", a.id().get()))
         .unwrap();
     etcd.revoke(lease);
     wait_until("b to close its connection to a", T, || {
@@ -510,7 +510,7 @@ fn a_full_cluster_is_a_typed_error() {
     }
     // Another cluster is unaffected.
     let ok = etcd_node(&etcd, "elsewhere", "other").start().unwrap();
-    assert_eq!(ok.id(), NodeId(0));
+    assert_eq!(ok.id(), NodeId::new(0).unwrap());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::etcd::Etcd;
-use common::fixed::{dead_peer, peer_of, Fixed};
+use common::fixed::{caller, dead_peer, peer_of};
 use common::procs::Server;
 use common::{pong_server, small, wait_until, SETTLE};
 use domi::{BusError, Channel, Handler, Node, NodeId, SendFailure, SendOp};
@@ -29,13 +29,7 @@ fn caller_with_dead_peers(
 ) -> Node {
     let mut peers = vec![peer_of(server)];
     peers.extend(dead.iter().map(|&id| dead_peer(id, &[CH], server)));
-    let mut b = Node::builder("caller")
-        .shards(shards)
-        .small()
-        .membership(Box::new(Fixed {
-            id: NodeId(1000),
-            peers,
-        }));
+    let mut b = caller("caller", shards, peers);
     if let Some(seen) = hook {
         b = b.on_send_error(move |f| seen.lock().unwrap().push(f.clone()));
     }
@@ -130,8 +124,13 @@ fn notify_and_call_are_rerouted_and_unroutable_ones_reported() {
             .any(|f| f.op == SendOp::Publish)
     });
     let f = failures.lock().unwrap()[0].clone();
-    assert_eq!(f.peer, Some(NodeId(900)));
-    assert_eq!(f.error, BusError::PeerLost { peer: NodeId(900) });
+    assert_eq!(f.peer, Some(NodeId::new(900).unwrap()));
+    assert_eq!(
+        f.error,
+        BusError::PeerLost {
+            peer: NodeId::new(900).unwrap()
+        }
+    );
     wait_until("the live subscriber's copy", T, || {
         count.load(Ordering::SeqCst) == before + 1
     });
@@ -144,16 +143,11 @@ fn a_notify_with_no_provider_left_reaches_the_hook() {
     let failures: Arc<Mutex<Vec<SendFailure>>> = Arc::default();
     let seen = failures.clone();
     // Two providers listed, neither listening: nothing can take a notify.
-    let caller = Node::builder("caller")
-        .shards(1)
-        .small()
-        .membership(Box::new(Fixed {
-            id: NodeId(1000),
-            peers: vec![
-                dead_peer(900, &[CH], &template),
-                dead_peer(901, &[CH], &template),
-            ],
-        }))
+    let peers = vec![
+        dead_peer(900, &[CH], &template),
+        dead_peer(901, &[CH], &template),
+    ];
+    let caller = caller("caller", 1, peers)
         .on_send_error(move |f| seen.lock().unwrap().push(f.clone()))
         .start()
         .unwrap();

@@ -86,7 +86,7 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
     // A valid handshake, then a frame declaring a 4 GiB payload.
     let mut h = raw_connect(&server);
     h.write_all(&hello("default")).unwrap();
-    let mut huge = frame_bytes(FrameKind::Request, CH, NodeId(999), 1, b"");
+    let mut huge = frame_bytes(FrameKind::Request, CH, NodeId::new(999).unwrap(), 1, b"");
     huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     h.write_all(&huge).unwrap();
     assert_closed_within(h, T);
@@ -94,7 +94,13 @@ fn garbage_and_huge_lengths_close_only_that_connection() {
     // A user frame to a reserved channel after a valid handshake.
     let mut r = raw_connect(&server);
     r.write_all(&hello("default")).unwrap();
-    let bad = frame_bytes(FrameKind::Request, Channel(65501), NodeId(999), 1, b"x");
+    let bad = frame_bytes(
+        FrameKind::Request,
+        Channel(65501),
+        NodeId::new(999).unwrap(),
+        1,
+        b"x",
+    );
     r.write_all(&bad).unwrap();
     assert_closed_within(r, T);
 
@@ -117,7 +123,13 @@ fn a_raw_client_with_a_valid_handshake_gets_replies() {
     let (server, _) = pong_server("server", CH);
     let mut s = raw_connect(&server);
     s.write_all(&hello("default")).unwrap();
-    let req = frame_bytes(FrameKind::Request, CH, NodeId(999), 42, b"ping");
+    let req = frame_bytes(
+        FrameKind::Request,
+        CH,
+        NodeId::new(999).unwrap(),
+        42,
+        b"ping",
+    );
     s.write_all(&req).unwrap();
     // Expect HELLO_ACK then the reply.
     let mut buf = Vec::new();

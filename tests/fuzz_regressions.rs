@@ -104,7 +104,7 @@ fn frame_decode_hostile_inputs() {
         kind: FrameKind::Control,
         channel: Channel::HELLO,
         reply_channel: Channel(0),
-        source: NodeId(NodeId::MAX),
+        source: NodeId::new(NodeId::MAX).unwrap(),
         correlation: 0,
     };
     frame::encode(&mut empty, &meta, b"");
@@ -277,7 +277,7 @@ fn record_paths(data: &[u8]) -> Result<NodeRecord, RecordError> {
     }
     let (table, bad) = record::apply_all(
         "c",
-        NodeId(9),
+        NodeId::new(9).unwrap(),
         &PeerTable::new(),
         &[Change::Put {
             key: b"/domi/c/nodes/3".to_vec(),
@@ -285,7 +285,7 @@ fn record_paths(data: &[u8]) -> Result<NodeRecord, RecordError> {
         }],
     );
     // The change either lands in the table or is reported, never both.
-    assert_eq!(table.get(NodeId(3)).is_some(), bad.is_empty());
+    assert_eq!(table.get(NodeId::new(3).unwrap()).is_some(), bad.is_empty());
     let _ = record::parse_id("/domi/c/nodes/", data);
     parsed
 }
@@ -380,7 +380,7 @@ fn record_hostile_inputs() {
     let other = record_json("4", "\"abc\"", "\"127.0.0.1:1\"", "\"n\"");
     let (_, bad) = record::apply_all(
         "c",
-        NodeId(9),
+        NodeId::new(9).unwrap(),
         &PeerTable::new(),
         &[Change::Put {
             key: b"/domi/c/nodes/3".to_vec(),
@@ -425,10 +425,13 @@ fn record_hostile_inputs() {
     ] {
         assert_eq!(record::parse_id(p, key), None, "{key:?}");
     }
-    assert_eq!(record::parse_id(p, b"/domi/c/nodes/0000"), Some(NodeId(0)));
+    assert_eq!(
+        record::parse_id(p, b"/domi/c/nodes/0000"),
+        Some(NodeId::new(0).unwrap())
+    );
     assert_eq!(
         record::parse_id(p, b"/domi/c/nodes/1023"),
-        Some(NodeId(1023))
+        Some(NodeId::new(1023).unwrap())
     );
     let long_key = format!("{p}{}", "1".repeat(MIB));
     assert_eq!(record::parse_id(p, long_key.as_bytes()), None);

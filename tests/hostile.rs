@@ -251,7 +251,7 @@ fn bad_frames_after_the_handshake_are_counted_by_reason() {
         .start()
         .unwrap();
     let addr = server.local_addr();
-    let good = frame_bytes(FrameKind::Request, CH, NodeId(999), 1, b"x");
+    let good = frame_bytes(FrameKind::Request, CH, NodeId::new(999).unwrap(), 1, b"x");
     // A well-formed request gets its reply: the raw peer itself is fine.
     {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -285,7 +285,13 @@ fn bad_frames_after_the_handshake_are_counted_by_reason() {
         server.stats().closed_malformed == 2
     });
 
-    let reserved = frame_bytes(FrameKind::Request, Channel(65501), NodeId(999), 1, b"x");
+    let reserved = frame_bytes(
+        FrameKind::Request,
+        Channel(65501),
+        NodeId::new(999).unwrap(),
+        1,
+        b"x",
+    );
     handshake_then(addr, &reserved);
     wait_until("the protocol violation to be counted", T, || {
         server.stats().closed_protocol == 1

@@ -58,7 +58,7 @@ fn membership_error(r: Result<Node, StartError>) -> MembershipError {
 }
 
 fn record_exists(etcd: &Etcd, cluster: &str, node: &Node) -> bool {
-    etcd.get(&format!("/domi/{cluster}/nodes/{}", node.id().0))
+    etcd.get(&format!("/domi/{cluster}/nodes/{}", node.id().get()))
         .is_some()
 }
 
@@ -190,7 +190,7 @@ fn start_together(endpoint: &str, cluster: &str, n: usize) -> Vec<Node> {
 }
 
 fn assert_registered_uniquely(etcd: &Etcd, cluster: &str, nodes: &[Node]) {
-    let ids: BTreeSet<u16> = nodes.iter().map(|n| n.id().0).collect();
+    let ids: BTreeSet<u16> = nodes.iter().map(|n| n.id().get()).collect();
     assert_eq!(ids.len(), nodes.len(), "ids are unique: {ids:?}");
     wait_until("every node's record", SETTLE, || {
         etcd.get_prefix(&format!("/domi/{cluster}/nodes/")).len() == nodes.len()
@@ -207,7 +207,7 @@ fn twenty_nodes_started_at_once_all_register_with_unique_ids() {
     let nodes = start_together(&etcd.endpoint(), "crowd", 20);
     let took = started.elapsed();
     assert_registered_uniquely(&etcd, "crowd", &nodes);
-    let ids: BTreeSet<u16> = nodes.iter().map(|n| n.id().0).collect();
+    let ids: BTreeSet<u16> = nodes.iter().map(|n| n.id().get()).collect();
     assert_eq!(ids, (0..20).collect(), "the lowest free ids are taken");
     assert!(took < Duration::from_secs(15), "{took:?}");
 }

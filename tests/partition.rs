@@ -63,7 +63,7 @@ fn a_partitioned_node_is_routed_around_and_heals() {
     );
     assert_eq!(
         client.peers().providers(CH),
-        [domi::NodeId(near.id)],
+        [domi::NodeId::new(near.id).unwrap()],
         "the far node is out of rotation"
     );
 

@@ -4,36 +4,19 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{small, wait_until, SETTLE};
-use domi::{Channel, Handler, Node};
+use common::{pong_server, small, wait_until, SETTLE};
+use domi::Channel;
 
 const CH: Channel = Channel(50);
 const T: Duration = Duration::from_secs(3);
 
-fn counting(name: &str) -> (Node, Arc<AtomicUsize>) {
-    let n = Arc::new(AtomicUsize::new(0));
-    let c = n.clone();
-    let node = small(name)
-        .subscribe(
-            CH,
-            Handler::sync(move |req| {
-                c.fetch_add(1, Ordering::SeqCst);
-                let _ = req.reply(b"ok");
-            }),
-        )
-        .start()
-        .unwrap();
-    (node, n)
-}
-
 #[test]
 fn a_broadcast_reaches_a_paused_subscriber_and_requests_do_not() {
-    let (a, got_a) = counting("a");
-    let (b, got_b) = counting("b");
+    let (a, got_a) = pong_server("a", CH);
+    let (b, got_b) = pong_server("b", CH);
     let client = small("client")
         .peers([a.local_addr(), b.local_addr()])
         .start()

@@ -7,9 +7,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::fixed::{peer_of, Fixed};
+use common::fixed::{caller, peer_of};
 use common::{small, wait_until, SETTLE};
-use domi::{BusError, Channel, ErrorCode, Handler, Node, NodeId, SendFailure, SendOp};
+use domi::{BusError, Channel, ErrorCode, Handler, SendFailure, SendOp};
 
 const CH: Channel = Channel(50);
 const REPLY: Channel = Channel(51);
@@ -36,13 +36,7 @@ fn a_call_to_a_provider_that_paused_after_routing_reaches_the_error_path() {
     let (seen, hook) = recorder();
     let replies = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
     let r = replies.clone();
-    let caller = Node::builder("caller")
-        .shards(1)
-        .small()
-        .membership(Box::new(Fixed {
-            id: NodeId(1000),
-            peers: vec![peer_of(&server)],
-        }))
+    let caller = caller("caller", 1, vec![peer_of(&server)])
         .subscribe(
             REPLY,
             Handler::sync(move |req| r.lock().unwrap().push(req.payload().to_vec())),
@@ -88,13 +82,7 @@ fn a_call_to_a_provider_that_unsubscribed_is_reported_as_no_handler() {
         .start()
         .unwrap();
     let (seen, hook) = recorder();
-    let caller = Node::builder("caller")
-        .shards(1)
-        .small()
-        .membership(Box::new(Fixed {
-            id: NodeId(1001),
-            peers: vec![peer_of(&server)],
-        }))
+    let caller = caller("caller", 1, vec![peer_of(&server)])
         .on_send_error(hook)
         .start()
         .unwrap();

@@ -140,7 +140,13 @@ fn a_large_frame_before_the_handshake_is_refused_without_buffering_it() {
     let before = server.stats().closed_malformed;
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     // A HELLO that declares 1 MiB: far over the handshake limit.
-    let mut header = frame_bytes(FrameKind::Control, Channel::HELLO, NodeId(999), 0, &[]);
+    let mut header = frame_bytes(
+        FrameKind::Control,
+        Channel::HELLO,
+        NodeId::new(999).unwrap(),
+        0,
+        &[],
+    );
     header[4..8].copy_from_slice(&(1u32 << 20).to_le_bytes());
     s.write_all(&header[..HEADER_LEN]).unwrap();
     assert_closed_within(s, T);
@@ -179,7 +185,7 @@ fn answers_count_only_on_the_connection_that_asked() {
         forged.extend(frame_bytes(
             FrameKind::Reply,
             Channel(0),
-            NodeId(999),
+            NodeId::new(999).unwrap(),
             corr,
             b"forged",
         ));
@@ -195,8 +201,14 @@ fn a_frame_claiming_another_source_closes_its_connection() {
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.write_all(&hello("default")).unwrap();
     read_frame(&mut s).unwrap();
-    s.write_all(&frame_bytes(FrameKind::OneWay, CH, NodeId(5), 0, b"spoof"))
-        .unwrap();
+    s.write_all(&frame_bytes(
+        FrameKind::OneWay,
+        CH,
+        NodeId::new(5).unwrap(),
+        0,
+        b"spoof",
+    ))
+    .unwrap();
     assert_closed_within(s, T);
     wait_until("the close to be counted", T, || {
         server.stats().closed_protocol > before
@@ -206,7 +218,7 @@ fn a_frame_claiming_another_source_closes_its_connection() {
 
 #[test]
 fn a_peer_that_goes_silent_fails_waiting_requests_with_peer_lost() {
-    let silent = silent_server(NodeId(999), vec![CH]);
+    let silent = silent_server(NodeId::new(999).unwrap(), vec![CH]);
     // The static list's own prober would also notice; make it patient so
     // this shows the shard's heartbeats at work (as with etcd membership).
     let client = small("waiter")
@@ -221,7 +233,12 @@ fn a_peer_that_goes_silent_fails_waiting_requests_with_peer_lost() {
     client.wait_for_provider(CH, SETTLE).unwrap();
     let started = Instant::now();
     let r = client.request(CH, b"anyone?", Duration::from_secs(30));
-    assert_eq!(r, Err(BusError::PeerLost { peer: NodeId(999) }));
+    assert_eq!(
+        r,
+        Err(BusError::PeerLost {
+            peer: NodeId::new(999).unwrap()
+        })
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "silence noticed after {:?}",

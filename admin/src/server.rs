@@ -313,7 +313,7 @@ impl AdminServer {
     }
 
     /// Stops accepting, closes connections that wait on their clients, joins
-    /// the accept thread, and waits (at most [`ANSWER_GRACE`]) for the
+    /// the accept thread, and waits (at most `ANSWER_GRACE`, 1 s) for the
     /// connections being answered to finish their answer, so that a process
     /// exiting next does not cut them. A client sees an answer or a closed
     /// connection, never an answer made up by the shutdown.

@@ -78,7 +78,7 @@ pub fn run(records: u16, channels_each: u16) -> Result<()> {
         .cluster("scale")
         .etcd([endpoint.clone()])
         .start()?;
-    let first = watcher.id().0 + 1;
+    let first = watcher.id().get() + 1;
     let lease = rt.block_on(client.lease_grant(60, None))?.id();
     let started = Instant::now();
     let ids: Vec<u16> = (first..first + records.min(1023)).collect();
@@ -88,7 +88,7 @@ pub fn run(records: u16, channels_each: u16) -> Result<()> {
         let info = NodeInfo {
             version: domi::frame::PROTOCOL_VERSION,
             cluster: "scale".into(),
-            id: NodeId(id),
+            id: NodeId::new(id).unwrap(),
             name: format!("node-{id}"),
             instance: id as u64,
             channels: (0..channels_each)
@@ -100,8 +100,12 @@ pub fn run(records: u16, channels_each: u16) -> Result<()> {
         let rec = NodeRecord::from_info(&info, addr, None, 1, 0);
         let opts = Some(PutOptions::new().with_lease(lease));
         let ops = vec![
-            TxnOp::put(id_key("scale", NodeId(id)), "x", opts.clone()),
-            TxnOp::put(node_key("scale", NodeId(id)), rec.to_json(), opts),
+            TxnOp::put(id_key("scale", NodeId::new(id).unwrap()), "x", opts.clone()),
+            TxnOp::put(
+                node_key("scale", NodeId::new(id).unwrap()),
+                rec.to_json(),
+                opts,
+            ),
         ];
         rt.block_on(client.txn(Txn::new().and_then(ops)))?;
     }
@@ -126,7 +130,7 @@ pub fn run(records: u16, channels_each: u16) -> Result<()> {
     for i in 0..n {
         let p = table.providers(Channel((i % 7) as u16));
         if let Some(id) = domi::route::select(p, &mut cursor, |_| false) {
-            sink = sink.wrapping_add(id.0 as u32);
+            sink = sink.wrapping_add(u32::from(id.get()));
         }
     }
     let select_ns = t.elapsed().as_nanos() as f64 / n as f64;

@@ -3,7 +3,7 @@
 //! One probe thread per listed address keeps a control connection to that
 //! peer: it learns the peer's id, name, channels and state from the
 //! handshake and from later announcements, sends heartbeats, and marks the
-//! peer down in the [`Directory`] when the connection breaks or falls silent;
+//! peer down in the [`Directory`](domi_core::Directory) when the connection breaks or falls silent;
 //! it reconnects with jittered exponential backoff.
 
 use std::io;
@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use domi_core::auth::{self, AuthError};
+use domi_core::auth;
 use domi_core::backoff::Backoff;
-use domi_core::frame::{FrameKind, DEFAULT_MAX_PAYLOAD};
-use domi_core::handshake::{self, HandshakeError, NodeInfo};
-use domi_core::{Channel, Membership, MembershipContext, MembershipError, NodeId, Peer};
+use domi_core::frame::DEFAULT_MAX_PAYLOAD;
+use domi_core::handshake::NodeInfo;
+use domi_core::session::{Action, Close, Session};
+use domi_core::timeouts::{Observed, Timeouts};
+use domi_core::{Membership, MembershipContext, MembershipError, NodeId, Peer};
 use tracing::{debug, info, warn};
 
-use crate::wire::{write_control, Framer, ReadError};
+use crate::wire::{write_queued, Framer, ReadError};
 
 /// Settings of [`StaticMembership`].
 #[derive(Clone, Debug)]
@@ -76,20 +78,13 @@ pub fn derived_id(addr: SocketAddr) -> NodeId {
         h ^= b as u32;
         h = h.wrapping_mul(0x0100_0193);
     }
-    NodeId((h % 1024) as u16)
+    NodeId::new((h % 1024) as u16).unwrap_or(NodeId::FIRST)
 }
 
 impl Membership for StaticMembership {
     fn join(&mut self, _local: &NodeInfo, addr: SocketAddr) -> Result<NodeId, MembershipError> {
-        if let Some(id) = self.config.node_id {
-            if NodeId::new(id.0).is_none() {
-                return Err(MembershipError::Config {
-                    reason: format!("node id {} out of range 0..=1023", id.0),
-                });
-            }
-            return Ok(id);
-        }
-        Ok(derived_id(addr))
+        // A `NodeId` is always in range: no check needed.
+        Ok(self.config.node_id.unwrap_or_else(|| derived_id(addr)))
     }
 
     fn start(&mut self, ctx: MembershipContext) -> Result<(), MembershipError> {
@@ -135,22 +130,14 @@ enum ProbeError {
     Read(#[from] ReadError),
     #[error("write: {0}")]
     Write(#[from] io::Error),
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    #[error("authentication: {0}")]
-    Auth(#[from] AuthError),
-    #[error("peer refused the handshake")]
-    Refused,
-    #[error("unexpected {0:?} frame during handshake")]
-    Unexpected(FrameKind),
+    #[error(transparent)]
+    Closed(#[from] Close),
     #[error("peer has this node's id {0}; configure distinct node ids")]
     DuplicateId(NodeId),
     #[error(
         "peer claims id {id}, already taken by the peer at {other}; configure distinct node ids"
     )]
     IdTaken { id: NodeId, other: SocketAddr },
-    #[error("peer silent for {0:?}")]
-    Silent(Duration),
 }
 
 struct Probe {
@@ -199,52 +186,74 @@ impl Probe {
         }
     }
 
+    /// One control connection, driven by the bus's own connection state
+    /// machine ([`Session`]): the handshake, authentication, heartbeats and
+    /// the silence rule are the shards' own.
     fn session(&self, known: &mut Option<NodeId>, attempt: &mut u32) -> Result<(), ProbeError> {
-        let ours = self.ctx.local.info();
+        let me = self.ctx.local.info().id;
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))
             .map_err(ProbeError::Connect)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(POLL))?;
-        let secret = self.ctx.local.secret();
-        let nonce_c = secret.map(|_| auth::nonce());
-        let mut hello = ours.to_bytes();
-        if let Some(n) = &nonce_c {
-            hello.extend_from_slice(n);
-        }
-        write_control(&mut s, ours.id, Channel::HELLO, &hello)?;
-        let mut framer = Framer::default();
-        let started = Instant::now();
-        let ack = loop {
-            match framer.read(&mut s, DEFAULT_MAX_PAYLOAD) {
-                Ok(f) => break f,
-                Err(ReadError::Io(e))
-                    if is_timeout(&e) && started.elapsed() < self.config.silence =>
-                {
-                    if self.stopped() {
-                        return Ok(());
-                    }
-                }
-                Err(ReadError::Io(e)) if is_timeout(&e) => {
-                    return Err(ProbeError::Silent(self.config.silence))
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let timeouts = Timeouts {
+            handshake: self.config.silence,
+            frame: self.config.silence,
+            heartbeat: self.config.heartbeat,
+            silence: self.config.silence,
         };
-        match (ack.meta.kind, ack.meta.channel) {
-            (FrameKind::Control, Channel::HELLO_ACK) => {}
-            (FrameKind::Error, _) => return Err(ProbeError::Refused),
-            (k, _) => return Err(ProbeError::Unexpected(k)),
+        let mut session = Session::connect(&self.ctx.local, None, auth::nonce());
+        let started = Instant::now();
+        let mut wrote = started;
+        let mut framer = Framer::default();
+        while !self.stopped() {
+            let now = Instant::now();
+            let seen = Observed {
+                open: session.is_open(),
+                mid_frame: framer.mid_frame(),
+                age: now.saturating_duration_since(started),
+                read_idle: now.saturating_duration_since(framer.arrived().unwrap_or(started)),
+                write_idle: now.saturating_duration_since(wrote),
+                heartbeat_idle: now.saturating_duration_since(started),
+            };
+            if let Some(close) = session.on_tick(now, &timeouts, &seen) {
+                return Err(close.into());
+            }
+            if write_queued(&mut s, &mut session)? {
+                wrote = Instant::now();
+            }
+            let f = match framer.read(&mut s, session.payload_limit(DEFAULT_MAX_PAYLOAD)) {
+                Ok(f) => f,
+                Err(ReadError::Io(e)) if is_timeout(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let action = session.on_frame(&self.ctx.local, f.frame());
+            if write_queued(&mut s, &mut session)? {
+                wrote = Instant::now();
+            }
+            match action {
+                Action::Opened(theirs) => {
+                    self.opened(me, theirs, known)?;
+                    *attempt = 0;
+                }
+                Action::Announced(info) => self.publish(info),
+                Action::Close(close) => return Err(close.into()),
+                // Heartbeat echoes; the prober sends no requests, so user
+                // frames and answers do not concern it.
+                _ => {}
+            }
         }
-        let (theirs, extra) = NodeInfo::decode_prefix(&ack.payload)?;
-        handshake::validate(&ours, &theirs)?;
-        if let (Some((nonce_s, proof)), Some(key), Some(nonce_c)) =
-            (auth::ack_auth(secret, extra)?, secret, nonce_c)
-        {
-            auth::check_server(key, &ours.cluster, &nonce_c, &nonce_s, proof)?;
-            let mine = auth::client_proof(key, &ours.cluster, &nonce_c, &nonce_s);
-            write_control(&mut s, ours.id, Channel::AUTH, &mine)?;
-        }
-        if theirs.id == ours.id {
+        Ok(())
+    }
+
+    /// The handshake with the peer `theirs` is done: checks its id, then
+    /// publishes it.
+    fn opened(
+        &self,
+        me: NodeId,
+        theirs: NodeInfo,
+        known: &mut Option<NodeId>,
+    ) -> Result<(), ProbeError> {
+        if theirs.id == me {
             return Err(ProbeError::DuplicateId(theirs.id));
         }
         if let Some(p) = self.ctx.directory.load().get(theirs.id) {
@@ -262,32 +271,6 @@ impl Probe {
         }
         info!(peer = %theirs.id, name = %theirs.name, addr = %self.addr, "static peer up");
         self.publish(theirs);
-        *attempt = 0;
-        let mut last_seen = Instant::now();
-        let mut last_beat = Instant::now();
-        while !self.stopped() {
-            if last_beat.elapsed() >= self.config.heartbeat {
-                write_control(&mut s, ours.id, Channel::HEARTBEAT, &[])?;
-                last_beat = Instant::now();
-            }
-            match framer.read(&mut s, DEFAULT_MAX_PAYLOAD) {
-                Ok(f) => {
-                    last_seen = Instant::now();
-                    if f.meta.kind == FrameKind::Control && f.meta.channel == Channel::ANNOUNCE {
-                        let info = NodeInfo::decode(&f.payload)?;
-                        if Some(info.id) == *known {
-                            self.publish(info);
-                        }
-                    }
-                }
-                Err(ReadError::Io(e)) if is_timeout(&e) => {
-                    if last_seen.elapsed() > self.config.silence {
-                        return Err(ProbeError::Silent(self.config.silence));
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
         Ok(())
     }
 
@@ -318,7 +301,7 @@ mod tests {
     fn derived_ids_are_in_range_and_stable() {
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         assert_eq!(derived_id(a), derived_id(a));
-        assert!(derived_id(a).0 <= NodeId::MAX);
+        assert!(derived_id(a).get() <= NodeId::MAX);
         let distinct: std::collections::HashSet<_> = (4000..4010)
             .map(|p| derived_id(SocketAddr::from(([127, 0, 0, 1], p))))
             .collect();

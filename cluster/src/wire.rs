@@ -1,17 +1,29 @@
 //! Blocking frame I/O for membership threads (std sockets, not shards): the
-//! same pure codec as the bus, over a small reassembly buffer.
+//! same pure codec as the bus, over a small reassembly buffer, and the
+//! writing of what a [`Session`] queues.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::Instant;
 
-use domi_core::frame::{self, Decoded, FrameError, FrameKind, Meta};
-use domi_core::{Channel, NodeId};
+use domi_core::frame::{self, Decoded, Frame, FrameError, Meta};
+use domi_core::session::Session;
 
 /// A frame read by a membership thread (payload copied: control traffic only).
 #[derive(Debug)]
 pub(crate) struct OwnedFrame {
     pub(crate) meta: Meta,
     pub(crate) payload: Vec<u8>,
+}
+
+impl OwnedFrame {
+    /// The frame as the codec hands it out, borrowing the payload.
+    pub(crate) fn frame(&self) -> Frame<'_> {
+        Frame {
+            meta: self.meta,
+            payload: &self.payload,
+        }
+    }
 }
 
 /// Why a blocking frame read failed.
@@ -29,6 +41,7 @@ pub(crate) enum ReadError {
 #[derive(Default)]
 pub(crate) struct Framer {
     buf: Vec<u8>,
+    arrived: Option<Instant>,
 }
 
 impl Framer {
@@ -48,26 +61,34 @@ impl Framer {
             if n == 0 {
                 return Err(ReadError::Eof);
             }
+            self.arrived = Some(Instant::now());
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+
+    /// When bytes last arrived, if ever.
+    pub(crate) fn arrived(&self) -> Option<Instant> {
+        self.arrived
+    }
+
+    /// Whether part of a frame is buffered.
+    pub(crate) fn mid_frame(&self) -> bool {
+        !self.buf.is_empty()
+    }
 }
 
-/// Writes one control frame.
-pub(crate) fn write_control(
-    s: &mut TcpStream,
-    me: NodeId,
-    channel: Channel,
-    payload: &[u8],
-) -> io::Result<()> {
-    let mut out = Vec::with_capacity(frame::HEADER_LEN + payload.len());
-    let meta = Meta {
-        kind: FrameKind::Control,
-        channel,
-        reply_channel: Channel(0),
-        source: me,
-        correlation: 0,
-    };
-    frame::encode(&mut out, &meta, payload);
-    s.write_all(&out)
+/// Writes every frame `session` queued, in one write. Returns whether
+/// anything but heartbeats left (heartbeats prove nothing about the peer
+/// reading, see `timeouts::Observed::write_idle`).
+pub(crate) fn write_queued(s: &mut TcpStream, session: &mut Session) -> io::Result<bool> {
+    let mut out = Vec::new();
+    let mut progress = false;
+    while let Some(t) = session.poll_transmit() {
+        progress |= !t.is_heartbeat();
+        t.encode(&mut out);
+    }
+    if !out.is_empty() {
+        s.write_all(&out)?;
+    }
+    Ok(progress)
 }

@@ -18,7 +18,7 @@ fn meta() -> Meta {
         kind: FrameKind::Request,
         channel: Channel(50),
         reply_channel: Channel(0),
-        source: NodeId(3),
+        source: NodeId::new(3).unwrap(),
         correlation: 42,
     }
 }
@@ -48,12 +48,12 @@ fn table(peers: u16, channels_each: u16) -> PeerTable {
     let mut map = BTreeMap::new();
     for id in 0..peers {
         map.insert(
-            NodeId(id),
+            NodeId::new(id).unwrap(),
             Peer {
                 info: NodeInfo {
                     version: PROTOCOL_VERSION,
                     cluster: "c".into(),
-                    id: NodeId(id),
+                    id: NodeId::new(id).unwrap(),
                     name: format!("n{id}"),
                     instance: id as u64,
                     channels: (0..channels_each).map(|c| Channel(c + (id % 8))).collect(),

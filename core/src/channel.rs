@@ -43,12 +43,19 @@ impl From<u16> for Channel {
 }
 
 /// A node's id within its cluster: `0..=1023`, the source id on the wire.
+///
+/// Only in-range ids exist: build one with [`NodeId::new`] or `try_from`, so
+/// an id from a custom membership or the wire can never index past a
+/// per-peer table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub u16);
+pub struct NodeId(u16);
 
 impl NodeId {
     /// Largest valid node id.
     pub const MAX: u16 = 1023;
+
+    /// Node id 0, the lowest.
+    pub const FIRST: NodeId = NodeId(0);
 
     /// A node id if `v` is in range.
     pub const fn new(v: u16) -> Option<NodeId> {
@@ -57,6 +64,45 @@ impl NodeId {
         } else {
             None
         }
+    }
+
+    /// An id for unit tests of this crate (panics when out of range).
+    #[cfg(test)]
+    pub(crate) const fn test(v: u16) -> NodeId {
+        assert!(v <= Self::MAX);
+        NodeId(v)
+    }
+
+    /// The id as a number, `0..=1023`.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+
+    /// The id as an index into per-peer tables of `MAX + 1` entries.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A node id outside `0..=1023`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("node id {value} out of range 0..=1023")]
+pub struct NodeIdOutOfRange {
+    /// The value given.
+    pub value: u16,
+}
+
+impl TryFrom<u16> for NodeId {
+    type Error = NodeIdOutOfRange;
+
+    fn try_from(value: u16) -> Result<NodeId, NodeIdOutOfRange> {
+        NodeId::new(value).ok_or(NodeIdOutOfRange { value })
+    }
+}
+
+impl From<NodeId> for u16 {
+    fn from(id: NodeId) -> u16 {
+        id.0
     }
 }
 
@@ -80,7 +126,12 @@ mod tests {
 
     #[test]
     fn node_id_range() {
-        assert_eq!(NodeId::new(1023), Some(NodeId(1023)));
+        assert_eq!(NodeId::new(1023).map(NodeId::get), Some(1023));
         assert_eq!(NodeId::new(1024), None);
+        assert_eq!(
+            NodeId::try_from(2000),
+            Err(NodeIdOutOfRange { value: 2000 })
+        );
+        assert_eq!(NodeId::try_from(7).map(u16::from), Ok(7));
     }
 }

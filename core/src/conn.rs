@@ -24,8 +24,9 @@ use crate::channel::{Channel, NodeId};
 use crate::error::ErrorCode;
 use crate::frame::{self, Decoded, FrameKind, Meta};
 use crate::notify::{Signal, Wake};
+use crate::session::{Close, Session};
 use crate::stats::Counters;
-use crate::timeouts::{Expired, Observed};
+use crate::timeouts::Observed;
 
 /// Which side opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,20 +35,6 @@ pub(crate) enum Dir {
     Outbound,
     /// The peer connected to us.
     Inbound,
-}
-
-/// Where a connection stands in the optional authentication exchange.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AuthState {
-    /// No secret configured, or done.
-    Done,
-    /// Connecting side: sent `nonce_c`, waiting for the server's proof.
-    AwaitServer { nonce_c: crate::auth::Nonce },
-    /// Accepting side: sent its proof, waiting for the client's.
-    AwaitClient {
-        nonce_c: crate::auth::Nonce,
-        nonce_s: crate::auth::Nonce,
-    },
 }
 
 /// Why a frame could not be queued.
@@ -68,23 +55,25 @@ pub(crate) enum CloseReason {
     Io(#[from] io::Error),
     #[error("malformed frame: {0}")]
     Frame(#[from] frame::FrameError),
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    #[error("handshake refused: {0}")]
-    Refused(String),
-    #[error("timed out: {0:?}")]
-    Timeout(Expired),
+    /// The connection's protocol state machine ended it.
+    #[error(transparent)]
+    Session(#[from] Close),
     #[error("closed locally")]
     Local,
 }
 
+/// One connection: its socket, its write queue, and its protocol state
+/// machine ([`Session`]), which alone decides what a frame means.
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) dir: Dir,
+    /// The peer's id: the node dialled (outbound), or the one whose
+    /// handshake was accepted (inbound, once open).
     pub(crate) peer: Cell<Option<NodeId>>,
     /// The address dialled (outbound connections).
     pub(crate) remote: Cell<Option<std::net::SocketAddr>>,
-    pub(crate) open: Cell<bool>,
+    /// The connection protocol (handshake, authentication, legal frames).
+    pub(crate) session: RefCell<Session>,
     max_queue: usize,
     counters: Rc<Counters>,
     stream: RefCell<Option<TcpStream>>,
@@ -113,21 +102,28 @@ pub(crate) struct Conn {
     last_write: Cell<Instant>,
     /// Frames other than heartbeats were queued since the last write.
     user_bytes: Cell<bool>,
-    last_heartbeat: Cell<Instant>,
     mid_frame: Cell<bool>,
     /// Frames queued before authentication completes (connecting side).
     held: RefCell<Option<Vec<u8>>>,
-    pub(crate) auth: Cell<AuthState>,
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, dir: Dir, max_queue: usize, counters: Rc<Counters>) -> Rc<Conn> {
-        Rc::new(Conn {
+    /// A connection driven by `session`; its first frames (the HELLO) are
+    /// queued at once, and user frames are held while the session says so.
+    pub(crate) fn new(
+        id: u64,
+        dir: Dir,
+        session: Session,
+        max_queue: usize,
+        counters: Rc<Counters>,
+    ) -> Rc<Conn> {
+        let hold = session.holds_user_frames();
+        let conn = Rc::new(Conn {
             id,
             dir,
             peer: Cell::new(None),
             remote: Cell::new(None),
-            open: Cell::new(false),
+            session: RefCell::new(session),
             max_queue,
             counters,
             stream: RefCell::new(None),
@@ -146,11 +142,27 @@ impl Conn {
             last_read: Cell::new(Instant::now()),
             last_write: Cell::new(Instant::now()),
             user_bytes: Cell::new(false),
-            last_heartbeat: Cell::new(Instant::now()),
             mid_frame: Cell::new(false),
-            held: RefCell::new(None),
-            auth: Cell::new(AuthState::Done),
-        })
+            held: RefCell::new(hold.then(Vec::new)),
+        });
+        conn.flush_session();
+        conn
+    }
+
+    /// Queues what the session wants sent (handshake answers, heartbeats,
+    /// a refusal), in order, ahead of any held user frame.
+    pub(crate) fn flush_session(&self) {
+        loop {
+            let Some(t) = self.session.borrow_mut().poll_transmit() else {
+                return;
+            };
+            self.push_control(&t.meta, &t.payload, !t.is_heartbeat());
+        }
+    }
+
+    /// Whether the handshake is done and the connection not closing.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.is_closing() && self.session.borrow().is_open()
     }
 
     pub(crate) fn attach(&self, stream: TcpStream) {
@@ -233,15 +245,22 @@ impl Conn {
         let _ = self.push(&meta, &code.to_payload());
     }
 
-    /// Queues a control frame on a reserved channel.
-    pub(crate) fn push_control(&self, me: NodeId, channel: Channel, payload: &[u8]) {
+    /// Queues an announcement of this node's new info (channels, state).
+    pub(crate) fn push_announce(&self, me: NodeId, info: &[u8]) {
         let meta = Meta {
             kind: FrameKind::Control,
-            channel,
+            channel: Channel::ANNOUNCE,
             reply_channel: Channel(0),
             source: me,
             correlation: 0,
         };
+        self.push_control(&meta, info, true);
+    }
+
+    /// Queues a control or handshake frame ahead of held user frames;
+    /// `progress` says whether it leaving proves the peer reads (heartbeats
+    /// do not).
+    fn push_control(&self, meta: &Meta, payload: &[u8], progress: bool) {
         // Control frames are small and rare, but a peer that floods
         // heartbeats and never reads must not grow the queue: over the bound
         // they are dropped (the silence timeout deals with such a peer).
@@ -251,19 +270,14 @@ impl Conn {
             return;
         }
         let before = out.len();
-        frame::encode(&mut out, &meta, payload);
+        frame::encode(&mut out, meta, payload);
         self.queued_pos
             .set(self.queued_pos.get() + (out.len() - before) as u64);
         drop(out);
-        if channel != Channel::HEARTBEAT {
+        if progress {
             self.user_bytes.set(true);
         }
         self.writer.notify();
-    }
-
-    /// Holds user frames back until [`Conn::release_held`] (authentication).
-    pub(crate) fn hold(&self) {
-        *self.held.borrow_mut() = Some(Vec::new());
     }
 
     /// Sends the frames held during authentication.
@@ -465,11 +479,7 @@ impl Conn {
             // Decode every complete frame in the buffer. Until the handshake
             // is done, only handshake-sized frames are accepted.
             loop {
-                let limit = if self.open.get() {
-                    max_payload
-                } else {
-                    max_payload.min(crate::handshake::MAX_HANDSHAKE_PAYLOAD)
-                };
+                let limit = self.session.borrow().payload_limit(max_payload);
                 match frame::decode(&buf[start..end], limit) {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         start += consumed;
@@ -526,18 +536,14 @@ impl Conn {
     /// What housekeeping needs to judge this connection at `now`.
     pub(crate) fn observe(&self, now: Instant) -> Observed {
         Observed {
-            open: self.open.get(),
+            open: self.session.borrow().is_open(),
             mid_frame: self.mid_frame.get(),
             age: now.saturating_duration_since(self.created),
             read_idle: now.saturating_duration_since(self.last_read.get()),
             write_idle: now.saturating_duration_since(self.last_write.get()),
-            heartbeat_idle: now.saturating_duration_since(self.last_heartbeat.get()),
+            // The session remembers its own heartbeats.
+            heartbeat_idle: now.saturating_duration_since(self.created),
         }
-    }
-
-    /// Records that a heartbeat went out.
-    pub(crate) fn heartbeat_sent(&self, now: Instant) {
-        self.last_heartbeat.set(now);
     }
 
     /// Bytes queued and not yet written.

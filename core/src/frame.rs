@@ -235,7 +235,7 @@ pub fn encode_parts(out: &mut Vec<u8>, meta: &Meta, parts: &[&[u8]]) {
         payload_len: U32::new(len as u32),
         channel: U16::new(meta.channel.0),
         reply_channel: U16::new(meta.reply_channel.0),
-        source: U16::new(meta.source.0),
+        source: U16::new(meta.source.get()),
         flags: U16::new(0),
         correlation: U64::new(meta.correlation),
     };
@@ -293,7 +293,7 @@ mod tests {
             kind,
             channel: Channel(50),
             reply_channel: Channel(7),
-            source: NodeId(3),
+            source: NodeId::test(3),
             correlation: 0x0102_0304_0506_0708,
         }
     }
@@ -429,7 +429,7 @@ mod tests {
             fn round_trip(kind in any_kind(), ch: u16, rc: u16, src in 0u16..=1023,
                           corr: u64, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
                 let m = Meta { kind, channel: Channel(ch), reply_channel: Channel(rc),
-                               source: NodeId(src), correlation: corr };
+                               source: NodeId::test(src), correlation: corr };
                 let mut out = Vec::new();
                 encode(&mut out, &m, &payload);
                 let Decoded::Frame { frame, consumed } = decode(&out, 1 << 20).unwrap() else {

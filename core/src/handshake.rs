@@ -40,8 +40,13 @@ pub enum NodeState {
     Draining,
 }
 
+/// The one place `NodeState` is encoded: its wire byte and its name.
 impl NodeState {
-    fn to_u8(self) -> u8 {
+    /// Every state, in wire order.
+    pub const ALL: [NodeState; 3] = [NodeState::Serving, NodeState::Paused, NodeState::Draining];
+
+    /// The wire byte (handshake and announcements).
+    pub const fn to_u8(self) -> u8 {
         match self {
             NodeState::Serving => 0,
             NodeState::Paused => 1,
@@ -49,7 +54,8 @@ impl NodeState {
         }
     }
 
-    fn from_u8(v: u8) -> Option<Self> {
+    /// The state of a wire byte, if known.
+    pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(NodeState::Serving),
             1 => Some(NodeState::Paused),
@@ -59,12 +65,23 @@ impl NodeState {
     }
 
     /// The lowercase name used in records and status output.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             NodeState::Serving => "serving",
             NodeState::Paused => "paused",
             NodeState::Draining => "draining",
         }
+    }
+
+    /// The state of a name given by [`NodeState::as_str`], if known.
+    pub fn from_name(name: &str) -> Option<Self> {
+        NodeState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -141,7 +158,7 @@ impl NodeInfo {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.version);
         out.push(self.state.to_u8());
-        out.extend_from_slice(&self.id.0.to_le_bytes());
+        out.extend_from_slice(&self.id.get().to_le_bytes());
         out.extend_from_slice(&self.instance.to_le_bytes());
         out.push(self.cluster.len().min(255) as u8);
         out.push(self.name.len().min(255) as u8);
@@ -259,7 +276,7 @@ mod tests {
         NodeInfo {
             version: PROTOCOL_VERSION,
             cluster: "prod".into(),
-            id: NodeId(7),
+            id: NodeId::test(7),
             name: "alpha".into(),
             instance: 42,
             channels: vec![Channel(50), Channel(51)],
@@ -350,7 +367,7 @@ mod tests {
         fn round_trip(cluster in "[a-z]{0,40}", name in "\\PC{0,40}", id in 0u16..=1023,
                       instance: u64, chans in proptest::collection::btree_set(any::<u16>(), 0..64),
                       state in 0u8..3) {
-            let i = NodeInfo { version: PROTOCOL_VERSION, cluster, id: NodeId(id), name,
+            let i = NodeInfo { version: PROTOCOL_VERSION, cluster, id: NodeId::test(id), name,
                 instance, channels: chans.into_iter().map(Channel).collect(),
                 state: NodeState::from_u8(state).unwrap() };
             prop_assume!(i.check().is_ok());

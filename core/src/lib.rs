@@ -17,10 +17,14 @@
 //! - [`route`]: the immutable peer table, round-robin selection, the `Directory`.
 //! - [`backoff`]: jittered exponential backoff arithmetic.
 //! - [`timeouts`]: handshake, half-frame, heartbeat and silence decisions.
+//! - [`session`]: the connection protocol as one sans-I/O state machine
+//!   (handshake, authentication, which frame is legal when): frames in, actions out.
 //! - [`config`]: `NodeConfig` and its validation.
 //! - [`membership`]: the seam membership implementations plug into.
 //! - `conn`, `shard`, `notify` (private): the glommio drivers: connections,
 //!   the per-shard runtime, single-thread wake-ups.
+//! - `shared` (private): what the node handle and its shards share (config,
+//!   directory, handler table, state, down-marks) and the changes to it.
 //! - [`node`]: starting a node; the `Send + Sync` handle for plain threads.
 //!
 //! Decisions (decode, validate, select, back off) are pure functions tested
@@ -41,7 +45,9 @@ pub mod node;
 mod notify;
 pub mod overload;
 pub mod route;
+pub mod session;
 mod shard;
+mod shared;
 pub mod stats;
 pub mod timeouts;
 

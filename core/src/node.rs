@@ -8,11 +8,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use futures_lite::future;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
@@ -26,6 +25,7 @@ use crate::handshake::{NodeInfo, NodeState};
 use crate::membership::{LocalNode, Membership, MembershipContext, MembershipError};
 use crate::route::{Directory, Peer};
 use crate::shard::{self, Command, LocalBus};
+use crate::shared::Shared;
 use crate::stats::Snapshot;
 
 /// Why a node did not start.
@@ -58,84 +58,11 @@ pub enum StartError {
     Membership(#[from] MembershipError),
 }
 
-/// State shared by the shards and the handle (read-mostly).
-pub(crate) struct Shared {
-    pub(crate) config: NodeConfig,
-    pub(crate) id: NodeId,
-    pub(crate) addr: SocketAddr,
-    pub(crate) directory: Arc<Directory>,
-    pub(crate) handlers: ArcSwap<HandlerTable>,
-    pub(crate) handler_epoch: AtomicU64,
-    /// Bumped when this node's info (channels, state) changes; each shard
-    /// announces to its peers until it has announced the latest one.
-    pub(crate) info_epoch: AtomicU64,
-    /// The node's handle, for code on a shard ([`LocalBus::node`]); weak, so
-    /// the handler table (which the shards hold) never keeps the node alive.
-    handle: std::sync::OnceLock<std::sync::Weak<Inner>>,
-    state: AtomicU8,
-    local: LocalNode,
-    /// Peers a shard of this node failed to reach (by node id): every shard
-    /// skips them until the shard that marked one reconnects.
-    down: Box<[AtomicBool]>,
-    downs: AtomicUsize,
-}
-
-impl Shared {
-    pub(crate) fn local_info(&self) -> NodeInfo {
-        self.local.info()
-    }
-
-    pub(crate) fn secret(&self) -> Option<&[u8]> {
-        self.local.secret()
-    }
-
-    /// The node's `Send + Sync` handle, while it is running.
-    pub(crate) fn node(&self) -> Option<Node> {
-        let inner = self.handle.get()?.upgrade()?;
-        (!inner.stopped.load(Ordering::Acquire)).then_some(Node { inner })
-    }
-
-    /// Marks `peer` down (or up again) for every shard.
-    pub(crate) fn set_down(&self, peer: NodeId, down: bool) {
-        let Some(flag) = self.down.get(peer.0 as usize) else {
-            return;
-        };
-        if flag.swap(down, Ordering::AcqRel) != down {
-            if down {
-                self.downs.fetch_add(1, Ordering::AcqRel);
-            } else {
-                self.downs.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-    }
-
-    pub(crate) fn is_down(&self, peer: NodeId) -> bool {
-        self.down
-            .get(peer.0 as usize)
-            .is_some_and(|f| f.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn any_down(&self) -> bool {
-        self.downs.load(Ordering::Relaxed) > 0
-    }
-
-    pub(crate) fn state(&self) -> NodeState {
-        match self.state.load(Ordering::Acquire) {
-            0 => NodeState::Serving,
-            1 => NodeState::Paused,
-            _ => NodeState::Draining,
-        }
-    }
-}
-
 struct Inner {
     shared: Arc<Shared>,
     senders: Vec<async_channel::Sender<Command>>,
     next_shard: AtomicUsize,
     threads: Mutex<Vec<ExecutorJoinHandle<()>>>,
-    membership: Mutex<Box<dyn Membership>>,
-    update: Mutex<()>,
-    stopped: AtomicBool,
 }
 
 /// A running node. Cheap to clone; `Send + Sync`; stops when [`Node::stop`]
@@ -205,7 +132,7 @@ impl Node {
         let mut info = NodeInfo {
             version: PROTOCOL_VERSION,
             cluster: config.cluster.clone(),
-            id: NodeId(0),
+            id: NodeId::FIRST,
             name: config.name.clone(),
             instance: fastrand::u64(..),
             channels: table.channels(),
@@ -225,20 +152,13 @@ impl Node {
             addr,
             secret: config.cluster_secret.clone().map(Arc::new),
         };
-        let shared = Arc::new(Shared {
-            id: info.id,
-            addr,
-            directory: directory.clone(),
-            handlers: ArcSwap::from_pointee(table),
-            handler_epoch: AtomicU64::new(1),
-            info_epoch: AtomicU64::new(0),
-            handle: std::sync::OnceLock::new(),
-            state: AtomicU8::new(0),
-            local: local.clone(),
-            down: (0..=NodeId::MAX).map(|_| AtomicBool::new(false)).collect(),
-            downs: AtomicUsize::new(0),
+        let shared = Arc::new(Shared::new(
             config,
-        });
+            local.clone(),
+            directory.clone(),
+            table,
+            membership,
+        ));
         let (senders, threads) = start_shards(&shared)?;
         drop(probe);
         let node = Node {
@@ -247,26 +167,15 @@ impl Node {
                 senders,
                 next_shard: AtomicUsize::new(0),
                 threads: Mutex::new(threads),
-                membership: Mutex::new(membership),
-                update: Mutex::new(()),
-                stopped: AtomicBool::new(false),
             }),
         };
-        let _ = node.shared().handle.set(Arc::downgrade(&node.inner));
         let ctx = MembershipContext { directory, local };
-        if let Err(e) = node.membership().start(ctx) {
+        if let Err(e) = node.shared().membership().start(ctx) {
             node.stop();
             return Err(e.into());
         }
         info!(id = %info.id, name = %info.name, %addr, shards = node.shards(), "node started");
         Ok(node)
-    }
-
-    fn membership(&self) -> std::sync::MutexGuard<'_, Box<dyn Membership>> {
-        self.inner
-            .membership
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn shared(&self) -> &Shared {
@@ -300,36 +209,24 @@ impl Node {
 
     /// Serves `channel` with `handler` on every shard, and tells the cluster.
     pub fn subscribe(&self, channel: Channel, handler: Handler) -> Result<(), BusError> {
-        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
-        let table = self.shared().handlers.load().with(channel, handler)?;
-        self.set_handlers(table);
+        self.shared().subscribe(channel, handler)?;
+        self.announce();
         Ok(())
     }
 
     /// Stops serving `channel`; returns whether it was served.
     pub fn unsubscribe(&self, channel: Channel) -> bool {
-        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.shared().handlers.load();
-        if current.get(channel).is_none() {
-            return false;
+        let was = self.shared().unsubscribe(channel);
+        if was {
+            self.announce();
         }
-        let table = current.without(channel);
-        drop(current);
-        self.set_handlers(table);
-        true
-    }
-
-    fn set_handlers(&self, table: HandlerTable) {
-        let channels = table.channels();
-        self.shared().handlers.store(Arc::new(table));
-        self.shared().handler_epoch.fetch_add(1, Ordering::AcqRel);
-        self.local_changed(|info| info.channels = channels);
+        was
     }
 
     /// Sets this node's state (serving, paused, draining) and tells the cluster.
     pub fn set_state(&self, state: NodeState) {
-        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
-        self.store_state(state);
+        self.shared().set_state(state);
+        self.announce();
     }
 
     /// Moves from state `from` to `to` and tells the cluster, atomically with
@@ -337,43 +234,16 @@ impl Node {
     /// nothing) when the node is not in `from` — e.g. a pause racing a drain
     /// never overwrites `draining`.
     pub fn transition(&self, from: NodeState, to: NodeState) -> bool {
-        let _g = self.inner.update.lock().unwrap_or_else(|e| e.into_inner());
-        if self.shared().state() != from {
-            return false;
+        let moved = self.shared().transition(from, to);
+        if moved {
+            self.announce();
         }
-        self.store_state(to);
-        true
+        moved
     }
 
-    fn store_state(&self, state: NodeState) {
-        let v = match state {
-            NodeState::Serving => 0,
-            NodeState::Paused => 1,
-            NodeState::Draining => 2,
-        };
-        self.shared().state.store(v, Ordering::Release);
-        self.local_changed(|info| info.state = state);
-    }
-
-    fn local_changed(&self, f: impl FnOnce(&mut NodeInfo)) {
-        let shared = self.shared();
-        let info = {
-            let mut info = shared.local.info.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut info);
-            info.clone()
-        };
-        let addr = shared.addr;
-        shared.directory.update(|t| {
-            t.with_peer(Peer {
-                info: info.clone(),
-                addr,
-                up: true,
-            })
-        });
-        self.membership().local_changed(&info);
-        shared.info_epoch.fetch_add(1, Ordering::AcqRel);
-        // Announce now; a shard whose queue is full announces on its next
-        // housekeeping tick instead (it compares `info_epoch`).
+    /// Asks every shard to tell its peers our new info now; a shard whose
+    /// queue is full does it on its next housekeeping tick instead.
+    fn announce(&self) {
         for s in &self.inner.senders {
             let _ = s.try_send(Command::Announce);
         }
@@ -384,7 +254,7 @@ impl Node {
             channel,
             len,
             self.shared().config.max_payload,
-            self.inner.stopped.load(Ordering::Acquire),
+            self.shared().is_stopped(),
         )
     }
 
@@ -600,7 +470,7 @@ impl Node {
 
     /// Whether [`Node::stop`] was called.
     pub fn is_stopped(&self) -> bool {
-        self.inner.stopped.load(Ordering::Acquire)
+        self.shared().is_stopped()
     }
 
     /// Leaves the cluster and stops every shard; waiting requests fail with
@@ -612,14 +482,11 @@ impl Node {
 
 impl Inner {
     fn stop(&self) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
+        if self.shared.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
         let started = Instant::now();
-        self.membership
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .leave();
+        self.shared.membership().leave();
         for s in &self.senders {
             let _ = s.try_send(Command::Stop);
             s.close();
@@ -684,7 +551,7 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
             Placement::Unbound
         };
         let mut builder = LocalExecutorBuilder::new(placement)
-            .name(&format!("domi-{}-{i}", shared.id.0))
+            .name(&format!("domi-{}-{i}", shared.id.get()))
             .io_memory(cfg.io_memory);
         if let Some(spin) = cfg.spin_before_park {
             builder = builder.spin_before_park(spin);

@@ -322,7 +322,7 @@ mod tests {
             info: NodeInfo {
                 version: PROTOCOL_VERSION,
                 cluster: "c".into(),
-                id: NodeId(id),
+                id: NodeId::test(id),
                 name: format!("n{id}"),
                 instance: id as u64,
                 channels: chans.iter().rev().map(|c| Channel(*c)).collect(),
@@ -341,37 +341,43 @@ mod tests {
             .with_peer(peer(3, &[50], NodeState::Paused, true))
             .with_peer(peer(4, &[50], NodeState::Draining, true))
             .with_peer(peer(5, &[50], NodeState::Serving, false));
-        assert_eq!(t.providers(Channel(50)), &[NodeId(1), NodeId(2)]);
-        assert_eq!(t.providers(Channel(51)), &[NodeId(2)]);
+        assert_eq!(
+            t.providers(Channel(50)),
+            &[NodeId::test(1), NodeId::test(2)]
+        );
+        assert_eq!(t.providers(Channel(51)), &[NodeId::test(2)]);
         assert_eq!(t.providers(Channel(52)), &[] as &[NodeId]);
         // Broadcasts reach paused subscribers, not draining or down ones.
         assert_eq!(
             t.subscribers(Channel(50)),
-            &[NodeId(1), NodeId(2), NodeId(3)]
+            &[NodeId::test(1), NodeId::test(2), NodeId::test(3)]
         );
         assert_eq!(t.all_serving(Channel(50)).count(), 5);
         assert_eq!(t.epoch(), 5);
-        let t = t.with_up(NodeId(5), true);
+        let t = t.with_up(NodeId::test(5), true);
         assert_eq!(t.providers(Channel(50)).len(), 3);
-        let t = t.without(NodeId(1));
-        assert_eq!(t.providers(Channel(50)), &[NodeId(2), NodeId(5)]);
+        let t = t.without(NodeId::test(1));
+        assert_eq!(
+            t.providers(Channel(50)),
+            &[NodeId::test(2), NodeId::test(5)]
+        );
     }
 
     #[test]
     fn round_robin_is_exactly_even_and_skips() {
-        let p = [NodeId(0), NodeId(1), NodeId(2)];
+        let p = [NodeId::test(0), NodeId::test(1), NodeId::test(2)];
         let mut cursor = 0;
         let mut counts = [0; 3];
         for _ in 0..300 {
             let id = select(&p, &mut cursor, |_| false).unwrap();
-            counts[id.0 as usize] += 1;
+            counts[id.index()] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
         let mut seen = Vec::new();
         for _ in 0..4 {
-            seen.push(select(&p, &mut cursor, |id| id == NodeId(1)).unwrap());
+            seen.push(select(&p, &mut cursor, |id| id == NodeId::test(1)).unwrap());
         }
-        assert!(!seen.contains(&NodeId(1)));
+        assert!(!seen.contains(&NodeId::test(1)));
         assert_eq!(select(&p, &mut cursor, |_| true), None);
         assert_eq!(select(&[], &mut cursor, |_| false), None);
     }
@@ -383,17 +389,17 @@ mod tests {
         assert!(d.load().is_empty());
         d.update(|t| t.with_peer(peer(1, &[9], NodeState::Serving, true)));
         assert_eq!(d.changes(), 1);
-        assert_eq!(d.load().providers(Channel(9)), &[NodeId(1)]);
-        d.update(|t| t.with_up(NodeId(1), false));
-        d.update(|t| t.with_up(NodeId(1), false)); // no change, no event
-        d.update(|t| t.without(NodeId(1)));
+        assert_eq!(d.load().providers(Channel(9)), &[NodeId::test(1)]);
+        d.update(|t| t.with_up(NodeId::test(1), false));
+        d.update(|t| t.with_up(NodeId::test(1), false)); // no change, no event
+        d.update(|t| t.without(NodeId::test(1)));
         let got: Vec<PeerEvent> = events.try_iter().collect();
         assert_eq!(
             got,
             vec![
-                PeerEvent::Joined(NodeId(1)),
-                PeerEvent::Changed(NodeId(1)),
-                PeerEvent::Left(NodeId(1))
+                PeerEvent::Joined(NodeId::test(1)),
+                PeerEvent::Changed(NodeId::test(1)),
+                PeerEvent::Left(NodeId::test(1))
             ]
         );
     }
@@ -404,15 +410,15 @@ mod tests {
             .with_peer(peer(1, &[9], NodeState::Serving, true))
             .with_peer(peer(2, &[9], NodeState::Serving, true));
         let b = a
-            .without(NodeId(1))
+            .without(NodeId::test(1))
             .with_peer(peer(2, &[9], NodeState::Paused, true))
             .with_peer(peer(3, &[9], NodeState::Serving, true));
         assert_eq!(
             diff(&a, &b),
             vec![
-                PeerEvent::Left(NodeId(1)),
-                PeerEvent::Changed(NodeId(2)),
-                PeerEvent::Joined(NodeId(3))
+                PeerEvent::Left(NodeId::test(1)),
+                PeerEvent::Changed(NodeId::test(2)),
+                PeerEvent::Joined(NodeId::test(3))
             ]
         );
         assert!(diff(&b, &b).is_empty());

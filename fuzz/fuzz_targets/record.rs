@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
 
     let (_table, _bad) = record::apply_all(
         "c",
-        NodeId(9),
+        NodeId::new(9).unwrap(),
         &PeerTable::new(),
         &[Change::Put {
             key: b"/domi/c/nodes/3".to_vec(),
@@ -37,6 +37,6 @@ fuzz_target!(|data: &[u8]| {
     );
 
     if let Some(id) = record::parse_id("/domi/c/nodes/", data) {
-        assert!(id.0 <= NodeId::MAX);
+        assert!(id.get() <= NodeId::MAX);
     }
 });

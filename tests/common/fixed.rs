@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 
 use domi::route::Peer;
-use domi::{Channel, Membership, MembershipContext, MembershipError, Node, NodeId, NodeInfo};
+use domi::{
+    Channel, Membership, MembershipContext, MembershipError, Node, NodeBuilder, NodeId, NodeInfo,
+};
 
 /// Membership over exactly these peers (the local node is added by the node).
 pub struct Fixed {
@@ -46,7 +48,7 @@ pub fn dead_peer(id: u16, channels: &[Channel], like: &Node) -> Peer {
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let mut info = like.info();
-    info.id = NodeId(id);
+    info.id = NodeId::new(id).unwrap();
     info.name = format!("dead{id}");
     info.instance = u64::from(id);
     info.channels = channels.to_vec();
@@ -55,4 +57,15 @@ pub fn dead_peer(id: u16, channels: &[Channel], like: &Node) -> Peer {
         addr,
         up: true,
     }
+}
+
+/// A caller named `name` whose table holds exactly `peers`.
+pub fn caller(name: &str, shards: usize, peers: Vec<Peer>) -> NodeBuilder {
+    Node::builder(name)
+        .shards(shards)
+        .small()
+        .membership(Box::new(Fixed {
+            id: NodeId::new(1000).expect("in range"),
+            peers,
+        }))
 }

@@ -14,7 +14,10 @@ use domi::{Channel, Handler, Node, NodeBuilder, NodeId};
 pub fn small(name: &str) -> NodeBuilder {
     static NEXT_ID: AtomicU16 = AtomicU16::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) % 1024;
-    Node::builder(name).shards(1).small().node_id(NodeId(id))
+    Node::builder(name)
+        .shards(1)
+        .small()
+        .node_id(NodeId::new(id).unwrap())
 }
 
 /// A server replying `pong` on `channel` and counting what it handled.

@@ -15,7 +15,7 @@ pub fn hello(cluster: &str) -> Vec<u8> {
     let info = NodeInfo {
         version: frame::PROTOCOL_VERSION,
         cluster: cluster.into(),
-        id: NodeId(999),
+        id: NodeId::new(999).unwrap(),
         name: "raw".into(),
         instance: 12345,
         channels: vec![],
@@ -25,7 +25,7 @@ pub fn hello(cluster: &str) -> Vec<u8> {
         kind: FrameKind::Control,
         channel: Channel::HELLO,
         reply_channel: Channel(0),
-        source: NodeId(999),
+        source: NodeId::new(999).unwrap(),
         correlation: 0,
     };
     let mut out = Vec::new();

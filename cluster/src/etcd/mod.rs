@@ -2,7 +2,7 @@
 //! with a transaction, and a watch feeding the peer table.
 //!
 //! [`EtcdMembership`] implements the core's membership seam by handing every
-//! call to the discovery thread ([`discovery`]); the data model is in the
+//! call to the discovery thread (`discovery`); the data model is in the
 //! pure [`record`] module.
 //!
 //! Joining survives a late or overloaded etcd: attempts are retried with

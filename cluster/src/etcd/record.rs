@@ -26,12 +26,12 @@ pub fn ids_prefix(cluster: &str) -> String {
 
 /// `/domi/<cluster>/nodes/<id>`.
 pub fn node_key(cluster: &str, id: NodeId) -> String {
-    format!("{}{}", nodes_prefix(cluster), id.0)
+    format!("{}{}", nodes_prefix(cluster), id.get())
 }
 
 /// `/domi/<cluster>/ids/<id>`.
 pub fn id_key(cluster: &str, id: NodeId) -> String {
-    format!("{}{}", ids_prefix(cluster), id.0)
+    format!("{}{}", ids_prefix(cluster), id.get())
 }
 
 /// The id at the end of a key under `prefix`, if it is one.
@@ -47,11 +47,13 @@ pub fn parse_id(prefix: &str, key: &[u8]) -> Option<NodeId> {
 pub fn lowest_free(taken: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
     let mut used = [false; NodeId::MAX as usize + 1];
     for id in taken {
-        if let Some(slot) = used.get_mut(id.0 as usize) {
+        if let Some(slot) = used.get_mut(id.index()) {
             *slot = true;
         }
     }
-    used.iter().position(|u| !u).map(|i| NodeId(i as u16))
+    used.iter()
+        .position(|u| !u)
+        .and_then(|i| NodeId::new(i as u16))
 }
 
 /// Who holds a node id's claim key (`/domi/<cluster>/ids/<id>`), as far as
@@ -159,7 +161,7 @@ impl NodeRecord {
         started_at: u64,
     ) -> NodeRecord {
         NodeRecord {
-            id: info.id.0,
+            id: info.id.get(),
             name: info.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: info.version,
@@ -193,12 +195,7 @@ impl NodeRecord {
         };
         let id = NodeId::new(self.id).ok_or_else(|| field("id", &self.id))?;
         let addr: SocketAddr = self.tcp.parse().map_err(|_| field("tcp", &self.tcp))?;
-        let state = match self.state.as_str() {
-            "serving" => NodeState::Serving,
-            "paused" => NodeState::Paused,
-            "draining" => NodeState::Draining,
-            other => return Err(field("state", &other)),
-        };
+        let state = NodeState::from_name(&self.state).ok_or_else(|| field("state", &self.state))?;
         let instance = u64::from_str_radix(&self.instance, 16)
             .map_err(|_| field("instance", &self.instance))?;
         if self.name.len() > 255 {
@@ -271,9 +268,9 @@ pub fn table_from_list(
 
 fn parse_peer(cluster: &str, key_id: NodeId, value: &[u8]) -> Result<Peer, RecordError> {
     let rec = NodeRecord::from_json(value)?;
-    if rec.id != key_id.0 {
+    if rec.id != key_id.get() {
         return Err(RecordError::IdMismatch {
-            key: key_id.0,
+            key: key_id.get(),
             record: rec.id,
         });
     }
@@ -340,13 +337,17 @@ pub fn apply(
 
 #[cfg(test)]
 mod tests {
+    fn nid(v: u16) -> NodeId {
+        NodeId::new(v).expect("in range")
+    }
+
     use super::*;
 
     fn info(id: u16, chans: &[u16]) -> NodeInfo {
         NodeInfo {
             version: PROTOCOL_VERSION,
             cluster: "c".into(),
-            id: NodeId(id),
+            id: nid(id),
             name: format!("n{id}"),
             instance: 0xabc + id as u64,
             channels: chans.iter().map(|c| Channel(*c)).collect(),
@@ -357,7 +358,7 @@ mod tests {
     fn kv(id: u16, chans: &[u16]) -> (Vec<u8>, Vec<u8>) {
         let addr = SocketAddr::from(([127, 0, 0, 1], 7000 + id));
         let rec = NodeRecord::from_info(&info(id, chans), addr, None, 2, 1);
-        (node_key("c", NodeId(id)).into_bytes(), rec.to_json())
+        (node_key("c", nid(id)).into_bytes(), rec.to_json())
     }
 
     fn local() -> Peer {
@@ -370,19 +371,19 @@ mod tests {
 
     #[test]
     fn keys_and_ids() {
-        assert_eq!(node_key("c", NodeId(7)), "/domi/c/nodes/7");
-        assert_eq!(id_key("c", NodeId(7)), "/domi/c/ids/7");
+        assert_eq!(node_key("c", nid(7)), "/domi/c/nodes/7");
+        assert_eq!(id_key("c", nid(7)), "/domi/c/ids/7");
         assert_eq!(
             parse_id("/domi/c/nodes/", b"/domi/c/nodes/1023"),
-            Some(NodeId(1023))
+            Some(nid(1023))
         );
         assert_eq!(parse_id("/domi/c/nodes/", b"/domi/c/nodes/1024"), None);
         assert_eq!(parse_id("/domi/c/nodes/", b"/domi/c/nodes/x"), None);
         assert_eq!(parse_id("/domi/c/nodes/", b"/domi/c/nodes/"), None);
         assert_eq!(parse_id("/domi/c/nodes/", b"/domi/d/nodes/1"), None);
-        assert_eq!(lowest_free([NodeId(0), NodeId(2)]), Some(NodeId(1)));
-        assert_eq!(lowest_free([]), Some(NodeId(0)));
-        assert_eq!(lowest_free((0..=1023).map(NodeId)), None);
+        assert_eq!(lowest_free([nid(0), nid(2)]), Some(nid(1)));
+        assert_eq!(lowest_free([]), Some(nid(0)));
+        assert_eq!(lowest_free((0..=1023).map(nid)), None);
     }
 
     #[test]
@@ -431,14 +432,14 @@ mod tests {
             ],
             1,
         );
-        assert_eq!(t.providers(Channel(50)), &[NodeId(0), NodeId(1)]);
+        assert_eq!(t.providers(Channel(50)), &[nid(0), nid(1)]);
         assert_eq!(bad.len(), 1);
-        assert!(t.get(NodeId(9)).is_some(), "local entry kept");
+        assert!(t.get(nid(9)).is_some(), "local entry kept");
 
         let (k, v) = kv(4, &[50]);
         let t = apply(
             "c",
-            NodeId(9),
+            nid(9),
             &t,
             &Change::Put {
                 key: k.clone(),
@@ -447,27 +448,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.providers(Channel(50)).len(), 3);
-        let t = apply("c", NodeId(9), &t, &Change::Delete { key: k }).unwrap();
+        let t = apply("c", nid(9), &t, &Change::Delete { key: k }).unwrap();
         assert_eq!(t.providers(Channel(50)).len(), 2);
         // The local key is never applied from the watch.
         let t2 = apply(
             "c",
-            NodeId(9),
+            nid(9),
             &t,
             &Change::Delete {
-                key: node_key("c", NodeId(9)).into_bytes(),
+                key: node_key("c", nid(9)).into_bytes(),
             },
         )
         .unwrap();
-        assert!(t2.get(NodeId(9)).is_some());
+        assert!(t2.get(nid(9)).is_some());
         // A record under the wrong key is refused.
         let (_, v) = kv(5, &[50]);
         let e = apply(
             "c",
-            NodeId(9),
+            nid(9),
             &t,
             &Change::Put {
-                key: node_key("c", NodeId(6)).into_bytes(),
+                key: node_key("c", nid(6)).into_bytes(),
                 value: v,
             },
         );
@@ -490,10 +491,10 @@ mod tests {
                 value: b"nope".to_vec(),
             },
         ];
-        let (tb, bad) = apply_all("c", NodeId(9), &t, &batch);
+        let (tb, bad) = apply_all("c", nid(9), &t, &batch);
         let mut one = t.clone();
         for c in &batch[..3] {
-            one = apply("c", NodeId(9), &one, c).unwrap();
+            one = apply("c", nid(9), &one, c).unwrap();
         }
         assert_eq!(tb.providers(Channel(50)), one.providers(Channel(50)));
         assert_eq!(bad.len(), 1);
@@ -509,15 +510,15 @@ mod tests {
         );
         let t = apply(
             "c",
-            NodeId(9),
+            nid(9),
             &t,
             &Change::Put {
-                key: node_key("c", NodeId(1)).into_bytes(),
+                key: node_key("c", nid(1)).into_bytes(),
                 value: rec.to_json(),
             },
         )
         .unwrap();
-        assert_eq!(t.providers(Channel(50)), &[NodeId(0)]);
+        assert_eq!(t.providers(Channel(50)), &[nid(0)]);
     }
 
     #[test]

@@ -22,14 +22,15 @@ use rustc_hash::FxHashMap;
 
 use crate::auth;
 use crate::channel::{Channel, NodeId};
-use crate::conn::{AuthState, CloseReason, Conn, Dir, PushError};
+use crate::conn::{CloseReason, Conn, Dir, PushError};
 use crate::error::BusError;
 use crate::frame::{FrameKind, Meta};
 use crate::handler::{Handler, HandlerTable, ReplyTo};
-use crate::node::Shared;
 use crate::notify::Signal;
 use crate::overload::Slots;
 use crate::route::{self, PeerEvent, PeerTable};
+use crate::session::Session;
+use crate::shared::Shared;
 use crate::stats::Counters;
 
 mod deliver;
@@ -103,23 +104,32 @@ impl LocalBus {
         self.0.shared.id
     }
 
-    /// The node's `Send + Sync` handle (`None` once it is stopping), for
-    /// what only the node does: subscriptions, state, statistics.
-    pub fn node(&self) -> Option<crate::Node> {
-        self.0.shared.node()
+    /// This node's current info (name, channels served, state).
+    pub fn info(&self) -> crate::NodeInfo {
+        self.0.shared.local_info()
+    }
+
+    /// This node's state (serving, paused, draining).
+    pub fn state(&self) -> crate::NodeState {
+        self.0.shared.state()
     }
 
     /// Serves `channel` with `handler` on every shard of this node, from
-    /// code running on a shard (a handler or a shard task).
+    /// code running on a shard (a handler or a shard task). This shard
+    /// announces the change at once, the others on their next tick.
     pub fn subscribe(&self, channel: Channel, handler: Handler) -> Result<(), BusError> {
-        self.node()
-            .ok_or(BusError::ShuttingDown)?
-            .subscribe(channel, handler)
+        self.0.shared.subscribe(channel, handler)?;
+        self.announce();
+        Ok(())
     }
 
     /// Stops serving `channel`; returns whether it was served.
     pub fn unsubscribe(&self, channel: Channel) -> bool {
-        self.node().is_some_and(|n| n.unsubscribe(channel))
+        let was = self.0.shared.unsubscribe(channel);
+        if was {
+            self.announce();
+        }
+        was
     }
 
     /// The index of the shard this bus belongs to.
@@ -146,7 +156,7 @@ impl LocalBus {
     /// dial to it failed on another shard of this node. A down peer gets no
     /// requests; housekeeping retries it in the background.
     fn is_down(&self, id: NodeId) -> bool {
-        self.0.down.borrow()[id.0 as usize].is_some() || self.0.shared.is_down(id)
+        self.0.down.borrow()[id.index()].is_some() || self.0.shared.is_down(id)
     }
 
     fn any_down(&self) -> bool {
@@ -173,7 +183,7 @@ impl LocalBus {
             exclude.contains(&id) || (any_down && self.is_down(id))
         })
         .ok_or_else(|| {
-            self.count(&self.0.counters.no_provider);
+            Counters::inc(&self.0.counters.no_provider);
             BusError::NoProvider { channel }
         })
     }
@@ -190,7 +200,7 @@ impl LocalBus {
 
     /// The outbound connection to `peer`, opened if needed.
     fn conn_to(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
-        if let Some(c) = &self.0.outbound.borrow()[peer.0 as usize] {
+        if let Some(c) = &self.0.outbound.borrow()[peer.index()] {
             return Ok(c.clone());
         }
         let addr = self
@@ -198,24 +208,19 @@ impl LocalBus {
             .get(peer)
             .map(|p| p.addr)
             .ok_or(BusError::PeerLost { peer })?;
+        // The HELLO is queued at once; with a secret, user frames wait
+        // until the server proved itself (see `crate::session`).
+        let session = Session::connect(&self.0.shared.local, Some(peer), auth::nonce());
         let conn = Conn::new(
             self.next_id(),
             Dir::Outbound,
+            session,
             self.0.shared.config.max_write_queue,
             self.0.counters.clone(),
         );
         conn.peer.set(Some(peer));
         conn.remote.set(Some(addr));
-        let mut hello = self.0.shared.local_info().to_bytes();
-        if self.0.shared.secret().is_some() {
-            // Authenticate first: user frames wait until the server proved itself.
-            let nonce_c = auth::nonce();
-            hello.extend_from_slice(&nonce_c);
-            conn.auth.set(AuthState::AwaitServer { nonce_c });
-            conn.hold();
-        }
-        conn.push_control(self.node_id(), Channel::HELLO, &hello);
-        self.0.outbound.borrow_mut()[peer.0 as usize] = Some(conn.clone());
+        self.0.outbound.borrow_mut()[peer.index()] = Some(conn.clone());
         let bus = self.clone();
         let c = conn.clone();
         glommio::spawn_local(async move {
@@ -298,7 +303,7 @@ impl LocalBus {
             }
         };
         if providers.is_empty() {
-            self.count(&self.0.counters.no_provider);
+            Counters::inc(&self.0.counters.no_provider);
             return Err(BusError::NoProvider { channel });
         }
         let mut sent = 0;
@@ -357,9 +362,9 @@ impl LocalBus {
         if let Err(e) = &result {
             let c = &self.0.counters;
             match e {
-                BusError::Timeout { .. } => self.count(&c.timeouts),
-                BusError::PeerLost { .. } => self.count(&c.peer_lost),
-                BusError::Remote { .. } => self.count(&c.remote_errors),
+                BusError::Timeout { .. } => Counters::inc(&c.timeouts),
+                BusError::PeerLost { .. } => Counters::inc(&c.peer_lost),
+                BusError::Remote { .. } => Counters::inc(&c.remote_errors),
                 _ => {}
             }
         }
@@ -412,10 +417,6 @@ impl LocalBus {
         }
     }
 
-    fn count(&self, c: &Cell<u64>) {
-        Counters::inc(c);
-    }
-
     fn start_request(
         &self,
         peer: NodeId,
@@ -433,7 +434,7 @@ impl LocalBus {
             return Ok(Started::Local(rx));
         }
         if self.0.pending.borrow().len() >= self.0.shared.config.max_pending {
-            self.count(&self.0.counters.backpressure);
+            Counters::inc(&self.0.counters.backpressure);
             return Err(BusError::Backpressure {
                 what: "shard request table",
             });

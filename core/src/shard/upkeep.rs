@@ -13,19 +13,20 @@ use glommio::net::TcpListener;
 use tracing::{debug, warn};
 
 use super::{Command, Down, LocalBus, ShardCore};
-use crate::channel::{Channel, NodeId};
+use crate::channel::NodeId;
 use crate::conn::{CloseReason, Conn, Dir};
 use crate::error::BusError;
 use crate::handler::HandlerTable;
-use crate::node::Shared;
 use crate::notify::Signal;
 use crate::route::{PeerEvent, PeerTable};
+use crate::session::Session;
+use crate::shared::Shared;
 use crate::stats::Counters;
 
 impl LocalBus {
     pub(super) fn mark_down(&self, peer: NodeId) {
         let mut down = self.0.down.borrow_mut();
-        let slot = &mut down[peer.0 as usize];
+        let slot = &mut down[peer.index()];
         let attempts = slot.as_ref().map(|d| d.attempts + 1).unwrap_or(0);
         let delay = self
             .0
@@ -46,7 +47,7 @@ impl LocalBus {
     }
 
     pub(super) fn clear_down(&self, peer: NodeId) {
-        if self.0.down.borrow_mut()[peer.0 as usize].take().is_some() {
+        if self.0.down.borrow_mut()[peer.index()].take().is_some() {
             self.0.downs.set(self.0.downs.get() - 1);
         }
         self.0.shared.set_down(peer, false);
@@ -59,19 +60,19 @@ impl LocalBus {
         out.iter().flatten().chain(inb.values()).cloned().collect()
     }
 
-    /// Closes connections whose handshake, frame or peer timed out, and
-    /// sends heartbeats on idle outbound connections.
+    /// Lets each connection's session judge it at `now`: expired ones
+    /// (handshake, half frame, silence) close; idle outbound ones send a
+    /// heartbeat.
     pub(super) fn check_connections(&self) {
         let now = Instant::now();
         let t = self.0.shared.config.timeouts;
         let conns = self.all_conns();
         for conn in conns {
             let seen = conn.observe(now);
-            if let Some(expired) = t.verdict(&seen) {
-                conn.fail(CloseReason::Timeout(expired));
-            } else if conn.dir == Dir::Outbound && t.heartbeat_due(&seen) {
-                conn.push_control(self.node_id(), Channel::HEARTBEAT, &[]);
-                conn.heartbeat_sent(now);
+            let close = conn.session.borrow_mut().on_tick(now, &t, &seen);
+            conn.flush_session();
+            if let Some(close) = close {
+                conn.fail(CloseReason::Session(close));
             }
         }
     }
@@ -92,11 +93,11 @@ impl LocalBus {
             .filter_map(|(id, d)| {
                 d.as_ref()
                     .filter(|d| d.until <= now)
-                    .map(|_| NodeId(id as u16))
+                    .and_then(|_| NodeId::new(id as u16))
             })
             .collect();
         for peer in due {
-            if self.0.outbound.borrow()[peer.0 as usize].is_none() {
+            if self.0.outbound.borrow()[peer.index()].is_none() {
                 if let Err(e) = self.conn_to(peer) {
                     debug!(%peer, error = %e, "reconnect not possible now");
                 }
@@ -110,8 +111,8 @@ impl LocalBus {
         self.0.announced.set(epoch);
         let info = self.0.shared.local_info().to_bytes();
         for conn in self.0.inbound.borrow().values() {
-            if conn.open.get() {
-                conn.push_control(self.node_id(), Channel::ANNOUNCE, &info);
+            if conn.is_open() {
+                conn.push_announce(self.node_id(), &info);
             }
         }
     }
@@ -129,7 +130,7 @@ impl LocalBus {
                 }
                 PeerEvent::Changed(id) => {
                     let table = self.table();
-                    let conn_addr = self.0.outbound.borrow()[id.0 as usize]
+                    let conn_addr = self.0.outbound.borrow()[id.index()]
                         .as_ref()
                         .and_then(|c| c.remote.get());
                     match table.get(id) {
@@ -140,7 +141,7 @@ impl LocalBus {
             }
         }
         for id in stale {
-            let conn = self.0.outbound.borrow()[id.0 as usize].clone();
+            let conn = self.0.outbound.borrow()[id.index()].clone();
             if let Some(c) = conn {
                 c.close();
             }
@@ -162,7 +163,7 @@ impl LocalBus {
             .borrow()
             .iter()
             .flatten()
-            .filter(|c| c.open.get() && !c.is_closed())
+            .filter(|c| c.is_open())
             .filter_map(|c| c.peer.get())
             .collect()
     }
@@ -272,6 +273,7 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
                 let conn = Conn::new(
                     bus.next_id(),
                     Dir::Inbound,
+                    Session::accept(crate::auth::nonce()),
                     bus.0.shared.config.max_write_queue,
                     bus.0.counters.clone(),
                 );
