@@ -85,6 +85,38 @@ fn requests_queued_on_a_refused_connection_go_to_the_next_provider() {
 }
 
 #[test]
+fn a_dial_failure_on_one_shard_keeps_every_shard_off_the_peer() {
+    let (server, _) = pong_server("live", CH);
+    let caller = caller_with_dead_peers(&server, &[900], 2, None);
+    let burst = |shard: usize| {
+        caller
+            .spawn_on(shard, |bus| async move {
+                let reqs: Vec<_> = (0..20)
+                    .map(|_| {
+                        let bus = bus.clone();
+                        glommio::spawn_local(async move { bus.request(CH, b"ping", T).await })
+                    })
+                    .collect();
+                let mut ok = 0;
+                for r in reqs {
+                    ok += usize::from(r.await.is_ok());
+                }
+                ok
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    // Shard 0 alone meets the dead peer: its dial fails, its requests move.
+    assert_eq!(burst(0), 20);
+    let rerouted = caller.stats().rerouted;
+    assert!(rerouted > 0);
+    // Shard 1 never tried it, yet skips it: nothing of its is re-routed.
+    assert_eq!(burst(1), 20);
+    assert_eq!(caller.stats().rerouted, rerouted);
+}
+
+#[test]
 fn notify_and_call_are_rerouted_and_unroutable_ones_reported() {
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
@@ -109,6 +141,15 @@ fn notify_and_call_are_rerouted_and_unroutable_ones_reported() {
     });
     assert!(caller.stats().rerouted > 0);
     assert!(failures.lock().unwrap().is_empty());
+    // The dead peer is marked down now: a publish skips it and says so.
+    caller.publish(CH, b"p").unwrap();
+    wait_until("the skipped subscriber to be reported", T, || {
+        let f = failures.lock().unwrap();
+        f.len() == 1 && f[0].op == SendOp::Publish && f[0].peer == NodeId::new(900)
+    });
+    wait_until("the live subscriber's copy", T, || {
+        count.load(Ordering::SeqCst) == 101
+    });
 
     // A publish copy for a dead peer not yet known down is never sent
     // elsewhere (every subscriber has its own copy): it is reported.
@@ -260,4 +301,30 @@ fn a_dropped_request_async_frees_its_slot_at_once() {
     wait_until("the slots to be freed", T, || {
         client.request(CH, b"x", T).is_ok()
     });
+    // The same for a request dropped on a shard (`LocalBus::request`).
+    let after = client
+        .spawn_on(0, |bus| async move {
+            let held = bus.request(CH, b"hold", Duration::from_secs(60));
+            let gave_up = async {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                Err(BusError::ShuttingDown)
+            };
+            let first = futures_lite::future::or(held, gave_up).await;
+            // The held request's future is gone: its slot is free again.
+            // Four requests fit in `max_pending` again; all four stay waiting
+            // (none refused with Backpressure) while they are held here.
+            let mut full: Vec<_> = (0..4)
+                .map(|_| Box::pin(bus.request(CH, b"hold", Duration::from_secs(60))))
+                .collect();
+            let mut polled = Vec::new();
+            for f in full.iter_mut() {
+                polled.push(futures_lite::future::poll_once(f).await.is_none());
+            }
+            (first, polled)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(after.0, Err(BusError::ShuttingDown));
+    assert_eq!(after.1, vec![true; 4], "all four slots were free again");
 }

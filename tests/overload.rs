@@ -189,3 +189,38 @@ fn a_channel_concurrency_limit_holds_that_channel() {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(most.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn replies_to_calls_are_never_queued_or_dropped_at_the_cap() {
+    const REPLY: Channel = Channel(63);
+    let (server, _) = pong_server("server", BACK);
+    let replies = Arc::new(AtomicUsize::new(0));
+    let r = replies.clone();
+    // The caller's reply handler is async and slow, with one slot and a
+    // queue of one: ten replies arriving at once would overflow it.
+    let caller = small("caller")
+        .max_handlers(1)
+        .configure(|c| c.max_queued = 1)
+        .peer(server.local_addr())
+        .subscribe(
+            REPLY,
+            Handler::asynchronous(move |_req| {
+                let r = r.clone();
+                async move {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        )
+        .start()
+        .unwrap();
+    caller.wait_for_provider(BACK, SETTLE).unwrap();
+    for _ in 0..10 {
+        caller.call(BACK, b"ping", REPLY).unwrap();
+    }
+    wait_until("every reply to reach the reply handler", SETTLE, || {
+        replies.load(Ordering::SeqCst) == 10
+    });
+    let s = caller.stats();
+    assert_eq!((s.overload_dropped, s.overload_refused), (0, 0));
+}

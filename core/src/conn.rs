@@ -24,9 +24,10 @@ use crate::channel::{Channel, NodeId};
 use crate::error::ErrorCode;
 use crate::frame::{self, Decoded, FrameKind, Meta};
 use crate::notify::{Signal, Wake};
-use crate::session::{Close, Session};
+use crate::session::{Close, Role, Session};
 use crate::stats::Counters;
 use crate::timeouts::Observed;
+use crate::write_queue::{Unsent, WriteQueue};
 
 /// Which side opened the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,30 +68,14 @@ pub(crate) enum CloseReason {
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) dir: Dir,
-    /// The peer's id: the node dialled (outbound), or the one whose
-    /// handshake was accepted (inbound, once open).
-    pub(crate) peer: Cell<Option<NodeId>>,
     /// The address dialled (outbound connections).
     pub(crate) remote: Cell<Option<std::net::SocketAddr>>,
     /// The connection protocol (handshake, authentication, legal frames).
     pub(crate) session: RefCell<Session>,
-    max_queue: usize,
     counters: Rc<Counters>,
     stream: RefCell<Option<TcpStream>>,
-    out: RefCell<Vec<u8>>,
-    /// The buffer being written now (swapped with `out` once per turn).
-    spare: RefCell<Vec<u8>>,
-    /// Stream position of `spare[0]`.
-    spare_pos: Cell<u64>,
-    /// Bytes ever appended to `out` (the stream position after its end).
-    queued_pos: Cell<u64>,
-    /// Bytes ever handed to the kernel.
-    written_pos: Cell<u64>,
-    /// End positions of queued `publish` frames not yet written (they are
-    /// never re-routed: every subscriber gets its own copy).
-    publishes: RefCell<Vec<u64>>,
-    /// End offsets within `held` of held `publish` frames.
-    held_publishes: RefCell<Vec<usize>>,
+    /// Outgoing bytes and what left of them (see [`WriteQueue`]).
+    queue: RefCell<WriteQueue>,
     writer: Wake,
     closing: Signal,
     close_when_flushed: Cell<bool>,
@@ -103,8 +88,6 @@ pub(crate) struct Conn {
     /// Frames other than heartbeats were queued since the last write.
     user_bytes: Cell<bool>,
     mid_frame: Cell<bool>,
-    /// Frames queued before authentication completes (connecting side).
-    held: RefCell<Option<Vec<u8>>>,
 }
 
 impl Conn {
@@ -121,19 +104,11 @@ impl Conn {
         let conn = Rc::new(Conn {
             id,
             dir,
-            peer: Cell::new(None),
             remote: Cell::new(None),
             session: RefCell::new(session),
-            max_queue,
             counters,
             stream: RefCell::new(None),
-            out: RefCell::new(Vec::with_capacity(64 * 1024)),
-            spare: RefCell::new(Vec::with_capacity(64 * 1024)),
-            spare_pos: Cell::new(0),
-            queued_pos: Cell::new(0),
-            written_pos: Cell::new(0),
-            publishes: RefCell::new(Vec::new()),
-            held_publishes: RefCell::new(Vec::new()),
+            queue: RefCell::new(WriteQueue::new(max_queue, hold)),
             writer: Wake::default(),
             closing: Signal::default(),
             close_when_flushed: Cell::new(false),
@@ -143,7 +118,6 @@ impl Conn {
             last_write: Cell::new(Instant::now()),
             user_bytes: Cell::new(false),
             mid_frame: Cell::new(false),
-            held: RefCell::new(hold.then(Vec::new)),
         });
         conn.flush_session();
         conn
@@ -157,6 +131,16 @@ impl Conn {
                 return;
             };
             self.push_control(&t.meta, &t.payload, !t.is_heartbeat());
+        }
+    }
+
+    /// The peer's id, as its session knows it: the node dialled
+    /// (outbound), or the one whose HELLO was accepted (inbound).
+    pub(crate) fn peer(&self) -> Option<NodeId> {
+        let session = self.session.borrow();
+        match session.role() {
+            Role::Connect { expect } => expect,
+            Role::Accept => session.peer(),
         }
     }
 
@@ -194,32 +178,16 @@ impl Conn {
         if self.is_closed() {
             return Err(PushError::Closed);
         }
-        let mut held = self.held.borrow_mut();
-        let mut out_ref = self.out.borrow_mut();
-        let (out, is_held): (&mut Vec<u8>, bool) = match held.as_mut() {
-            Some(h) => (h, true),
-            None => (&mut out_ref, false),
-        };
-        if out.len() + payload.len() > self.max_queue {
+        if self
+            .queue
+            .borrow_mut()
+            .push(meta, payload, publish)
+            .is_err()
+        {
             Counters::inc(&self.counters.backpressure);
             return Err(PushError::Full);
         }
-        let before = out.len();
-        frame::encode(out, meta, payload);
-        let len = (out.len() - before) as u64;
-        if is_held {
-            if publish {
-                self.held_publishes.borrow_mut().push(out.len());
-            }
-        } else {
-            self.queued_pos.set(self.queued_pos.get() + len);
-            if publish {
-                self.publishes.borrow_mut().push(self.queued_pos.get());
-            }
-        }
         self.user_bytes.set(true);
-        drop(out_ref);
-        drop(held);
         let c = &self.counters;
         Counters::inc(&c.frames_out);
         c.bytes_out
@@ -264,16 +232,10 @@ impl Conn {
         // Control frames are small and rare, but a peer that floods
         // heartbeats and never reads must not grow the queue: over the bound
         // they are dropped (the silence timeout deals with such a peer).
-        let mut out = self.out.borrow_mut();
-        if out.len() + payload.len() > self.max_queue {
+        if self.queue.borrow_mut().push_control(meta, payload).is_err() {
             Counters::inc(&self.counters.backpressure);
             return;
         }
-        let before = out.len();
-        frame::encode(&mut out, meta, payload);
-        self.queued_pos
-            .set(self.queued_pos.get() + (out.len() - before) as u64);
-        drop(out);
         if progress {
             self.user_bytes.set(true);
         }
@@ -282,49 +244,14 @@ impl Conn {
 
     /// Sends the frames held during authentication.
     pub(crate) fn release_held(&self) {
-        if let Some(h) = self.held.borrow_mut().take() {
-            let base = self.queued_pos.get();
-            self.publishes
-                .borrow_mut()
-                .extend(self.held_publishes.take().iter().map(|&e| base + e as u64));
-            self.out.borrow_mut().extend_from_slice(&h);
-            self.queued_pos.set(base + h.len() as u64);
-            self.writer.notify();
-        }
+        self.queue.borrow_mut().release();
+        self.writer.notify();
     }
 
-    /// Takes out every queued frame that never reached the kernel, whole
-    /// (a frame written only in part counts as not sent: the peer cannot
-    /// act on half a frame), with whether it belongs to a `publish`. Called
-    /// once the connection has failed; the queues are empty afterwards.
-    pub(crate) fn take_unsent(&self) -> Vec<(Vec<u8>, bool)> {
-        let written = self.written_pos.get();
-        let publishes = self.publishes.take();
-        let mut unsent = Vec::new();
-        let mut scan = |buf: &[u8], base: u64, marks: &dyn Fn(u64) -> bool| {
-            let mut off = 0usize;
-            while let Ok(Decoded::Frame { consumed, .. }) = frame::decode(&buf[off..], u32::MAX) {
-                let end = base + (off + consumed) as u64;
-                if end > written {
-                    unsent.push((buf[off..off + consumed].to_vec(), marks(end)));
-                }
-                off += consumed;
-            }
-        };
-        let is_publish = |end: u64| publishes.contains(&end);
-        let spare = std::mem::take(&mut *self.spare.borrow_mut());
-        let spare_pos = self.spare_pos.get();
-        scan(&spare, spare_pos, &is_publish);
-        let out = std::mem::take(&mut *self.out.borrow_mut());
-        scan(&out, spare_pos + spare.len() as u64, &is_publish);
-        if let Some(held) = self.held.borrow_mut().take() {
-            let marks = self.held_publishes.take();
-            // Held frames were never queued for writing: positions past
-            // anything written, offsets matched against the held marks.
-            let held_publish = |end: u64| marks.contains(&((end - written - 1) as usize));
-            scan(&held, written + 1, &held_publish);
-        }
-        unsent
+    /// Takes out every queued frame that never reached the kernel whole
+    /// (see [`WriteQueue::take_unsent`]). Called once the connection failed.
+    pub(crate) fn take_unsent(&self) -> Vec<Unsent> {
+        self.queue.borrow_mut().take_unsent()
     }
 
     /// Starts closing: both loops stop, queued bytes not yet written are dropped.
@@ -397,18 +324,17 @@ impl Conn {
         }
     }
 
-    /// Writes all of `spare`; `progress` says whether bytes leaving count as
-    /// the line making progress (see `last_write`).
-    async fn write_spare(&self, progress: bool) -> io::Result<()> {
+    /// Writes the queue's current buffer; `progress` says whether bytes
+    /// leaving count as the line making progress (see `last_write`).
+    async fn write_current(&self, progress: bool) -> io::Result<()> {
         loop {
-            let done = (self.written_pos.get() - self.spare_pos.get()) as usize;
-            if done >= self.spare.borrow().len() {
+            if self.queue.borrow().unwritten().is_empty() {
                 return Ok(());
             }
             let write = poll_fn(|cx| {
-                let spare = self.spare.borrow();
+                let queue = self.queue.borrow();
                 match self.stream.borrow_mut().as_mut() {
-                    Some(s) => Pin::new(s).poll_write(cx, &spare[done..]),
+                    Some(s) => Pin::new(s).poll_write(cx, queue.unwritten()),
                     None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             });
@@ -423,7 +349,7 @@ impl Conn {
             if progress {
                 self.last_write.set(Instant::now());
             }
-            self.written_pos.set(self.written_pos.get() + n as u64);
+            self.queue.borrow_mut().advance(n);
         }
     }
 
@@ -437,25 +363,12 @@ impl Conn {
             if self.stream.borrow().is_none() {
                 continue;
             }
-            std::mem::swap(&mut *self.out.borrow_mut(), &mut *self.spare.borrow_mut());
-            self.spare_pos.set(self.written_pos.get());
             let progress = self.user_bytes.replace(false);
-            if !self.spare.borrow().is_empty() {
+            if self.queue.borrow_mut().begin_write() {
                 Counters::inc(&self.counters.writes);
-                self.write_spare(progress).await?;
-                let mut spare = self.spare.borrow_mut();
-                spare.clear();
-                if spare.capacity() > 4 * 1024 * 1024 {
-                    spare.shrink_to(64 * 1024);
-                }
-                drop(spare);
-                let written = self.written_pos.get();
-                let mut marks = self.publishes.borrow_mut();
-                if !marks.is_empty() {
-                    marks.retain(|&end| end > written);
-                }
+                self.write_current(progress).await?;
             }
-            if self.close_when_flushed.get() && self.out.borrow().is_empty() {
+            if self.close_when_flushed.get() && self.queue.borrow().pending() == 0 {
                 self.close();
                 return Ok(());
             }
@@ -548,9 +461,7 @@ impl Conn {
 
     /// Bytes queued and not yet written.
     pub(crate) fn queued(&self) -> usize {
-        let in_write = (self.spare_pos.get() + self.spare.borrow().len() as u64)
-            .saturating_sub(self.written_pos.get()) as usize;
-        in_write + self.out.borrow().len() + self.held.borrow().as_ref().map_or(0, Vec::len)
+        self.queue.borrow().pending()
     }
 
     /// Drops the stream (closing the socket).

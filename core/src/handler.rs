@@ -121,6 +121,12 @@ pub(crate) enum ReplyTo {
 }
 
 impl ReplyTo {
+    /// Whether the answer can no longer reach anyone who waits for it: the
+    /// connection of a remote request closed.
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(self, ReplyTo::Conn { conn, correlation, .. } if *correlation != 0 && conn.is_closed())
+    }
+
     /// Answers with an error instead of a reply: an error frame to a
     /// remote caller (a refused `call` too, so its sender can report it),
     /// an error to a local waiter, the send-error hook for a local `call`.

@@ -13,6 +13,8 @@
 //!   (what the `on_send_error` hook receives).
 //! - [`fault`]: catching handler panics per message (the `UnwindSafe` stance).
 //! - [`overload`]: the async-handler cap and its bounded queue, as a pure type.
+//! - [`write_queue`]: a connection's outgoing bytes, and which frames never
+//!   left when it fails (what may be re-routed), as a pure type.
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
 //! - [`route`]: the immutable peer table, round-robin selection, the `Directory`.
 //! - [`backoff`]: jittered exponential backoff arithmetic.
@@ -50,6 +52,7 @@ mod shard;
 mod shared;
 pub mod stats;
 pub mod timeouts;
+pub mod write_queue;
 
 pub use channel::{Channel, NodeId};
 pub use config::{ConfigError, NodeConfig};

@@ -367,7 +367,9 @@ impl Node {
                 let result = match cancelled {
                     // The caller's future was dropped: dropping the request
                     // here frees its slot (its sender half fires `Canceled`).
-                    Some(c) => future::or(request, async { c.await.err().and(None) }).await,
+                    // Polled first, so a request cancelled before this task
+                    // ran is never sent.
+                    Some(c) => future::or(async { c.await.err().and(None) }, request).await,
                     None => request.await,
                 };
                 if let Some(r) = result {

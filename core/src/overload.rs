@@ -12,8 +12,9 @@
 //! `ErrorCode::Backpressure`, which callers treat like `Paused`: they fail
 //! over to the next provider within the same timeout. Sync handlers run
 //! inline and are not counted. Requests a node sends itself (served
-//! locally) run at once, over the cap ([`Slots::force`]): a handler at the
-//! cap that calls its own node would otherwise wait on itself. Nested
+//! locally) and replies to its own `call`s run at once, over the cap
+//! ([`Slots::force`]): a handler at the cap that calls its own node would
+//! otherwise wait on itself, and a reply answers work already started. Nested
 //! requests in a cycle across nodes (A's handlers call B, B's call A) can
 //! still wait for each other's queues until their timeouts at the cap: keep
 //! nested calls acyclic, or the caps above the nesting depth times the load.

@@ -99,6 +99,9 @@ counters! {
     overload_refused,
     /// Inbound one-way messages dropped (async-handler queue full).
     overload_dropped,
+    /// Queued requests not run because their caller's connection closed
+    /// while they waited.
+    overload_abandoned,
     /// `call`/`notify`/`publish` failures reported after the send returned.
     send_failures,
 }

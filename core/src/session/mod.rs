@@ -576,6 +576,11 @@ impl Session {
                 })
             }
             FrameKind::Request | FrameKind::OneWay => Action::Deliver(frame),
+            // Answers come back on the connection that carried the request:
+            // one we dialled. On an accepted one they answer nothing of ours.
+            FrameKind::Reply | FrameKind::Error if self.role == Role::Accept => {
+                self.unexpected(frame)
+            }
             FrameKind::Reply if meta.correlation == 0 => Action::CallReply(frame),
             FrameKind::Reply => Action::Complete {
                 correlation: meta.correlation,

@@ -521,11 +521,11 @@ fn open_connections_dispatch_by_kind() {
     );
     let ow = wire(FrameKind::OneWay, Channel(50), one, 0, b"o");
     assert!(matches!(&s.feed(&ow)[..], [Action::Deliver(f)] if f.meta.kind == FrameKind::OneWay));
-    let call_reply = wire(FrameKind::Reply, Channel(60), one, 0, b"r");
-    assert!(
-        matches!(&s.feed(&call_reply)[..], [Action::CallReply(f)] if f.meta.channel == Channel(60))
-    );
     let two = NodeId::test(2);
+    let call_reply = wire(FrameKind::Reply, Channel(60), two, 0, b"r");
+    assert!(
+        matches!(&c.feed(&call_reply)[..], [Action::CallReply(f)] if f.meta.channel == Channel(60))
+    );
     let reply = wire(FrameKind::Reply, Channel(0), two, 7, b"pong");
     assert_eq!(
         c.feed(&reply),
@@ -565,6 +565,12 @@ fn open_connections_dispatch_by_kind() {
     );
     assert!(c.drain().is_empty() && s.drain().is_empty());
     assert!(c.s.is_open() && s.s.is_open());
+    // Answers on a connection we accepted answer nothing of ours.
+    let stray = wire(FrameKind::Reply, Channel(60), one, 0, b"r");
+    assert!(matches!(
+        &s.feed(&stray)[..],
+        [Action::Close(Close::Protocol { .. })]
+    ));
 }
 
 #[test]

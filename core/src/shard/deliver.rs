@@ -70,18 +70,20 @@ impl LocalBus {
                 }
             }
             Handler::Async(f) => {
-                let local = matches!(to, ReplyTo::Waiter(_) | ReplyTo::LocalCall { .. });
+                // Requests this node sent itself, and replies to its own
+                // `call`s, are never queued behind the cap nor dropped:
+                // they answer work this node already started.
+                let forced = meta.kind == FrameKind::Reply
+                    || matches!(to, ReplyTo::Waiter(_) | ReplyTo::LocalCall { .. });
                 let item = Queued {
                     meta,
                     payload: payload.to_vec(),
                     to,
                     handler: f.clone(),
                 };
-                if local {
-                    // Sent by this node to itself: never queued behind the
-                    // cap (see `crate::overload`).
+                if forced {
                     self.0.slots.borrow_mut().force(meta.channel);
-                    self.spawn_handler(item);
+                    self.run_handlers(vec![item]);
                     return;
                 }
                 let admit = self
@@ -90,7 +92,7 @@ impl LocalBus {
                     .borrow_mut()
                     .offer(meta.channel, payload.len(), item);
                 match admit {
-                    Admit::Run(item) => self.spawn_handler(item),
+                    Admit::Run(item) => self.run_handlers(vec![item]),
                     Admit::Queued => Counters::inc(&self.0.counters.overload_queued),
                     Admit::Refused(item) if expects => {
                         Counters::inc(&self.0.counters.overload_refused);
@@ -105,9 +107,32 @@ impl LocalBus {
         }
     }
 
+    /// Starts async handlers that hold a slot each, in order. A slot given
+    /// back at once (the handler panicked before its first await, or its
+    /// caller is gone) starts the next queued message in the same loop, so
+    /// a long queue never deepens the stack.
+    fn run_handlers(&self, ready: Vec<Queued>) {
+        let mut ready: std::collections::VecDeque<Queued> = ready.into();
+        while let Some(item) = ready.pop_front() {
+            let channel = item.meta.channel;
+            let running = if item.to.is_gone() {
+                // Its caller's connection closed while it waited: nobody
+                // can get the answer.
+                Counters::inc(&self.0.counters.overload_abandoned);
+                false
+            } else {
+                self.spawn_handler(item)
+            };
+            if !running {
+                ready.extend(self.0.slots.borrow_mut().finish(channel));
+            }
+        }
+    }
+
     /// Starts an async handler that holds a slot; the slot is given back
-    /// when it finishes (or panics), which starts queued ones.
-    fn spawn_handler(&self, item: Queued) {
+    /// when it finishes (or panics), which starts queued ones. False when
+    /// it panicked at once (the caller gives the slot back).
+    fn spawn_handler(&self, item: Queued) -> bool {
         let Queued {
             meta,
             payload,
@@ -130,21 +155,16 @@ impl LocalBus {
                     if let Err(p) = CatchPanic::new(fut).await {
                         bus.on_panic(channel, &p);
                     }
-                    bus.handler_done(channel);
+                    let next = bus.0.slots.borrow_mut().finish(channel);
+                    bus.run_handlers(next);
                 })
                 .detach();
+                true
             }
             Err(p) => {
                 self.on_panic(channel, &p);
-                self.handler_done(channel);
+                false
             }
-        }
-    }
-
-    fn handler_done(&self, channel: Channel) {
-        let ready = self.0.slots.borrow_mut().finish(channel);
-        for item in ready {
-            self.spawn_handler(item);
         }
     }
 

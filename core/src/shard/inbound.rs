@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 use super::LocalBus;
 use crate::conn::{CloseReason, Conn, Dir};
 use crate::error::BusError;
-use crate::frame::{Frame, FrameKind, Meta, HEADER_LEN};
+use crate::frame::{Frame, FrameKind, HEADER_LEN};
 use crate::handler::ReplyTo;
 use crate::session::{Action, Close};
 use crate::stats::Counters;
@@ -38,6 +38,9 @@ impl LocalBus {
         Counters::inc(&c.frames_in);
         c.bytes_in
             .set(c.bytes_in.get() + (HEADER_LEN + frame.payload.len()) as u64);
+        if conn.is_closed() {
+            return Ok(()); // closing: what is still buffered is not acted on
+        }
         let action = conn
             .session
             .borrow_mut()
@@ -48,12 +51,9 @@ impl LocalBus {
         match action {
             Action::None | Action::Announced(_) => {}
             Action::Opened(theirs) => {
-                match conn.dir {
-                    Dir::Inbound => conn.peer.set(Some(theirs.id)),
-                    Dir::Outbound => {
-                        conn.release_held();
-                        self.clear_down(theirs.id);
-                    }
+                if conn.dir == Dir::Outbound {
+                    conn.release_held();
+                    self.clear_down(theirs.id);
                 }
                 debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "connection open");
             }
@@ -72,17 +72,14 @@ impl LocalBus {
                 self.deliver(meta, frame.payload, to);
             }
             Action::CallReply(frame) => {
-                let one_way = Meta {
-                    kind: FrameKind::OneWay,
-                    ..frame.meta
-                };
-                self.deliver(one_way, frame.payload, ReplyTo::Nobody);
+                // The reply to a `call` of ours, for our reply-channel handler.
+                self.deliver(frame.meta, frame.payload, ReplyTo::Nobody);
             }
             Action::Complete {
                 correlation,
                 result,
             } => {
-                let peer = conn.peer.get().unwrap_or(frame.meta.source);
+                let peer = conn.peer().unwrap_or(frame.meta.source);
                 let result = result
                     .map(<[u8]>::to_vec)
                     .map_err(|code| BusError::Remote { peer, code });
@@ -154,13 +151,13 @@ impl LocalBus {
             })),
         };
         match kind {
-            None => debug!(peer = ?conn.peer.get(), "connection closed: {reason}"),
+            None => debug!(peer = ?conn.peer(), "connection closed: {reason}"),
             Some(counter) => {
                 Counters::inc(&c.bad_closes);
                 if let Some(counter) = counter {
                     Counters::inc(counter);
                 }
-                warn!(peer = ?conn.peer.get(), dir = ?conn.dir, "connection closed: {reason}");
+                warn!(peer = ?conn.peer(), dir = ?conn.dir, "connection closed: {reason}");
             }
         }
         match conn.dir {
@@ -168,7 +165,7 @@ impl LocalBus {
                 self.0.inbound.borrow_mut().remove(&conn.id);
             }
             Dir::Outbound => {
-                let Some(peer) = conn.peer.get() else { return };
+                let Some(peer) = conn.peer() else { return };
                 {
                     let mut out = self.0.outbound.borrow_mut();
                     let slot = &mut out[peer.index()];
@@ -185,7 +182,7 @@ impl LocalBus {
                 };
                 let unsent_requests: rustc_hash::FxHashSet<u64> = unsent
                     .iter()
-                    .filter_map(|(bytes, _)| match crate::frame::decode(bytes, u32::MAX) {
+                    .filter_map(|u| match crate::frame::decode(&u.bytes, u32::MAX) {
                         Ok(crate::frame::Decoded::Frame { frame, .. })
                             if frame.meta.kind == FrameKind::Request =>
                         {

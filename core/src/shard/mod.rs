@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use crate::auth;
 use crate::channel::{Channel, NodeId};
 use crate::conn::{CloseReason, Conn, Dir, PushError};
-use crate::error::BusError;
+use crate::error::{BusError, SendFailure, SendOp};
 use crate::frame::{FrameKind, Meta};
 use crate::handler::{Handler, HandlerTable, ReplyTo};
 use crate::notify::Signal;
@@ -198,9 +198,14 @@ impl LocalBus {
         }
     }
 
-    /// The outbound connection to `peer`, opened if needed.
+    /// The outbound connection to `peer`, opened if needed. A connection
+    /// that is closing (its close not yet handled) takes nothing more:
+    /// `PeerLost`, and nothing was sent (see [`LocalBus::to_next_provider`]).
     fn conn_to(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
         if let Some(c) = &self.0.outbound.borrow()[peer.index()] {
+            if c.is_closed() {
+                return Err(BusError::PeerLost { peer });
+            }
             return Ok(c.clone());
         }
         let addr = self
@@ -218,7 +223,6 @@ impl LocalBus {
             self.0.shared.config.max_write_queue,
             self.0.counters.clone(),
         );
-        conn.peer.set(Some(peer));
         conn.remote.set(Some(addr));
         self.0.outbound.borrow_mut()[peer.index()] = Some(conn.clone());
         let bus = self.clone();
@@ -249,18 +253,45 @@ impl LocalBus {
 
     fn push_err(r: Result<(), PushError>, peer: NodeId) -> Result<(), BusError> {
         r.map_err(|e| match e {
-            PushError::Full => BusError::Backpressure {
-                what: "connection write queue",
-            },
+            PushError::Full => BusError::Backpressure { what: CONN_QUEUE },
             PushError::Closed => BusError::PeerLost { peer },
         })
+    }
+
+    /// Sends with `send` to the next provider of `channel` (round-robin,
+    /// skipping `exclude`), moving on to the next one while a provider
+    /// cannot take the message at all — its connection is closing or its
+    /// write queue is full: nothing was sent to it, so trying another keeps
+    /// delivery at most once. Returns the last such error when no provider
+    /// is left.
+    pub(super) fn to_next_provider<T>(
+        &self,
+        channel: Channel,
+        exclude: &mut Vec<NodeId>,
+        mut send: impl FnMut(NodeId) -> Result<T, BusError>,
+    ) -> Result<T, BusError> {
+        let mut skipped = None;
+        loop {
+            let peer = match self.pick(channel, exclude) {
+                Ok(p) => p,
+                Err(e) => return Err(skipped.unwrap_or(e)),
+            };
+            match send(peer) {
+                Err(e) if not_sent(&e) => {
+                    exclude.push(peer);
+                    skipped = Some(e);
+                }
+                r => return r,
+            }
+        }
     }
 
     /// One-way message to one provider of `channel` (round-robin).
     pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
-        let peer = self.pick(channel, &[])?;
-        self.send_one_way(peer, channel, payload, false)
+        self.to_next_provider(channel, &mut Vec::new(), |peer| {
+            self.send_one_way(peer, channel, payload, false)
+        })
     }
 
     fn send_one_way(
@@ -288,36 +319,51 @@ impl LocalBus {
     /// One-way message to every subscriber of `channel` that is up and not
     /// draining — paused ones included (pause only takes a node out of the
     /// round-robin of requests); returns how many copies were sent.
+    ///
+    /// When no copy could be sent, the last error is returned. Otherwise
+    /// each copy that could not be sent (a subscriber known down, a full
+    /// write queue, a closing connection) goes to the `on_send_error` hook.
     pub fn publish(&self, channel: Channel, payload: &[u8]) -> Result<usize, BusError> {
         self.check_send(channel, payload.len())?;
-        let providers: Vec<NodeId> = {
+        let (targets, skipped): (Vec<NodeId>, Vec<NodeId>) = {
             let table = self.table();
-            let all = table.subscribers(channel);
-            if !self.any_down() {
-                all.to_vec()
+            let all = table.subscribers(channel).iter().copied();
+            if self.any_down() {
+                all.partition(|&id| !self.is_down(id))
             } else {
-                all.iter()
-                    .copied()
-                    .filter(|&id| !self.is_down(id))
-                    .collect()
+                (all.collect(), Vec::new())
             }
         };
-        if providers.is_empty() {
+        if targets.is_empty() {
             Counters::inc(&self.0.counters.no_provider);
             return Err(BusError::NoProvider { channel });
         }
         let mut sent = 0;
-        let mut last_err = None;
-        for peer in providers {
+        let mut failed: Vec<(NodeId, BusError)> = Vec::new();
+        for peer in targets {
             match self.send_one_way(peer, channel, payload, true) {
                 Ok(()) => sent += 1,
-                Err(e) => last_err = Some(e),
+                Err(e) => failed.push((peer, e)),
             }
         }
-        match (sent, last_err) {
-            (0, Some(e)) => Err(e),
-            _ => Ok(sent),
+        if sent == 0 {
+            if let Some((_, e)) = failed.pop() {
+                return Err(e);
+            }
         }
+        let lost = skipped
+            .into_iter()
+            .map(|peer| (peer, BusError::PeerLost { peer }));
+        for (peer, error) in failed.into_iter().chain(lost) {
+            self.send_failed(SendFailure {
+                op: SendOp::Publish,
+                channel,
+                reply_channel: Channel(0),
+                peer: Some(peer),
+                error,
+            });
+        }
+        Ok(sent)
     }
 
     /// The seed's `call`: one provider runs the handler; its reply is delivered
@@ -330,14 +376,25 @@ impl LocalBus {
     ) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
         crate::error::check_user_channel(reply_channel)?;
-        let peer = self.pick(channel, &[])?;
-        Counters::inc(&self.0.counters.sent);
         let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
+        self.to_next_provider(channel, &mut Vec::new(), |peer| {
+            self.send_to(peer, meta, payload)
+        })
+    }
+
+    /// Sends the frame `meta` + `payload` (a request or one-way message this
+    /// node originates or re-routes) to `peer`; to itself, it is delivered
+    /// here (a `call`'s reply to this node's reply-channel handler).
+    pub(super) fn send_to(&self, peer: NodeId, meta: Meta, payload: &[u8]) -> Result<(), BusError> {
+        Counters::inc(&self.0.counters.sent);
         if peer == self.node_id() {
-            let to = ReplyTo::LocalCall {
-                bus: self.clone(),
-                channel,
-                reply_channel,
+            let to = match meta.kind {
+                FrameKind::Request => ReplyTo::LocalCall {
+                    bus: self.clone(),
+                    channel: meta.channel,
+                    reply_channel: meta.reply_channel,
+                },
+                _ => ReplyTo::Nobody,
             };
             self.deliver(meta, payload, to);
             return Ok(());
@@ -387,7 +444,16 @@ impl LocalBus {
                 // Every provider refused: the last refusal says why.
                 Err(e) => return Err(refused.unwrap_or(e)),
             };
-            let rx = self.start_request(peer, channel, payload)?;
+            let rx = match self.start_request(peer, channel, payload) {
+                Ok(rx) => rx,
+                // Nothing left for that provider: try the next one.
+                Err(e) if not_sent(&e) => {
+                    tried.push(peer);
+                    refused = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = match rx {
                 Started::Local(rx) => Self::await_reply(rx, remaining).await,
@@ -466,10 +532,24 @@ impl LocalBus {
     pub(crate) fn deliver_reply_locally(&self, reply_channel: Channel, bytes: Vec<u8>) {
         let bus = self.clone();
         glommio::spawn_local(async move {
-            let meta = bus.meta(FrameKind::OneWay, reply_channel, Channel(0), 0);
+            let meta = bus.meta(FrameKind::Reply, reply_channel, Channel(0), 0);
             bus.deliver(meta, &bytes, ReplyTo::Nobody);
         })
         .detach();
+    }
+}
+
+/// What a full connection write queue says (see [`not_sent`]).
+const CONN_QUEUE: &str = "connection write queue";
+
+/// Whether `e`, returned while handing a message to one provider, proves
+/// nothing was sent to it (its connection is closing, or its write queue is
+/// full), so another provider may take the message.
+fn not_sent(e: &BusError) -> bool {
+    match e {
+        BusError::PeerLost { .. } => true,
+        BusError::Backpressure { what } => *what == CONN_QUEUE,
+        _ => false,
     }
 }
 

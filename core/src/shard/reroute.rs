@@ -19,13 +19,14 @@ use crate::fault;
 use crate::frame::{self, Decoded, FrameKind};
 use crate::handler::ReplyTo;
 use crate::stats::Counters;
+use crate::write_queue::Unsent;
 
 impl LocalBus {
     /// Sends again, to the next provider, the frames `dead`'s connection
     /// never sent (see the module docs). Waiters of requests that are not
     /// among them must already have failed.
-    pub(super) fn reroute(&self, dead: NodeId, unsent: Vec<(Vec<u8>, bool)>) {
-        for (bytes, publish) in unsent {
+    pub(super) fn reroute(&self, dead: NodeId, unsent: Vec<Unsent>) {
+        for Unsent { bytes, publish } in unsent {
             let Ok(Decoded::Frame { frame, .. }) = frame::decode(&bytes, u32::MAX) else {
                 continue;
             };
@@ -51,21 +52,8 @@ impl LocalBus {
                 // Control frames, replies and errors are never re-sent.
                 _ => continue,
             };
-            let sent = self.pick(meta.channel, &[dead]).and_then(|peer| {
-                if peer == self.node_id() {
-                    let to = match op {
-                        SendOp::Call => ReplyTo::LocalCall {
-                            bus: self.clone(),
-                            channel: meta.channel,
-                            reply_channel: meta.reply_channel,
-                        },
-                        _ => ReplyTo::Nobody,
-                    };
-                    self.deliver(meta, payload, to);
-                    return Ok(());
-                }
-                let conn = self.conn_to(peer)?;
-                Self::push_to(&conn, peer, &meta, payload)
+            let sent = self.to_next_provider(meta.channel, &mut vec![dead], |peer| {
+                self.send_to(peer, meta, payload)
             });
             match sent {
                 Ok(()) => Counters::inc(&self.0.counters.rerouted),
@@ -88,9 +76,12 @@ impl LocalBus {
         if !self.0.pending.borrow().contains_key(&corr) {
             return;
         }
-        let result = self.pick(meta.channel, &[dead]).and_then(|peer| {
+        let result = self.to_next_provider(meta.channel, &mut vec![dead], |peer| {
             if peer == self.node_id() {
-                if let Some(w) = self.0.pending.borrow_mut().remove(&corr) {
+                // Served here: the waiter is answered by this node's handler
+                // (taken out first: the handler runs with no borrow held).
+                let waiting = self.0.pending.borrow_mut().remove(&corr);
+                if let Some(w) = waiting {
                     self.deliver(meta, payload, ReplyTo::Waiter(w.tx));
                 }
                 return Ok(());
@@ -105,7 +96,8 @@ impl LocalBus {
         match result {
             Ok(()) => Counters::inc(&self.0.counters.rerouted),
             Err(e) => {
-                if let Some(w) = self.0.pending.borrow_mut().remove(&corr) {
+                let waiting = self.0.pending.borrow_mut().remove(&corr);
+                if let Some(w) = waiting {
                     let _ = w.tx.send(Err(e));
                 }
             }

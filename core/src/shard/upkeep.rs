@@ -164,7 +164,7 @@ impl LocalBus {
             .iter()
             .flatten()
             .filter(|c| c.is_open())
-            .filter_map(|c| c.peer.get())
+            .filter_map(|c| c.peer())
             .collect()
     }
 
