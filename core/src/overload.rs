@@ -58,6 +58,8 @@ pub struct Slots<T> {
     channels: FxHashMap<Channel, (u32, u32)>,
     queue: VecDeque<(Channel, usize, T)>,
     queued_bytes: usize,
+    /// Messages queued per channel (so an offer never scans the queue).
+    queued_per_channel: FxHashMap<Channel, usize>,
 }
 
 impl<T> Slots<T> {
@@ -74,6 +76,7 @@ impl<T> Slots<T> {
             channels,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_per_channel: FxHashMap::default(),
         }
     }
 
@@ -97,7 +100,7 @@ impl<T> Slots<T> {
     /// Messages of one channel never overtake each other: while any is
     /// queued for `channel`, a new one queues behind it.
     pub fn offer(&mut self, channel: Channel, bytes: usize, item: T) -> Admit<T> {
-        let waiting_same = self.queue.iter().any(|(ch, ..)| *ch == channel);
+        let waiting_same = !self.queue.is_empty() && self.queued_per_channel.contains_key(&channel);
         if !waiting_same && self.may_run(channel) {
             self.start(channel);
             return Admit::Run(item);
@@ -108,6 +111,7 @@ impl<T> Slots<T> {
             return Admit::Refused(item);
         }
         self.queued_bytes += bytes;
+        *self.queued_per_channel.entry(channel).or_default() += 1;
         self.queue.push_back((channel, bytes, item));
         Admit::Queued
     }
@@ -126,17 +130,21 @@ impl<T> Slots<T> {
             c.0 = c.0.saturating_sub(1);
         }
         let mut ready = Vec::new();
+        // Channels whose oldest queued message cannot run (their own cap):
+        // their later messages wait behind it.
+        let mut blocked: Vec<Channel> = Vec::new();
         let mut i = 0;
         while i < self.queue.len() && self.running < self.limits.running.max(1) {
             let ch = self.queue[i].0;
-            // The oldest queued message of each channel goes first.
-            let older_same = self.queue.iter().take(i).any(|(c, ..)| *c == ch);
-            if !older_same && self.may_run(ch) {
+            if blocked.contains(&ch) {
+                i += 1;
+            } else if self.may_run(ch) {
                 let (ch, bytes, item) = self.queue.remove(i).expect("index in range");
-                self.queued_bytes -= bytes;
+                self.dequeued(ch, bytes);
                 self.start(ch);
                 ready.push(item);
             } else {
+                blocked.push(ch);
                 i += 1;
             }
         }
@@ -153,9 +161,20 @@ impl<T> Slots<T> {
         self.queue.len()
     }
 
+    fn dequeued(&mut self, channel: Channel, bytes: usize) {
+        self.queued_bytes -= bytes;
+        if let Some(n) = self.queued_per_channel.get_mut(&channel) {
+            *n -= 1;
+            if *n == 0 {
+                self.queued_per_channel.remove(&channel);
+            }
+        }
+    }
+
     /// Takes every queued message out (shutdown).
     pub fn drain_queue(&mut self) -> Vec<T> {
         self.queued_bytes = 0;
+        self.queued_per_channel.clear();
         self.queue.drain(..).map(|(_, _, t)| t).collect()
     }
 }
@@ -238,6 +257,28 @@ mod tests {
         assert_eq!(s.offer(Channel(1), 1, 2), Admit::Queued);
         assert_eq!(s.finish(Channel(1)), Vec::<i32>::new());
         assert_eq!(s.finish(Channel(1)), vec![2]);
+    }
+
+    #[test]
+    fn a_capped_channel_does_not_hold_back_others_behind_it() {
+        let mut s = Slots::new(Limits {
+            per_channel: vec![(Channel(7), 1)],
+            ..limits(2, 10, 1000)
+        });
+        assert_eq!(s.offer(Channel(7), 1, 'a'), Admit::Run('a'));
+        assert_eq!(s.offer(Channel(8), 1, 'x'), Admit::Run('x'));
+        assert_eq!(s.offer(Channel(7), 1, 'b'), Admit::Queued);
+        assert_eq!(s.offer(Channel(7), 1, 'c'), Admit::Queued);
+        assert_eq!(s.offer(Channel(8), 1, 'y'), Admit::Queued);
+        // A global slot frees: channel 7 is at its own cap, so 8 goes first.
+        assert_eq!(s.finish(Channel(8)), vec!['y']);
+        assert_eq!(s.finish(Channel(7)), vec!['b']);
+        assert_eq!(s.finish(Channel(7)), vec!['c']);
+        assert_eq!((s.running(), s.queued()), (2, 0));
+        // Nothing of channel 7 is counted as queued any more.
+        assert_eq!(s.offer(Channel(7), 1, 'd'), Admit::Queued);
+        assert_eq!(s.finish(Channel(8)), vec![]);
+        assert_eq!(s.finish(Channel(7)), vec!['d']);
     }
 
     #[test]
