@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::etcd::Etcd;
 use common::fixed::{caller, dead_peer, peer_of};
 use common::procs::Server;
-use common::{pong_server, small, wait_until, SETTLE};
+use common::{burst, pong_server, small, wait_until, SETTLE};
 use domi::{BusError, Channel, Handler, Node, NodeId, SendFailure, SendOp};
 
 const CH: Channel = Channel(50);
@@ -44,21 +44,8 @@ fn requests_queued_on_a_refused_connection_go_to_the_next_provider() {
     // connections before their dials fail.
     let tasks: Vec<_> = (0..2)
         .map(|shard| {
-            caller
-                .spawn_on(shard, |bus| async move {
-                    let reqs: Vec<_> = (0..300)
-                        .map(|_| {
-                            let bus = bus.clone();
-                            glommio::spawn_local(async move { bus.request(CH, b"ping", T).await })
-                        })
-                        .collect();
-                    let mut out = Vec::new();
-                    for r in reqs {
-                        out.push(r.await);
-                    }
-                    out
-                })
-                .unwrap()
+            let caller = caller.clone();
+            std::thread::spawn(move || burst(&caller, shard, CH, 300, T).0)
         })
         .collect();
     for t in tasks {
@@ -88,31 +75,16 @@ fn requests_queued_on_a_refused_connection_go_to_the_next_provider() {
 fn a_dial_failure_on_one_shard_keeps_every_shard_off_the_peer() {
     let (server, _) = pong_server("live", CH);
     let caller = caller_with_dead_peers(&server, &[900], 2, None);
-    let burst = |shard: usize| {
-        caller
-            .spawn_on(shard, |bus| async move {
-                let reqs: Vec<_> = (0..20)
-                    .map(|_| {
-                        let bus = bus.clone();
-                        glommio::spawn_local(async move { bus.request(CH, b"ping", T).await })
-                    })
-                    .collect();
-                let mut ok = 0;
-                for r in reqs {
-                    ok += usize::from(r.await.is_ok());
-                }
-                ok
-            })
-            .unwrap()
-            .join()
-            .unwrap()
+    let ok = |shard: usize| {
+        let (results, _) = burst(&caller, shard, CH, 20, T);
+        results.iter().filter(|r| r.is_ok()).count()
     };
     // Shard 0 alone meets the dead peer: its dial fails, its requests move.
-    assert_eq!(burst(0), 20);
+    assert_eq!(ok(0), 20);
     let rerouted = caller.stats().rerouted;
     assert!(rerouted > 0);
     // Shard 1 never tried it, yet skips it: nothing of its is re-routed.
-    assert_eq!(burst(1), 20);
+    assert_eq!(ok(1), 20);
     assert_eq!(caller.stats().rerouted, rerouted);
 }
 
@@ -239,25 +211,8 @@ fn fresh_callers_after_a_sigkill_see_no_errors() {
         } else {
             client.wait_for_providers(CH, 2, SETTLE).unwrap();
         }
-        let results = client
-            .spawn_on(0, |bus| async move {
-                let mut errors = Vec::new();
-                let tasks: Vec<_> = (0..3000)
-                    .map(|_| {
-                        let bus = bus.clone();
-                        glommio::spawn_local(async move { bus.request(CH, b"ping", T).await })
-                    })
-                    .collect();
-                for t in tasks {
-                    if let Err(e) = t.await {
-                        errors.push(e);
-                    }
-                }
-                errors
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let (results, _) = burst(&client, 0, CH, 3000, T);
+        let results: Vec<_> = results.into_iter().filter_map(Result::err).collect();
         assert!(results.is_empty(), "round {round}: {results:?}");
         if round == 0 {
             let s = client.stats();

@@ -5,50 +5,16 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{pong_server, small, wait_until, SETTLE};
+use common::{burst, pong_server, small, wait_until, SETTLE};
 use domi::{BusError, Channel, ErrorCode, Handler, Node};
 
 const FRONT: Channel = Channel(60);
 const BACK: Channel = Channel(61);
 const SLOW: Channel = Channel(62);
-
-/// Sends `n` requests at once from shard 0 of `client`; returns the
-/// results and how long the whole batch took.
-fn burst(
-    client: &Node,
-    channel: Channel,
-    n: usize,
-    timeout: Duration,
-) -> (Vec<Result<Vec<u8>, BusError>>, Duration) {
-    let task = client
-        .spawn_on(0, move |bus| async move {
-            let results: Rc<RefCell<Vec<_>>> = Rc::default();
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..n)
-                .map(|i| {
-                    let (bus, results) = (bus.clone(), results.clone());
-                    glommio::spawn_local(async move {
-                        let payload = format!("{i}");
-                        let r = bus.request(channel, payload.as_bytes(), timeout).await;
-                        results.borrow_mut().push(r);
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
-            let took = started.elapsed();
-            (results.take(), took)
-        })
-        .unwrap();
-    task.join().expect("the burst finishes")
-}
 
 #[test]
 fn nested_requests_at_the_handler_cap_all_complete() {
@@ -77,7 +43,7 @@ fn nested_requests_at_the_handler_cap_all_complete() {
     let client = small("client").peer(front.local_addr()).start().unwrap();
     client.wait_for_provider(FRONT, SETTLE).unwrap();
 
-    let (results, took) = burst(&client, FRONT, 64, Duration::from_secs(2));
+    let (results, took) = burst(&client, 0, FRONT, 64, Duration::from_secs(2));
     assert_eq!(results.len(), 64);
     for r in &results {
         assert_eq!(r.as_deref(), Ok(&b"pong"[..]));
@@ -118,7 +84,7 @@ fn over_the_queue_requests_are_refused_with_backpressure_and_fail_over() {
     let (a, _) = slow_server("a", 1, 2);
     let client = small("client").peer(a.local_addr()).start().unwrap();
     client.wait_for_provider(SLOW, SETTLE).unwrap();
-    let (results, _) = burst(&client, SLOW, 10, Duration::from_secs(3));
+    let (results, _) = burst(&client, 0, SLOW, 10, Duration::from_secs(3));
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results
         .iter()
@@ -142,7 +108,7 @@ fn over_the_queue_requests_are_refused_with_backpressure_and_fail_over() {
         .start()
         .unwrap();
     client2.wait_for_providers(SLOW, 2, SETTLE).unwrap();
-    let (results, _) = burst(&client2, SLOW, 20, Duration::from_secs(3));
+    let (results, _) = burst(&client2, 0, SLOW, 20, Duration::from_secs(3));
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
 
@@ -185,7 +151,7 @@ fn a_channel_concurrency_limit_holds_that_channel() {
         .unwrap();
     let client = small("client").peer(server.local_addr()).start().unwrap();
     client.wait_for_provider(SLOW, SETTLE).unwrap();
-    let (results, _) = burst(&client, SLOW, 12, Duration::from_secs(3));
+    let (results, _) = burst(&client, 0, SLOW, 12, Duration::from_secs(3));
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(most.load(Ordering::SeqCst), 2);
 }

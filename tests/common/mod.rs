@@ -46,6 +46,38 @@ pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// Sends `n` requests on `channel` at once from shard `shard` of `node`
+/// (each its own task, so they are all in flight together); returns every
+/// result, in start order, and how long the whole batch took.
+pub fn burst(
+    node: &Node,
+    shard: usize,
+    channel: Channel,
+    n: usize,
+    timeout: Duration,
+) -> (Vec<Result<Vec<u8>, domi::BusError>>, Duration) {
+    node.spawn_on(shard, move |bus| async move {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let bus = bus.clone();
+                glommio::spawn_local(async move {
+                    let payload = format!("{i}");
+                    bus.request(channel, payload.as_bytes(), timeout).await
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for t in tasks {
+            results.push(t.await);
+        }
+        (results, started.elapsed())
+    })
+    .expect("the burst starts")
+    .join()
+    .expect("the burst finishes")
+}
+
 /// Sum of counters.
 pub fn total(counts: &[&Arc<AtomicUsize>]) -> usize {
     counts.iter().map(|c| c.load(Ordering::SeqCst)).sum()
