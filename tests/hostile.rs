@@ -127,10 +127,11 @@ fn a_silent_peer_is_routed_around_and_used_again_when_it_answers() {
 
 #[test]
 fn offering_a_gibibyte_to_a_stalled_peer_keeps_the_senders_memory_bounded() {
-    // The receiver is another process whose handler never finishes: once its
-    // handler limit is reached it stops reading, the kernel buffers fill, and
-    // the sender's write queue is all that is left to grow.
-    let mut stalled = Server::start_with("stalled", &["--node-id", "903", "--delay-ms", "600000"]);
+    // The receiver is another process, frozen (SIGSTOP) once connected: it
+    // reads nothing, the kernel buffers fill, and the sender's write queue is
+    // all that is left to grow. (A busy handler no longer stops a node from
+    // reading: see tests/overload.rs.)
+    let mut stalled = Server::start_with("stalled", &["--node-id", "903"]);
     const MAX_WRITE_QUEUE: usize = 8 << 20;
     const BODY: usize = 16 * 1024;
     const OFFER: u64 = 1 << 30;
@@ -141,6 +142,7 @@ fn offering_a_gibibyte_to_a_stalled_peer_keeps_the_senders_memory_bounded() {
         .start()
         .unwrap();
     sender.wait_for_provider(CH, SETTLE).unwrap();
+    stalled.signal("STOP");
     let before = rss_bytes("self");
     let (accepted, pushed_back) = sender
         .spawn_on(0, |bus| async move {
