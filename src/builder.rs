@@ -19,6 +19,7 @@ pub struct NodeBuilder {
     etcd: Option<EtcdConfig>,
     membership: Option<Box<dyn Membership>>,
     lifecycle: crate::node::Lifecycle,
+    http_advertise: Option<SocketAddr>,
 }
 
 impl NodeBuilder {
@@ -30,12 +31,34 @@ impl NodeBuilder {
             etcd: None,
             membership: None,
             lifecycle: crate::node::Lifecycle::default(),
+            http_advertise: None,
         }
     }
 
-    /// The bus address (port 0 picks a free port).
+    /// The bus address to bind (port 0 picks a free port; `0.0.0.0` or `::`
+    /// listens on every interface).
     pub fn tcp(mut self, addr: SocketAddr) -> Self {
         self.config.tcp = addr;
+        self
+    }
+
+    /// The bus address to tell the cluster (the etcd record), when peers
+    /// reach this node at another address than the one it binds: behind
+    /// NAT, in a container, or bound to `0.0.0.0`. Port 0 means the bound
+    /// port. Without it a node bound to an unspecified address advertises
+    /// the first address of an up, non-loopback interface of the same
+    /// family, and refuses to start if there is none
+    /// (`ConfigError::Advertise`); an unspecified address is never
+    /// advertised.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.config.advertise = Some(addr);
+        self
+    }
+
+    /// The admin HTTP address to tell the cluster (the record's `http`),
+    /// by the same rule as [`NodeBuilder::advertise`].
+    pub fn advertise_http(mut self, addr: SocketAddr) -> Self {
+        self.http_advertise = Some(addr);
         self
     }
 
@@ -239,7 +262,14 @@ impl NodeBuilder {
             Some(addr) => {
                 let server = domi_admin::AdminServer::bind(addr)?;
                 if let Some(etcd) = &mut self.etcd {
-                    etcd.http = Some(server.local_addr());
+                    let host = domi_core::advertise::host_addrs();
+                    let http = domi_core::advertise::advertised(
+                        server.local_addr(),
+                        self.http_advertise,
+                        &host,
+                    )
+                    .map_err(|e| domi_core::StartError::Config(e.into()))?;
+                    etcd.http = Some(http);
                 }
                 Some(server)
             }

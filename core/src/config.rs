@@ -14,8 +14,15 @@ pub struct NodeConfig {
     pub name: String,
     /// Cluster name (at most 255 bytes); peers of other clusters are refused.
     pub cluster: String,
-    /// Bus address; port 0 picks a free port.
+    /// Bus address to bind; port 0 picks a free port. May be unspecified
+    /// (`0.0.0.0`, `::`) to listen on every interface.
     pub tcp: SocketAddr,
+    /// The bus address to tell the cluster, when it differs from `tcp`
+    /// (NAT, containers, a node bound to `0.0.0.0`); port 0 means the bound
+    /// port. Unset, the bound address is advertised, or — bound to an
+    /// unspecified address — the first routable address of the host (see
+    /// [`crate::advertise`]).
+    pub advertise: Option<SocketAddr>,
     /// Number of shards (glommio executors).
     pub shards: usize,
     /// Pin shard `i` to CPU `i`; off, shards float (tests running many nodes).
@@ -80,6 +87,7 @@ impl NodeConfig {
             name: name.into(),
             cluster: "default".into(),
             tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
             shards: allowed_cpus().len(),
             pin_cpus: true,
             cpus: None,
@@ -156,6 +164,9 @@ impl NodeConfig {
         }
         if let Some(&(channel, _)) = self.channel_concurrency.iter().find(|(_, n)| *n == 0) {
             return Err(ConfigError::ZeroConcurrency { channel });
+        }
+        if let Some(addr) = self.advertise.filter(|a| a.ip().is_unspecified()) {
+            return Err(crate::advertise::AdvertiseError::Unspecified { addr }.into());
         }
         if self.cluster_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(ConfigError::WeakSecret);
@@ -254,6 +265,9 @@ pub enum ConfigError {
         /// Which field.
         field: &'static str,
     },
+    /// No address to advertise (see [`crate::advertise`]).
+    #[error(transparent)]
+    Advertise(#[from] crate::advertise::AdvertiseError),
     /// A per-channel concurrency cap of zero.
     #[error("the concurrency cap of {channel} must be greater than zero")]
     ZeroConcurrency {

@@ -5,6 +5,8 @@
 //! the [`Membership`] seam and publishes [`PeerTable`]s into a [`Directory`].
 //!
 //! ## Layout
+//! - [`advertise`]: which bus address a node tells the cluster (never an
+//!   unspecified one), as a pure decision.
 //! - [`channel`]: `Channel` and `NodeId`, the reserved channel range.
 //! - [`frame`]: the 24-byte header, pure decode/encode (byte layout documented there).
 //! - [`handshake`]: `NodeInfo` exchanged when a connection opens; validation.
@@ -32,6 +34,7 @@
 //! Decisions (decode, validate, select, back off) are pure functions tested
 //! without io_uring; `conn` and `shard` only move bytes and call them.
 
+pub mod advertise;
 pub mod auth;
 pub mod backoff;
 pub mod channel;

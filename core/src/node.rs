@@ -125,10 +125,14 @@ impl Node {
         for (ch, h) in subscriptions {
             table = table.with(ch, h)?;
         }
-        let (probe, addr) = bind_port(config.tcp).map_err(|source| StartError::Bind {
+        let (probe, bound) = bind_port(config.tcp).map_err(|source| StartError::Bind {
             addr: config.tcp,
             source,
         })?;
+        // Where peers reach us: never an unspecified address.
+        let addr =
+            crate::advertise::advertised(bound, config.advertise, &crate::advertise::host_addrs())
+                .map_err(ConfigError::from)?;
         let mut info = NodeInfo {
             version: PROTOCOL_VERSION,
             cluster: config.cluster.clone(),
@@ -154,6 +158,7 @@ impl Node {
         };
         let shared = Arc::new(Shared::new(
             config,
+            bound,
             local.clone(),
             directory.clone(),
             table,
@@ -174,7 +179,7 @@ impl Node {
             node.stop();
             return Err(e.into());
         }
-        info!(id = %info.id, name = %info.name, %addr, shards = node.shards(), "node started");
+        info!(id = %info.id, name = %info.name, %bound, advertised = %addr, shards = node.shards(), "node started");
         Ok(node)
     }
 
@@ -187,9 +192,16 @@ impl Node {
         self.shared().id
     }
 
-    /// The bus address actually bound.
+    /// The bus address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared().addr
+    }
+
+    /// The bus address this node tells the cluster (etcd record, its own
+    /// peer-table entry): the advertise address, or the bound one, never
+    /// an unspecified one (see [`crate::advertise`]).
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.shared().local.addr()
     }
 
     /// Number of shards.

@@ -23,6 +23,7 @@ use crate::route::{Directory, Peer};
 pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     pub(crate) id: NodeId,
+    /// The address the shards listen on (the advertised one is `local.addr`).
     pub(crate) addr: SocketAddr,
     pub(crate) directory: Arc<Directory>,
     pub(crate) handlers: ArcSwap<HandlerTable>,
@@ -47,6 +48,7 @@ impl Shared {
     /// State for a node that took `local`'s id and serves `handlers`.
     pub(crate) fn new(
         config: NodeConfig,
+        bound: SocketAddr,
         local: LocalNode,
         directory: Arc<Directory>,
         handlers: HandlerTable,
@@ -55,7 +57,7 @@ impl Shared {
         let info = local.info();
         Shared {
             id: info.id,
-            addr: local.addr,
+            addr: bound,
             directory,
             handlers: ArcSwap::from_pointee(handlers),
             handler_epoch: AtomicU64::new(1),
@@ -174,7 +176,7 @@ impl Shared {
             f(&mut info);
             info.clone()
         };
-        let addr = self.addr;
+        let addr = self.local.addr;
         self.directory.update(|t| {
             t.with_peer(Peer {
                 info: info.clone(),
