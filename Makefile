@@ -16,6 +16,7 @@ setup:
 	command -v protoc  >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v etcd    >/dev/null || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 		echo "make setup: installing$$missing"; \
 		$(SUDO) apt-get update -qq && \

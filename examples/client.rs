@@ -7,6 +7,8 @@
 //!
 //! Or against a cluster in etcd (servers started with the same `--etcd`/`--cluster`):
 //! `cargo run --release --example client -- --etcd http://127.0.0.1:2379 --cluster demo --providers 2`
+//! (a secured etcd takes the server's `--etcd-ca --etcd-cert --etcd-key --etcd-user`,
+//! the password in `DOMI_ETCD_PASSWORD`).
 //!
 //! Prints one summary line to stdout (a JSON object with `--json`); exits with
 //! status 0 if every request got a reply, 1 otherwise. Logs go to stderr; set
@@ -16,12 +18,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use domi::{Channel, Node};
+use domi::{Channel, Node, NodeBuilder};
+use domi_cluster::etcd::{EtcdAuth, EtcdTls};
 use hdrhistogram::Histogram;
 use tracing::warn;
 
@@ -41,6 +45,14 @@ struct Args {
         conflicts_with = "etcd"
     )]
     peers: Vec<SocketAddr>,
+    /// Bus address to bind (port 0 picks a free port; 0.0.0.0 listens on
+    /// every interface).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    tcp: SocketAddr,
+    /// Bus address to tell the cluster when peers reach this node at
+    /// another address than `--tcp` (port 0: the bound port).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
     /// Providers to wait for before starting (default: one per `--peer`, or 1 with `--etcd`).
     #[arg(long)]
     providers: Option<usize>,
@@ -80,6 +92,8 @@ struct Args {
     /// instead of static `--peer`s; the id then comes from etcd.
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_security: EtcdSecurity,
 }
 
 /// What the load run measured.
@@ -90,6 +104,53 @@ struct Summary {
     p50_us: u64,
     p99_us: u64,
     elapsed: Duration,
+}
+
+/// How to reach a secured etcd: TLS with a client certificate, and a user.
+#[derive(clap::Args)]
+struct EtcdSecurity {
+    /// CA certificate (PEM) that signed etcd's server certificate; needed
+    /// for `https://` etcd endpoints.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for an etcd started with
+    /// `--client-cert-auth`; needs `--etcd-key` and `--etcd-ca`.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--etcd-cert`.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// etcd user, for an etcd with authentication enabled. The password is
+    /// read from the environment variable DOMI_ETCD_PASSWORD (never from the
+    /// command line, where other users of the host can see it).
+    #[arg(long, value_name = "NAME", requires = "etcd")]
+    etcd_user: Option<String>,
+}
+
+impl EtcdSecurity {
+    /// Sets the TLS and user settings of the etcd membership of `builder`.
+    fn apply(self, endpoints: &[String], builder: NodeBuilder) -> anyhow::Result<NodeBuilder> {
+        if self.etcd_ca.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
+            anyhow::bail!(
+                "https:// etcd endpoints need --etcd-ca FILE (the CA that signed etcd's certificate)"
+            );
+        }
+        let tls = self.etcd_ca.map(|ca| {
+            let tls = EtcdTls::new(ca);
+            match (self.etcd_cert, self.etcd_key) {
+                (Some(cert), Some(key)) => tls.with_client_cert(cert, key),
+                _ => tls,
+            }
+        });
+        let auth = match self.etcd_user {
+            Some(user) => Some(EtcdAuth::from_env(user).context("--etcd-user")?),
+            None => None,
+        };
+        Ok(builder.etcd_config(move |c| {
+            c.tls = tls;
+            c.auth = auth;
+        }))
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +167,7 @@ fn main() -> anyhow::Result<()> {
     let channel = Channel(args.channel);
 
     let mut builder = Node::builder("client")
+        .tcp(args.tcp)
         .cluster(args.cluster.clone())
         .shards(1)
         .small()
@@ -119,8 +181,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(id) = args.node_id {
         builder = builder.node_id(domi::NodeId::try_from(id)?);
     }
+    if let Some(addr) = args.advertise {
+        builder = builder.advertise(addr);
+    }
     if !args.etcd.is_empty() {
         builder = builder.etcd(args.etcd.clone());
+        builder = args.etcd_security.apply(&args.etcd, builder)?;
     }
     let node = builder.start().context("starting the client node")?;
     let want = args.providers.unwrap_or(peers.len().max(1));

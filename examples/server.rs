@@ -11,6 +11,11 @@
 //! With etcd and the admin endpoints:
 //! `cargo run --release --example server -- --etcd http://127.0.0.1:2379 --http 127.0.0.1:8080`
 //!
+//! With a secured etcd (TLS with a client certificate, and a user whose
+//! password is read from `DOMI_ETCD_PASSWORD`, never from the command line):
+//! `DOMI_ETCD_PASSWORD=… cargo run --release --example server -- --etcd https://10.0.0.1:2379
+//! --etcd-ca ca.crt --etcd-cert node.crt --etcd-key node.key --etcd-user domi`
+//!
 //! After start it prints one line to stdout, `listening <addr> id <n> http <addr|->`,
 //! then serves until SIGINT, SIGTERM, SIGHUP or `POST /stop`: it drains (in-flight
 //! requests finish, peers fail over) and exits 0, or exits 1 if the drain takes
@@ -19,10 +24,12 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use domi::{Channel, Handler, Node};
+use domi::{Channel, Handler, Node, NodeBuilder};
+use domi_cluster::etcd::{EtcdAuth, EtcdTls};
 
 /// The channel served.
 const PING: Channel = Channel(50);
@@ -33,9 +40,17 @@ struct Args {
     /// Node name.
     #[arg(long, default_value = "server")]
     name: String,
-    /// Bus address (port 0 picks a free port).
+    /// Bus address to bind (port 0 picks a free port; 0.0.0.0 listens on
+    /// every interface).
     #[arg(long, default_value = "127.0.0.1:0")]
     tcp: SocketAddr,
+    /// Bus address to tell the cluster when peers reach this node at
+    /// another address than `--tcp` (port 0: the bound port).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// Admin address to tell the cluster (port 0: the bound port).
+    #[arg(long, requires = "http")]
+    advertise_http: Option<SocketAddr>,
     /// A static peer's bus address (repeatable).
     #[arg(long = "peer", conflicts_with = "etcd")]
     peers: Vec<SocketAddr>,
@@ -60,6 +75,8 @@ struct Args {
     /// instead of static `--peer`s; the id then comes from etcd.
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_security: EtcdSecurity,
     /// Serve the admin endpoints (/stop /pause /resume /status /metrics /health) here.
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -87,6 +104,53 @@ struct Args {
     nested: Option<u16>,
 }
 
+/// How to reach a secured etcd: TLS with a client certificate, and a user.
+#[derive(clap::Args)]
+struct EtcdSecurity {
+    /// CA certificate (PEM) that signed etcd's server certificate; needed
+    /// for `https://` etcd endpoints.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for an etcd started with
+    /// `--client-cert-auth`; needs `--etcd-key` and `--etcd-ca`.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--etcd-cert`.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// etcd user, for an etcd with authentication enabled. The password is
+    /// read from the environment variable DOMI_ETCD_PASSWORD (never from the
+    /// command line, where other users of the host can see it).
+    #[arg(long, value_name = "NAME", requires = "etcd")]
+    etcd_user: Option<String>,
+}
+
+impl EtcdSecurity {
+    /// Sets the TLS and user settings of the etcd membership of `builder`.
+    fn apply(self, endpoints: &[String], builder: NodeBuilder) -> anyhow::Result<NodeBuilder> {
+        if self.etcd_ca.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
+            anyhow::bail!(
+                "https:// etcd endpoints need --etcd-ca FILE (the CA that signed etcd's certificate)"
+            );
+        }
+        let tls = self.etcd_ca.map(|ca| {
+            let tls = EtcdTls::new(ca);
+            match (self.etcd_cert, self.etcd_key) {
+                (Some(cert), Some(key)) => tls.with_client_cert(cert, key),
+                _ => tls,
+            }
+        });
+        let auth = match self.etcd_user {
+            Some(user) => Some(EtcdAuth::from_env(user).context("--etcd-user")?),
+            None => None,
+        };
+        Ok(builder.etcd_config(move |c| {
+            c.tls = tls;
+            c.auth = auth;
+        }))
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -112,12 +176,19 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.etcd.is_empty() {
         builder = builder.etcd(args.etcd.clone());
+        builder = args.etcd_security.apply(&args.etcd, builder)?;
     }
     if let Some(http) = args.http {
         builder = builder.http(http);
     }
     if let Some(token) = args.admin_token {
         builder = builder.admin_token(token);
+    }
+    if let Some(addr) = args.advertise {
+        builder = builder.advertise(addr);
+    }
+    if let Some(addr) = args.advertise_http {
+        builder = builder.advertise_http(addr);
     }
     if let Some(n) = args.max_handlers {
         builder = builder.max_handlers(n);

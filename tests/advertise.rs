@@ -118,3 +118,44 @@ fn an_unspecified_advertise_address_is_a_config_error() {
         "{r:?}"
     );
 }
+
+#[test]
+fn the_server_example_bound_to_every_interface_advertises_what_it_is_told() {
+    let etcd = Etcd::start();
+    let ep = etcd.endpoint();
+    let server = common::procs::Server::start_cmd(
+        "adv-example",
+        common::procs::example("server"),
+        &[
+            "--tcp",
+            "0.0.0.0:0",
+            "--advertise",
+            "127.0.0.2:0",
+            "--etcd",
+            &ep,
+            "--cluster",
+            "advx",
+        ],
+    );
+    let key = format!("/domi/advx/nodes/{}", server.id);
+    let mut value = None;
+    wait_until("the example's record", SETTLE, || {
+        value = etcd.get(&key);
+        value.is_some()
+    });
+    let record: serde_json::Value = serde_json::from_str(&value.unwrap()).unwrap();
+    let tcp = addr_field(&record, "tcp");
+    assert_eq!(tcp, SocketAddr::from(([127, 0, 0, 2], server.addr.port())));
+    let client = Node::builder("client")
+        .shards(1)
+        .small()
+        .cluster("advx")
+        .etcd([ep])
+        .start()
+        .unwrap();
+    client.wait_for_provider(CH, SETTLE).unwrap();
+    assert_eq!(
+        client.request(CH, b"ping", Duration::from_secs(2)).unwrap(),
+        b"pong"
+    );
+}

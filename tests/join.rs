@@ -247,8 +247,10 @@ fn refused_authentication_fails_at_once() {
     let started = Instant::now();
     let r = node(&etcd.endpoint(), "stranger", "guarded").start();
     match membership_error(r) {
-        MembershipError::Refused { reason } => assert!(!reason.is_empty()),
-        other => panic!("expected Refused, got {other:?}"),
+        MembershipError::Authentication { reason, .. } => {
+            assert!(reason.contains("requires authentication"), "{reason}")
+        }
+        other => panic!("expected Authentication, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
 }

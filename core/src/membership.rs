@@ -43,6 +43,18 @@ pub enum MembershipError {
         /// What was refused, and the store's answer.
         reason: String,
     },
+    /// The membership store did not accept the node's credentials, or the
+    /// node did not accept the store's: a wrong user name or password, a
+    /// TLS client certificate the store refuses (none, or one signed by a CA
+    /// it does not trust), or a server certificate the node's CA did not
+    /// sign. Retrying cannot fix it: the node gives up at once.
+    #[error("authentication with {store} failed: {reason}")]
+    Authentication {
+        /// The store, e.g. `etcd at ["https://10.0.0.1:2379"]`.
+        store: String,
+        /// What was refused and why (never a password).
+        reason: String,
+    },
     /// Joining did not succeed within the join timeout: every attempt failed
     /// with an error that retrying could fix (store unreachable, overloaded,
     /// timed out).

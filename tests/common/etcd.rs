@@ -1,10 +1,17 @@
 //! A private etcd for tests: Debian's `etcd` binary on free loopback ports in
 //! a temporary directory, stopped (and its data removed) on drop.
+//!
+//! It serves plain `http://` without authentication, unless started with
+//! [`Etcd::start_tls`] (`https://`, client certificates required) or given a
+//! root user with [`Etcd::enable_auth`]; the helpers below pass the matching
+//! `etcdctl` flags either way.
 
 use std::net::{IpAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::certs::CertFiles;
 
 /// A running private etcd.
 pub struct Etcd {
@@ -16,6 +23,21 @@ pub struct Etcd {
     /// Another address the client port also listens on (e.g. the host side
     /// of a veth pair, for a node in a network namespace).
     also_on: Option<IpAddr>,
+    /// Serving over TLS with client-certificate authentication.
+    tls: Option<Tls>,
+    /// The root user's password once authentication is enabled.
+    root_password: Option<String>,
+}
+
+/// The files of an etcd serving `https://` with `--client-cert-auth`.
+#[derive(Clone, Debug)]
+struct Tls {
+    /// etcd's server certificate and key.
+    server: CertFiles,
+    /// The CA etcd trusts for client certificates (and that signed `server`).
+    ca: PathBuf,
+    /// The certificate `etcdctl` presents.
+    client: CertFiles,
 }
 
 fn free_port() -> u16 {
@@ -44,6 +66,58 @@ impl Etcd {
         e
     }
 
+    /// Starts etcd serving `https://127.0.0.1:<port>` with the certificate
+    /// `server`, requiring client certificates signed by `ca`
+    /// (`--client-cert-auth --trusted-ca-file <ca>`); the helpers' `etcdctl`
+    /// calls present `client`. Waits (with a deadline) until it answers.
+    pub fn start_tls(server: &CertFiles, ca: &Path, client: &CertFiles) -> Etcd {
+        let mut e = Etcd::reserved(None);
+        e.tls = Some(Tls {
+            server: server.clone(),
+            ca: ca.to_owned(),
+            client: client.clone(),
+        });
+        e.spawn();
+        e
+    }
+
+    /// Adds the user `root` with `password` and enables authentication:
+    /// from then on every request needs a user (the helpers pass
+    /// `--user root:<password>`). Kept across [`Etcd::restart`] (it lives
+    /// in etcd's data).
+    pub fn enable_auth(&mut self, password: &str) {
+        let add = format!("--new-user-password={password}");
+        self.etcdctl(&["user", "add", "root", &add], None);
+        self.etcdctl(&["auth", "enable"], None);
+        self.root_password = Some(password.to_owned());
+    }
+
+    /// The `etcdctl` flags this etcd needs besides `--endpoints`: the CA
+    /// and client certificate when it serves TLS, the root user once
+    /// authentication is enabled. Empty for a plain etcd.
+    pub fn ctl_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(tls) = &self.tls {
+            flags.push(format!("--cacert={}", tls.ca.display()));
+            flags.push(format!("--cert={}", tls.client.cert.display()));
+            flags.push(format!("--key={}", tls.client.key.display()));
+        }
+        if let Some(pw) = &self.root_password {
+            flags.push(format!("--user=root:{pw}"));
+        }
+        flags
+    }
+
+    /// An `etcdctl` command for this etcd: API 3, `--endpoints` and
+    /// [`Etcd::ctl_flags`] set.
+    fn ctl(&self) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.args(["--endpoints", &self.endpoint()])
+            .args(self.ctl_flags())
+            .env("ETCDCTL_API", "3");
+        cmd
+    }
+
     /// Picks free ports and a data directory without starting etcd: until
     /// [`Etcd::launch`], its [`Etcd::endpoint`] refuses connections.
     pub fn reserve() -> Etcd {
@@ -59,6 +133,8 @@ impl Etcd {
             port: free_port(),
             peer_port: free_port(),
             also_on,
+            tls: None,
+            root_password: None,
         }
     }
 
@@ -69,28 +145,40 @@ impl Etcd {
         self.spawn();
     }
 
-    /// The client endpoint URL.
+    /// The client endpoint URL (`https://` when started with
+    /// [`Etcd::start_tls`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.endpoint_on(IpAddr::from([127, 0, 0, 1]))
     }
 
     /// The client endpoint URL on `ip` (the address given to
     /// [`Etcd::start_also_on`]).
     pub fn endpoint_on(&self, ip: IpAddr) -> String {
-        format!("http://{ip}:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{ip}:{}", self.port)
     }
 
     fn spawn(&mut self) {
-        let (c, p) = (self.port, self.peer_port);
-        let mut listen = format!("http://127.0.0.1:{c}");
+        let p = self.peer_port;
+        let mut listen = self.endpoint();
         if let Some(ip) = self.also_on {
             listen += &format!(",{}", self.endpoint_on(ip));
         }
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.server.cert)
+                .arg("--key-file")
+                .arg(&tls.server.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca);
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(&self.dir)
             .args(["--listen-client-urls", &listen])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &self.endpoint()])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args([
                 "--initial-advertise-peer-urls",
@@ -117,15 +205,9 @@ impl Etcd {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = Command::new("etcdctl")
-                .args([
-                    "--endpoints",
-                    &self.endpoint(),
-                    "--dial-timeout=1s",
-                    "endpoint",
-                    "health",
-                ])
-                .env("ETCDCTL_API", "3")
+            let ok = self
+                .ctl()
+                .args(["--dial-timeout=1s", "endpoint", "health"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -160,9 +242,9 @@ impl Etcd {
 
     /// `etcdctl get --prefix <prefix>`: (key, value) pairs.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        let out = Command::new("etcdctl")
-            .args(["--endpoints", &self.endpoint(), "get", "--prefix", prefix])
-            .env("ETCDCTL_API", "3")
+        let out = self
+            .ctl()
+            .args(["get", "--prefix", prefix])
             .output()
             .expect("etcdctl runs");
         assert!(
@@ -188,9 +270,9 @@ impl Etcd {
                 script.push_str(&format!("put {k} {v:?}\n"));
             }
             script.push_str("\n\n");
-            let mut child = Command::new("etcdctl")
-                .args(["--endpoints", &self.endpoint(), "txn"])
-                .env("ETCDCTL_API", "3")
+            let mut child = self
+                .ctl()
+                .arg("txn")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()
@@ -207,9 +289,9 @@ impl Etcd {
 
     /// `etcdctl put key value` (no lease).
     pub fn put(&self, key: &str, value: &str) {
-        let st = Command::new("etcdctl")
-            .args(["--endpoints", &self.endpoint(), "put", key, value])
-            .env("ETCDCTL_API", "3")
+        let st = self
+            .ctl()
+            .args(["put", key, value])
             .stdout(Stdio::null())
             .status()
             .expect("etcdctl runs");
@@ -222,10 +304,9 @@ impl Etcd {
     /// asserts success and returns its standard output.
     pub fn etcdctl(&self, args: &[&str], stdin: Option<&str>) -> String {
         use std::io::Write;
-        let mut child = Command::new("etcdctl")
-            .args(["--endpoints", &self.endpoint()])
+        let mut child = self
+            .ctl()
             .args(args)
-            .env("ETCDCTL_API", "3")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

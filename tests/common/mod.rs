@@ -85,6 +85,7 @@ pub fn total(counts: &[&Arc<AtomicUsize>]) -> usize {
 
 /// The standard wait for topology to settle.
 pub const SETTLE: Duration = Duration::from_secs(10);
+pub mod certs;
 pub mod etcd;
 pub mod fixed;
 pub mod netns;

@@ -22,19 +22,20 @@
 //! out of the cluster's tables, keeps listing and watching (it still works as
 //! a client), and retries the claim with backoff until the id is free again.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use domi_core::backoff::Backoff;
-use domi_core::{MembershipContext, MembershipError, NodeId, NodeInfo};
+use domi_core::{MembershipContext, NodeId};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, error, info, warn};
 
-use super::join_policy::{self, ErrorKind, GiveUp, JoinPolicy, Next};
+use super::join::{explain_tls, revoke, tls_refusal};
 use super::record::{self, Change, Claim, NodeRecord};
+use super::security::TlsMaterial;
 use super::EtcdConfig;
 
 /// Messages from the node to its discovery thread.
@@ -47,7 +48,7 @@ pub(crate) enum Cmd {
     Leave,
 }
 
-type EtcdResult<T> = Result<T, etcd_client::Error>;
+pub(super) type EtcdResult<T> = Result<T, etcd_client::Error>;
 
 /// Why a session with etcd could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -97,313 +98,14 @@ struct Session {
 }
 
 pub(crate) struct Discovery {
-    config: EtcdConfig,
-    client: Client,
-    lease: Option<i64>,
-    id: NodeId,
-    instance: u64,
-    started_at: u64,
-}
-
-/// A step of a join attempt, named in its errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    Connect,
-    GrantLease,
-    ListIds,
-    ClaimId,
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Step::Connect => "connecting",
-            Step::GrantLease => "granting a lease",
-            Step::ListIds => "listing the taken ids",
-            Step::ClaimId => "claiming an id",
-        })
-    }
-}
-
-/// Why one join attempt failed.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    /// An etcd call failed.
-    #[error("{step}: {source}")]
-    Etcd {
-        /// What the attempt was doing.
-        step: Step,
-        /// The client's error.
-        source: etcd_client::Error,
-    },
-    /// The attempt used up its time budget.
-    #[error("{step}: no answer within {after:?}")]
-    TimedOut {
-        /// What the attempt was doing.
-        step: Step,
-        /// The attempt's budget.
-        after: Duration,
-    },
-    /// Every id is taken.
-    #[error("cluster {cluster:?} is full")]
-    Full {
-        /// The cluster.
-        cluster: String,
-    },
-}
-
-impl AttemptError {
-    fn etcd(step: Step) -> impl FnOnce(etcd_client::Error) -> AttemptError {
-        move |source| AttemptError::Etcd { step, source }
-    }
-
-    /// Whether retrying can fix it.
-    fn kind(&self) -> ErrorKind {
-        use etcd_client::Error as E;
-        match self {
-            AttemptError::Etcd { source, .. } => match source {
-                E::GRpcStatus(s) => join_policy::status_kind(i32::from(s.code()), s.message()),
-                // Settings the client rejects before any request.
-                E::InvalidArgs(_)
-                | E::InvalidUri(_)
-                | E::InvalidMetadataValue(_)
-                | E::EndpointError(_)
-                | E::EndpointsNotManaged => ErrorKind::Permanent,
-                // I/O and transport failures, and anything else: hiccups.
-                _ => ErrorKind::Transient,
-            },
-            AttemptError::TimedOut { .. } => ErrorKind::Transient,
-            AttemptError::Full { .. } => ErrorKind::Permanent,
-        }
-    }
-
-    /// The node's error when the join gives up (`why`) on this failure.
-    fn into_membership(
-        self,
-        why: GiveUp,
-        config: &EtcdConfig,
-        attempts: u32,
-        elapsed: Duration,
-    ) -> MembershipError {
-        match (why, self) {
-            (_, AttemptError::Full { cluster }) => MembershipError::ClusterFull { cluster },
-            (GiveUp::TimedOut, e) => MembershipError::JoinTimedOut {
-                store: format!("etcd at {:?}", config.endpoints),
-                attempts,
-                elapsed,
-                timeout: config.join_timeout,
-                last_error: e.to_string(),
-            },
-            (
-                GiveUp::Permanent,
-                AttemptError::Etcd {
-                    step,
-                    source: etcd_client::Error::GRpcStatus(s),
-                },
-            ) => MembershipError::Refused {
-                reason: format!(
-                    "{step}: etcd at {:?} answered {:?}: {}",
-                    config.endpoints,
-                    s.code(),
-                    s.message()
-                ),
-            },
-            (GiveUp::Permanent, e) => MembershipError::Config {
-                reason: format!("etcd at {:?}: {e}", config.endpoints),
-            },
-        }
-    }
-}
-
-/// What an attempt got to, readable after it was cut short.
-struct Progress {
-    step: Step,
-    /// The lease granted by this attempt, until the join holds it.
-    lease: Option<i64>,
-}
-
-/// Connects, takes a lease and claims the lowest free id, retrying with
-/// jittered backoff while etcd is unreachable or overloaded, up to the join
-/// timeout (see [`super::join_policy`]).
-pub(crate) async fn join(
-    config: EtcdConfig,
-    local: &NodeInfo,
-) -> Result<Discovery, MembershipError> {
-    let policy = JoinPolicy::of(&config);
-    let started = Instant::now();
-    let mut client: Option<Client> = None;
-    let mut attempts = 0u32;
-    loop {
-        attempts = attempts.saturating_add(1);
-        let budget = policy.attempt_budget(started.elapsed());
-        let mut progress = Progress {
-            step: Step::Connect,
-            lease: None,
-        };
-        let outcome = tokio::time::timeout(
-            budget,
-            attempt(&config, &mut client, local.instance, &mut progress),
-        )
-        .await;
-        let err = match outcome {
-            Ok(Ok((client, lease, id))) => {
-                let started_at = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                info!(id = %id, cluster = %config.cluster, lease, attempts, elapsed = ?started.elapsed(), "joined the cluster through etcd");
-                return Ok(Discovery {
-                    config,
-                    client,
-                    lease: Some(lease),
-                    id,
-                    instance: local.instance,
-                    started_at,
-                });
-            }
-            Ok(Err(e)) => e,
-            Err(_) => AttemptError::TimedOut {
-                step: progress.step,
-                after: budget,
-            },
-        };
-        let elapsed = started.elapsed();
-        let next = policy.after_failure(elapsed, attempts, err.kind(), fastrand::f64());
-        if let (Some(lease), Some(c)) = (progress.lease, client.as_ref()) {
-            // Whatever the attempt claimed hangs on this lease: free it now
-            // rather than after its TTL.
-            let mut c = c.clone();
-            match next {
-                Next::Retry(_) => {
-                    let within = config.request_timeout;
-                    tokio::spawn(async move { revoke_within(&mut c, lease, within).await });
-                }
-                Next::GiveUp(_) => {
-                    let within = policy.grace_left(elapsed).min(config.request_timeout);
-                    revoke_within(&mut c, lease, within).await;
-                }
-            }
-        }
-        match next {
-            Next::Retry(delay) => {
-                if attempts == 1 {
-                    warn!(cluster = %config.cluster, endpoints = ?config.endpoints, error = %err, retry_in = ?delay, join_timeout = ?config.join_timeout, "cannot join through etcd yet; retrying");
-                } else {
-                    debug!(cluster = %config.cluster, attempts, elapsed = ?elapsed, error = %err, retry_in = ?delay, "join attempt failed; retrying");
-                }
-                tokio::time::sleep(delay).await;
-            }
-            Next::GiveUp(why) => {
-                let e = err.into_membership(why, &config, attempts, started.elapsed());
-                warn!(cluster = %config.cluster, attempts, elapsed = ?started.elapsed(), error = %e, "giving up joining through etcd");
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// One join attempt: connects (once per join), takes a lease and claims the
-/// lowest free id. Every request is bounded by the request timeout; the
-/// caller bounds the whole attempt.
-async fn attempt(
-    config: &EtcdConfig,
-    client: &mut Option<Client>,
-    instance: u64,
-    progress: &mut Progress,
-) -> Result<(Client, i64, NodeId), AttemptError> {
-    let c = match client {
-        Some(c) => c,
-        None => {
-            progress.step = Step::Connect;
-            let opts = ConnectOptions::new()
-                .with_connect_timeout(config.connect_timeout)
-                .with_timeout(config.request_timeout);
-            let c = Client::connect(&config.endpoints, Some(opts))
-                .await
-                .map_err(AttemptError::etcd(Step::Connect))?;
-            client.insert(c)
-        }
-    };
-    progress.step = Step::GrantLease;
-    let lease = c
-        .lease_grant(config.ttl_secs, None)
-        .await
-        .map_err(AttemptError::etcd(Step::GrantLease))?
-        .id();
-    progress.lease = Some(lease);
-    let id = claim_lowest(c, &config.cluster, lease, instance, progress).await?;
-    Ok((c.clone(), lease, id))
-}
-
-/// Claims the lowest free id with one transaction per try
-/// (create-revision = 0 on its id key); tries again when another node wins a race.
-async fn claim_lowest(
-    client: &mut Client,
-    cluster: &str,
-    lease: i64,
-    instance: u64,
-    progress: &mut Progress,
-) -> Result<NodeId, AttemptError> {
-    let prefix = record::ids_prefix(cluster);
-    loop {
-        progress.step = Step::ListIds;
-        let listed = client
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await
-            .map_err(AttemptError::etcd(Step::ListIds))?;
-        let taken = listed
-            .kvs()
-            .iter()
-            .filter_map(|kv| record::parse_id(&prefix, kv.key()));
-        let Some(id) = record::lowest_free(taken) else {
-            return Err(AttemptError::Full {
-                cluster: cluster.into(),
-            });
-        };
-        progress.step = Step::ClaimId;
-        if try_claim(client, cluster, id, lease, instance)
-            .await
-            .map_err(AttemptError::etcd(Step::ClaimId))?
-        {
-            return Ok(id);
-        }
-        debug!(%id, "lost the race for an id; trying the next one");
-    }
-}
-
-/// Revokes `lease` (best effort, within 2 s).
-async fn revoke(client: &mut Client, lease: i64) {
-    revoke_within(client, lease, Duration::from_secs(2)).await
-}
-
-/// Revokes `lease` (best effort, within `within`).
-async fn revoke_within(client: &mut Client, lease: i64, within: Duration) {
-    match tokio::time::timeout(within, client.lease_revoke(lease)).await {
-        Ok(Ok(_)) => debug!(lease, "lease revoked"),
-        Ok(Err(e)) => debug!(lease, error = %e, "could not revoke a lease; it ends with its TTL"),
-        Err(_) => debug!(lease, "lease revoke timed out; it ends with its TTL"),
-    }
-}
-
-async fn try_claim(
-    client: &mut Client,
-    cluster: &str,
-    id: NodeId,
-    lease: i64,
-    instance: u64,
-) -> EtcdResult<bool> {
-    let key = record::id_key(cluster, id);
-    let txn = Txn::new()
-        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(
-            key.as_str(),
-            format!("{instance:016x}"),
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
-    Ok(client.txn(txn).await?.succeeded())
+    pub(super) config: EtcdConfig,
+    /// The loaded TLS settings, when etcd is reached over TLS.
+    pub(super) tls: Option<TlsMaterial>,
+    pub(super) client: Client,
+    pub(super) lease: Option<i64>,
+    pub(super) id: NodeId,
+    pub(super) instance: u64,
+    pub(super) started_at: u64,
 }
 
 impl Discovery {
@@ -449,7 +151,15 @@ impl Discovery {
                 }
                 Err(e) => {
                     if !broken {
-                        warn!(id = %self.id, cluster = %self.config.cluster, error = %e, "etcd unavailable; keeping the last peer table, retrying");
+                        match self.tls_refusal(&e).await {
+                            // E.g. our certificate expired or etcd's CA changed.
+                            Some(reason) => {
+                                error!(id = %self.id, cluster = %self.config.cluster, error = %e, %reason, "etcd refuses our TLS certificate (or we refuse its); keeping the last peer table, retrying")
+                            }
+                            None => {
+                                warn!(id = %self.id, cluster = %self.config.cluster, error = %e, "etcd unavailable; keeping the last peer table, retrying")
+                            }
+                        }
                     }
                     broken = true;
                 }
@@ -468,6 +178,20 @@ impl Discovery {
                 }
             }
         }
+    }
+
+    /// The explanation of a TLS refusal behind a session failure, if any
+    /// (probing for at most a second: the loop answers no command meanwhile).
+    async fn tls_refusal(&self, e: &SessionError) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        let SessionError::Etcd { source } = e;
+        let within = self.config.connect_timeout.min(Duration::from_secs(1));
+        let (verdict, endpoint) = tls_refusal(source, tls, &self.config.endpoints, within).await?;
+        Some(explain_tls(
+            &verdict,
+            tls.has_client_cert(),
+            endpoint.as_deref(),
+        ))
     }
 
     fn record(&self, ctx: &MembershipContext) -> Vec<u8> {

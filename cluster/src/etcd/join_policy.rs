@@ -170,6 +170,46 @@ pub(crate) fn status_kind(code: i32, message: &str) -> ErrorKind {
     }
 }
 
+/// What a permanent refusal from etcd is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The user name or password is wrong (or the user unknown), or the
+    /// token is refused even after authenticating again.
+    Credentials,
+    /// etcd has authentication enabled and the node sent no user.
+    NoCredentials,
+    /// Anything else (permission denied, an invalid request, …).
+    Other,
+}
+
+/// What a permanent gRPC error with `code` and `message` refuses.
+///
+/// etcd answers a wrong password or an unknown user with invalid argument
+/// `authentication failed, invalid user ID or password`, a request without a
+/// user (authentication enabled) with invalid argument `user name is empty`,
+/// and a token it does not know with unauthenticated `invalid auth token`
+/// (the client authenticates again once before passing that on).
+pub(crate) fn refusal(code: i32, message: &str) -> Refusal {
+    match code {
+        INVALID_ARGUMENT
+            if message.contains("authentication failed")
+                || message.contains("invalid user ID or password") =>
+        {
+            Refusal::Credentials
+        }
+        INVALID_ARGUMENT if message.contains("user name is empty") => Refusal::NoCredentials,
+        UNAUTHENTICATED => Refusal::Credentials,
+        _ => Refusal::Other,
+    }
+}
+
+/// Whether a gRPC status `code` is what a connection closed, refused or
+/// lost gives (cancelled, unavailable, unknown). Over TLS it may hide a
+/// certificate etcd refuses, which a handshake probe tells apart.
+pub(crate) fn is_connection_loss(code: i32) -> bool {
+    matches!(code, CANCELLED | UNAVAILABLE | UNKNOWN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +382,36 @@ mod tests {
         for (code, message, kind) in cases {
             assert_eq!(status_kind(code, message), kind, "{code} {message}");
         }
+    }
+
+    #[test]
+    fn authentication_refusals_are_told_apart() {
+        use Refusal::*;
+        let cases = [
+            (
+                INVALID_ARGUMENT,
+                "etcdserver: authentication failed, invalid user ID or password",
+                Credentials,
+            ),
+            (
+                UNAUTHENTICATED,
+                "etcdserver: invalid auth token",
+                Credentials,
+            ),
+            (
+                INVALID_ARGUMENT,
+                "etcdserver: user name is empty",
+                NoCredentials,
+            ),
+            (PERMISSION_DENIED, "etcdserver: permission denied", Other),
+            (OUT_OF_RANGE, "etcdserver: too large lease TTL", Other),
+        ];
+        for (code, message, refusal_is) in cases {
+            assert_eq!(refusal(code, message), refusal_is, "{code} {message}");
+            assert_eq!(status_kind(code, message), ErrorKind::Permanent);
+        }
+        assert!(is_connection_loss(CANCELLED));
+        assert!(is_connection_loss(UNAVAILABLE));
+        assert!(!is_connection_loss(INVALID_ARGUMENT));
     }
 }

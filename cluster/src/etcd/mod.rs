@@ -9,12 +9,40 @@
 //! jittered backoff up to [`EtcdConfig::join_timeout`] (default 30 s), after
 //! which the node fails with [`MembershipError::JoinTimedOut`]; what retrying
 //! cannot fix fails at once ([`MembershipError::Config`],
-//! [`MembershipError::ClusterFull`], [`MembershipError::Refused`]). The
-//! decisions are pure, in the private `join_policy` module.
+//! [`MembershipError::ClusterFull`], [`MembershipError::Refused`],
+//! [`MembershipError::Authentication`]). The decisions are pure, in the
+//! private `join_policy` module.
+//!
+//! ## Secured etcd
+//!
+//! `https://` endpoints need [`EtcdConfig::tls`]: the CA that signed etcd's
+//! certificate and, for an etcd started with `--client-cert-auth`, a client
+//! certificate and key ([`EtcdTls`]). An etcd with authentication enabled
+//! needs [`EtcdConfig::auth`] ([`EtcdAuth`]; the examples read the password
+//! from [`PASSWORD_ENV`]). Unreadable or invalid certificate files fail
+//! [`EtcdConfig::validate`] with [`MembershipError::Config`] naming the file;
+//! a wrong password, a refused or missing client certificate, or an
+//! untrusted server certificate fail the join at once with
+//! [`MembershipError::Authentication`].
+//!
+//! ```no_run
+//! use domi_cluster::etcd::{EtcdAuth, EtcdConfig, EtcdTls};
+//! let mut c = EtcdConfig::new(["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+//! c.tls = Some(EtcdTls::new("/etc/domi/etcd-ca.crt")
+//!     .with_client_cert("/etc/domi/node.crt", "/etc/domi/node.key"));
+//! c.auth = Some(EtcdAuth::from_env("domi")?); // password from DOMI_ETCD_PASSWORD
+//! c.validate()?;
+//! # Ok::<(), domi_core::MembershipError>(())
+//! ```
 
 mod discovery;
+mod join;
 mod join_policy;
 pub mod record;
+mod security;
+mod tls_probe;
+
+pub use security::{EtcdAuth, EtcdTls, PemSource, PASSWORD_ENV};
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -28,9 +56,12 @@ use discovery::Cmd;
 use join_policy::JoinPolicy;
 
 /// Settings of [`EtcdMembership`].
+///
+/// Its `Debug` never shows a password or PEM text.
 #[derive(Clone, Debug)]
 pub struct EtcdConfig {
-    /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
+    /// etcd client URLs, e.g. `http://127.0.0.1:2379`, or
+    /// `https://10.0.0.1:2379` with [`EtcdConfig::tls`]. All of one scheme.
     pub endpoints: Vec<String>,
     /// Cluster name (the key prefix `/domi/<cluster>/`); set from the node's.
     pub cluster: String,
@@ -55,6 +86,17 @@ pub struct EtcdConfig {
     pub http: Option<SocketAddr>,
     /// Shards, written in the record; set from the node's.
     pub shards: usize,
+    /// TLS towards etcd: required by `https://` endpoints, refused with
+    /// `http://` ones. The CA that signed etcd's server certificate, and the
+    /// client certificate and key an etcd started with `--client-cert-auth`
+    /// requires. Default `None` (plain `http://`).
+    pub tls: Option<EtcdTls>,
+    /// User and password, for an etcd with authentication enabled
+    /// (`etcdctl auth enable`); the user needs read and write access to the
+    /// keys under `/domi/<cluster>/`. Over plain `http://` the password
+    /// crosses the network in clear (a warning is logged): use it with
+    /// [`EtcdConfig::tls`]. Default `None`.
+    pub auth: Option<EtcdAuth>,
 }
 
 impl EtcdConfig {
@@ -74,6 +116,8 @@ impl EtcdConfig {
             },
             http: None,
             shards: 1,
+            tls: None,
+            auth: None,
         }
     }
 
@@ -81,6 +125,12 @@ impl EtcdConfig {
     /// 1 s, non-zero connect and request timeouts, and a backoff whose base
     /// is non-zero and not above its maximum (a zero delay would hammer etcd
     /// while it is overloaded). Any join timeout is valid (zero: one attempt).
+    ///
+    /// Security: `https://` endpoints need [`EtcdConfig::tls`] and `http://`
+    /// ones refuse it; the TLS files are read and parsed now (a missing or
+    /// unreadable file, a file without a PEM certificate or key, a key that
+    /// does not match its certificate: an error naming the file); a user
+    /// needs a non-empty name and password.
     pub fn validate(&self) -> Result<(), MembershipError> {
         let invalid = |reason: String| Err(MembershipError::Config { reason });
         if self.endpoints.is_empty() {
@@ -104,7 +154,34 @@ impl EtcdConfig {
                 self.backoff.base, self.backoff.max
             ));
         }
-        Ok(())
+        self.validate_security().map(|_| ())
+    }
+
+    /// Checks the endpoints' schemes against [`EtcdConfig::tls`], loads the
+    /// TLS material and checks the credentials.
+    fn validate_security(&self) -> Result<Option<security::TlsMaterial>, MembershipError> {
+        let invalid = |reason: String| Err(MembershipError::Config { reason });
+        for e in &self.endpoints {
+            let https = e.starts_with("https://");
+            if https && self.tls.is_none() {
+                return invalid(format!(
+                    "the etcd endpoint {e} is https:// but no TLS is configured \
+                     (EtcdConfig::tls: the CA that signed etcd's certificate)"
+                ));
+            }
+            if e.starts_with("http://") && self.tls.is_some() {
+                return invalid(format!(
+                    "TLS is configured but the etcd endpoint {e} is http:// (use https://)"
+                ));
+            }
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        self.tls
+            .as_ref()
+            .map(security::TlsMaterial::load)
+            .transpose()
     }
 }
 
@@ -150,7 +227,7 @@ impl Membership for EtcdMembership {
                     }
                 };
                 rt.block_on(async move {
-                    match discovery::join(config, &local).await {
+                    match join::join(config, &local).await {
                         Ok(d) => {
                             let _ = id_tx.send(Ok(d.id()));
                             d.run(cmd_rx).await;
