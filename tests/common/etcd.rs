@@ -392,3 +392,318 @@ impl Drop for Etcd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// One member of an [`EtcdCluster`].
+struct Member {
+    name: String,
+    dir: PathBuf,
+    port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+/// A private multi-member etcd on loopback (plain `http://`, no auth):
+/// members `m1..mN` on free ports, each with its own data directory, all
+/// stopped and removed on drop. A killed member restarts on the same ports
+/// and data, so it rejoins the cluster.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+    /// Another address every member's client port also listens on (e.g.
+    /// the host side of a veth pair), kept across restarts.
+    also_on: Option<IpAddr>,
+}
+
+/// How long a member (or the cluster) gets to become healthy or elect a leader.
+const CLUSTER_READY: Duration = Duration::from_secs(20);
+
+impl EtcdCluster {
+    /// Starts `n` members (`--initial-cluster-state new`, heartbeat 50 ms,
+    /// election timeout 500 ms) and waits (with a deadline) until every
+    /// member answers and a leader is elected.
+    pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_on(n, None)
+    }
+
+    /// Like [`EtcdCluster::start`], with every member's client port also
+    /// listening on `also`; reach them there with [`EtcdCluster::endpoints_on`].
+    pub fn start_also_on(n: usize, also: IpAddr) -> EtcdCluster {
+        EtcdCluster::start_on(n, Some(also))
+    }
+
+    fn start_on(n: usize, also_on: Option<IpAddr>) -> EtcdCluster {
+        assert!(n >= 1, "a cluster needs a member");
+        let base = free_port();
+        let members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                dir: std::env::temp_dir()
+                    .join(format!("domi-etcd-{}-{base}-m{i}", std::process::id())),
+                port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = EtcdCluster {
+            members,
+            initial_cluster,
+            also_on,
+        };
+        // All at once: a member waits for a quorum before it answers.
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c.wait_leader(CLUSTER_READY);
+        c
+    }
+
+    /// Every member's client URL (live or not), in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Every member's client URL on `ip` (the address given to
+    /// [`EtcdCluster::start_also_on`]).
+    pub fn endpoints_on(&self, ip: IpAddr) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://{ip}:{}", m.port))
+            .collect()
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.members[i].endpoint()
+    }
+
+    /// How many members are running.
+    pub fn live(&self) -> usize {
+        self.members.iter().filter(|m| m.child.is_some()).count()
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial_cluster = self.initial_cluster.clone();
+        let also_on = self.also_on;
+        let m = &mut self.members[i];
+        assert!(m.child.is_none(), "member {} is already running", m.name);
+        let mut listen = m.endpoint();
+        if let Some(ip) = also_on {
+            listen += &format!(",http://{ip}:{}", m.port);
+        }
+        let child = Command::new("etcd")
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.dir)
+            .args(["--listen-client-urls", &listen])
+            .args(["--advertise-client-urls", &m.endpoint()])
+            .args(["--listen-peer-urls", &m.peer_url()])
+            .args(["--initial-advertise-peer-urls", &m.peer_url()])
+            .args(["--initial-cluster", &initial_cluster])
+            .args([
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=domi-test",
+                "--heartbeat-interval=50",
+                "--election-timeout=500",
+                "--logger=zap",
+                "--log-level=error",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `etcd` ({e}): run `make setup` to install etcd-server")
+            });
+        m.child = Some(child);
+    }
+
+    /// An `etcdctl` command (API 3) over `endpoints`.
+    fn ctl_on(endpoints: &[String]) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.args(["--endpoints", &endpoints.join(",")])
+            .env("ETCDCTL_API", "3");
+        cmd
+    }
+
+    /// An `etcdctl` command over the running members.
+    fn ctl(&self) -> Command {
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(Member::endpoint)
+            .collect();
+        assert!(!live.is_empty(), "no etcd member is running");
+        EtcdCluster::ctl_on(&live)
+    }
+
+    /// Waits until member `i` answers `endpoint health` (which needs a quorum).
+    fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + CLUSTER_READY;
+        let ep = [self.members[i].endpoint()];
+        loop {
+            let ok = EtcdCluster::ctl_on(&ep)
+                .args(["--dial-timeout=1s", "--command-timeout=2s"])
+                .args(["endpoint", "health"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or_else(|e| {
+                    panic!("cannot run `etcdctl` ({e}): run `make setup` to install etcd-client")
+                });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {} did not become healthy within {CLUSTER_READY:?}",
+                self.members[i].name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the current leader among the running members, if one of
+    /// them is leader (from `etcdctl endpoint status -w json`: the entry whose
+    /// `Status.leader` equals its own `Status.header.member_id`).
+    pub fn try_leader(&self) -> Option<usize> {
+        let out = self
+            .ctl()
+            .args(["--dial-timeout=1s", "--command-timeout=2s"])
+            .args(["endpoint", "status", "-w", "json"])
+            .stderr(Stdio::null())
+            .output()
+            .expect("etcdctl runs");
+        // A member that cannot answer makes etcdctl fail but the others'
+        // entries are still printed.
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?.iter().find_map(|entry| {
+            let status = &entry["Status"];
+            let me = status["header"]["member_id"].as_u64()?;
+            if status["leader"].as_u64()? != me {
+                return None;
+            }
+            let ep = entry["Endpoint"].as_str()?;
+            self.members.iter().position(|m| m.endpoint() == ep)
+        })
+    }
+
+    /// Waits (at most `within`) for a running member to be leader; its index.
+    pub fn wait_leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(i) = self.try_leader() {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no etcd leader within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The index of the current leader (waiting for one, with a deadline).
+    pub fn leader(&self) -> usize {
+        self.wait_leader(CLUSTER_READY)
+    }
+
+    /// Kills member `i` (SIGKILL); its data stays for [`EtcdCluster::restart`].
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its ports and data (it rejoins the
+    /// cluster) and waits (with a deadline) until it answers.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    /// Kills every member, then starts them all again on their ports and
+    /// data (members wait for a quorum, so they start together) and waits
+    /// (with a deadline) until each answers and a leader is elected.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+        self.wait_leader(CLUSTER_READY);
+    }
+
+    /// `etcdctl get --prefix <prefix>` through any running member:
+    /// (key, value) pairs.
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let out = self.etcdctl(&["get", "--prefix", prefix]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_owned(), c[1].to_owned()))
+            .collect()
+    }
+
+    /// The lease `key` hangs on (`Some(0)` for none), if the key exists.
+    pub fn lease_of(&self, key: &str) -> Option<i64> {
+        let out = self.etcdctl(&["get", key, "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON");
+        let kv = v["kvs"].as_array()?.first()?;
+        Some(kv["lease"].as_i64().unwrap_or(0))
+    }
+
+    /// Runs `etcdctl <args>` through the running members; asserts success
+    /// and returns its standard output.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = self
+            .ctl()
+            .args(["--dial-timeout=1s", "--command-timeout=5s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("etcdctl runs");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        for m in &self.members {
+            let _ = std::fs::remove_dir_all(&m.dir);
+        }
+    }
+}
