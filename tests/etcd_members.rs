@@ -124,20 +124,9 @@ fn longest_stall(results: &[Outcome], from: Instant, to: Instant) -> Duration {
     longest
 }
 
-/// The client's logs (warn and up, `RUST_LOG` to see more) go to the
-/// test's output.
-fn client_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
-
 #[test]
 fn etcd_leader_killed_and_restarted_under_load() {
-    client_logs();
+    common::test_logs();
     let mut etcd = EtcdCluster::start(3);
     let mut servers: Vec<Server> = (0..3).map(|i| server(&etcd, &format!("s{i}"))).collect();
     let client = Node::builder("client")

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::sync::{Arc, Barrier, Once};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
@@ -17,21 +17,8 @@ use domi::{MembershipError, Node, NodeBuilder, StartError};
 /// Generous: the machine may be busy with other tests.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Logs (warn and up, `RUST_LOG` to see more) go to the test's output.
-fn logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    });
-}
-
 fn node(endpoint: &str, name: &str, cluster: &str) -> NodeBuilder {
-    logs();
+    common::test_logs();
     Node::builder(name)
         .shards(1)
         .small()

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::certs::{CertFiles, Pki};
@@ -28,21 +28,8 @@ const TLS_FAILS_WITHIN: Duration = Duration::from_secs(5);
 /// A wrong password must fail within this.
 const AUTH_FAILS_WITHIN: Duration = Duration::from_secs(2);
 
-/// Logs (warn and up, `RUST_LOG` to see more) go to the test's output.
-fn logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    });
-}
-
 fn node(etcd: &Etcd, name: &str, cluster: &str) -> NodeBuilder {
-    logs();
+    common::test_logs();
     Node::builder(name)
         .shards(1)
         .small()

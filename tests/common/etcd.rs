@@ -174,8 +174,7 @@ impl Etcd {
                 .arg("--trusted-ca-file")
                 .arg(&tls.ca);
         }
-        let child = cmd
-            .args(["--name", "t", "--data-dir"])
+        cmd.args(["--name", "t", "--data-dir"])
             .arg(&self.dir)
             .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &self.endpoint()])
@@ -190,14 +189,8 @@ impl Etcd {
                 "--election-timeout=100",
                 "--logger=zap",
                 "--log-level=error",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `etcd` ({e}): run `make setup` to install etcd-server")
-            });
+            ]);
+        let child = run_etcd(&mut cmd);
         self.child = Some(child);
         self.wait_ready();
     }
@@ -508,8 +501,8 @@ impl EtcdCluster {
         if let Some(ip) = also_on {
             listen += &format!(",http://{ip}:{}", m.port);
         }
-        let child = Command::new("etcd")
-            .args(["--name", &m.name, "--data-dir"])
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", &m.name, "--data-dir"])
             .arg(&m.dir)
             .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &m.endpoint()])
@@ -523,14 +516,8 @@ impl EtcdCluster {
                 "--election-timeout=500",
                 "--logger=zap",
                 "--log-level=error",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `etcd` ({e}): run `make setup` to install etcd-server")
-            });
+            ]);
+        let child = run_etcd(&mut cmd);
         m.child = Some(child);
     }
 
@@ -706,4 +693,15 @@ impl Drop for EtcdCluster {
             let _ = std::fs::remove_dir_all(&m.dir);
         }
     }
+}
+
+/// Runs an `etcd` command line quietly; a missing binary says how to get it.
+fn run_etcd(cmd: &mut Command) -> std::process::Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `etcd` ({e}): run `make setup` to install etcd-server")
+        })
 }

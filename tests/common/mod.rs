@@ -78,6 +78,20 @@ pub fn burst(
     .expect("the burst finishes")
 }
 
+/// Sends this test's logs (warn and up; `RUST_LOG` to see more) to the
+/// test's own output; once per test process.
+pub fn test_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// Sum of counters.
 pub fn total(counts: &[&Arc<AtomicUsize>]) -> usize {
     counts.iter().map(|c| c.load(Ordering::SeqCst)).sum()

@@ -173,39 +173,27 @@ impl LocalBus {
                         *slot = None;
                     }
                 }
+                if !matches!(reason, CloseReason::Local) {
+                    self.mark_down(peer);
+                }
                 // Frames that never reached the kernel go to the next
-                // provider; requests that may have reached the peer fail.
-                let unsent = if self.0.stopping.is_raised() {
-                    Vec::new()
-                } else {
-                    conn.take_unsent()
-                };
-                let unsent_requests: rustc_hash::FxHashSet<u64> = unsent
-                    .iter()
-                    .filter_map(|u| match crate::frame::decode(&u.bytes, u32::MAX) {
-                        Ok(crate::frame::Decoded::Frame { frame, .. })
-                            if frame.meta.kind == FrameKind::Request =>
-                        {
-                            Some(frame.meta.correlation).filter(|&c| c != 0)
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                // provider (a re-routed request's waiter moves with it)...
+                if !self.0.stopping.is_raised() {
+                    self.reroute(peer, conn.take_unsent());
+                }
+                // ...and requests still waiting on this connection may have
+                // reached the peer: they fail.
                 let lost: Vec<u64> = self
                     .0
                     .pending
                     .borrow()
                     .iter()
-                    .filter(|(corr, w)| w.conn == conn.id && !unsent_requests.contains(corr))
+                    .filter(|(_, w)| w.conn == conn.id)
                     .map(|(k, _)| *k)
                     .collect();
                 for corr in lost {
                     self.complete(conn.id, corr, Err(BusError::PeerLost { peer }));
                 }
-                if !matches!(reason, CloseReason::Local) {
-                    self.mark_down(peer);
-                }
-                self.reroute(peer, unsent);
             }
         }
     }

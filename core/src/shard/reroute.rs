@@ -23,8 +23,9 @@ use crate::write_queue::Unsent;
 
 impl LocalBus {
     /// Sends again, to the next provider, the frames `dead`'s connection
-    /// never sent (see the module docs). Waiters of requests that are not
-    /// among them must already have failed.
+    /// never sent (see the module docs). A re-routed request's waiter moves
+    /// to its new connection; the waiters left on the dead one are the
+    /// requests that may have reached the peer.
     pub(super) fn reroute(&self, dead: NodeId, unsent: Vec<Unsent>) {
         for Unsent { bytes, publish } in unsent {
             let Ok(Decoded::Frame { frame, .. }) = frame::decode(&bytes, u32::MAX) else {
