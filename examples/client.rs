@@ -27,8 +27,11 @@ use domi::{Channel, Node};
 use hdrhistogram::Histogram;
 use tracing::warn;
 
+#[path = "shared/bus_tls.rs"]
+mod bus_tls;
 #[path = "shared/etcd_security.rs"]
 mod etcd_security;
+use bus_tls::BusTls;
 use etcd_security::EtcdSecurity;
 
 /// How long to wait for every peer to serve the channel.
@@ -96,6 +99,8 @@ struct Args {
     etcd: Vec<String>,
     #[command(flatten)]
     etcd_security: EtcdSecurity,
+    #[command(flatten)]
+    bus_tls: BusTls,
 }
 
 /// What the load run measured.
@@ -143,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         builder = builder.etcd(args.etcd.clone());
         builder = args.etcd_security.apply(&args.etcd, builder)?;
     }
+    builder = args.bus_tls.apply(builder)?;
     let node = builder.start().context("starting the client node")?;
     let want = args.providers.unwrap_or(peers.len().max(1));
     if let Err(e) = node.wait_for_providers(channel, want, PROVIDERS_WITHIN) {

@@ -16,6 +16,9 @@
 //! `DOMI_ETCD_PASSWORD=… cargo run --release --example server -- --etcd https://10.0.0.1:2379
 //! --etcd-ca ca.crt --etcd-cert node.crt --etcd-key node.key --etcd-user domi`
 //!
+//! With mutual TLS on the bus (every node with a certificate of the same CA):
+//! `… --tls-cert node.crt --tls-key node.key --tls-ca ca.crt`
+//!
 //! After start it prints one line to stdout, `listening <addr> id <n> http <addr|->`,
 //! then serves until SIGINT, SIGTERM, SIGHUP or `POST /stop`: it drains (in-flight
 //! requests finish, peers fail over) and exits 0, or exits 1 if the drain takes
@@ -29,8 +32,11 @@ use anyhow::Context;
 use clap::Parser;
 use domi::{Channel, Handler, Node};
 
+#[path = "shared/bus_tls.rs"]
+mod bus_tls;
 #[path = "shared/etcd_security.rs"]
 mod etcd_security;
+use bus_tls::BusTls;
 use etcd_security::EtcdSecurity;
 
 /// The channel served.
@@ -79,6 +85,8 @@ struct Args {
     etcd: Vec<String>,
     #[command(flatten)]
     etcd_security: EtcdSecurity,
+    #[command(flatten)]
+    bus_tls: BusTls,
     /// Serve the admin endpoints (/stop /pause /resume /status /metrics /health) here.
     #[arg(long)]
     http: Option<SocketAddr>,
@@ -133,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         builder = builder.etcd(args.etcd.clone());
         builder = args.etcd_security.apply(&args.etcd, builder)?;
     }
+    builder = args.bus_tls.apply(builder)?;
     if let Some(http) = args.http {
         builder = builder.http(http);
     }

@@ -115,6 +115,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Mutual TLS on every bus connection (see [`crate::TlsConfig`]): every
+    /// node of the cluster needs it, with a certificate of the same CA. The
+    /// cluster secret, when set, is checked inside TLS as without it.
+    pub fn tls(mut self, tls: crate::TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
     /// Async handlers running at once per shard (default 4096). At the cap,
     /// new requests and one-way messages for async handlers wait in a
     /// bounded per-shard queue (`max_queued`, `max_queued_bytes`); over that

@@ -39,6 +39,6 @@ pub use domi_core::{frame, route};
 pub use domi_core::{
     BusError, Channel, ConfigError, ErrorCode, Handler, LocalBus, Membership, MembershipContext,
     MembershipError, NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, ReplyError,
-    Request, SendFailure, SendOp, ShardTask, Snapshot,
+    Request, SendFailure, SendOp, ShardTask, Snapshot, TlsClose, TlsConfig, TlsConfigError,
 };
 pub use node::{Node, StartError, StopOutcome};

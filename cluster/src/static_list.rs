@@ -19,10 +19,11 @@ use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 use domi_core::handshake::NodeInfo;
 use domi_core::session::{Action, Close, Session};
 use domi_core::timeouts::{Observed, Timeouts};
+use domi_core::tls::classify_io;
 use domi_core::{Membership, MembershipContext, MembershipError, NodeId, Peer};
 use tracing::{debug, info, warn};
 
-use crate::wire::{write_queued, Framer, ReadError};
+use crate::wire::{is_timeout, write_queued, BusStream, Framer, OpenError, ReadError};
 
 /// Settings of [`StaticMembership`].
 #[derive(Clone, Debug)]
@@ -132,6 +133,8 @@ enum ProbeError {
     Write(#[from] io::Error),
     #[error(transparent)]
     Closed(#[from] Close),
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("peer has this node's id {0}; configure distinct node ids")]
     DuplicateId(NodeId),
     #[error(
@@ -164,6 +167,11 @@ impl Probe {
             }
             match result {
                 Ok(()) => return,
+                Err(e @ ProbeError::Open(OpenError::Tls(_))) => {
+                    if attempt == 0 {
+                        warn!(peer = %self.addr, error = %e, "static peer refused over TLS; retrying with backoff");
+                    }
+                }
                 Err(e @ (ProbeError::DuplicateId(_) | ProbeError::IdTaken { .. })) => {
                     if attempt == 0 {
                         tracing::error!(peer = %self.addr, error = %e, "static peer ignored");
@@ -191,10 +199,11 @@ impl Probe {
     /// the silence rule are the shards' own.
     fn session(&self, known: &mut Option<NodeId>, attempt: &mut u32) -> Result<(), ProbeError> {
         let me = self.ctx.local.info().id;
-        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))
+        let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))
             .map_err(ProbeError::Connect)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(POLL))?;
+        let mut s = BusStream::open(s, self.ctx.tls.as_ref(), self.config.silence)?;
         let timeouts = Timeouts {
             handshake: self.config.silence,
             frame: self.config.silence,
@@ -224,6 +233,11 @@ impl Probe {
             let f = match framer.read(&mut s, session.payload_limit(DEFAULT_MAX_PAYLOAD)) {
                 Ok(f) => f,
                 Err(ReadError::Io(e)) if is_timeout(&e) => continue,
+                // TLS 1.3 ends the client's handshake first: a refusal of
+                // this node's certificate arrives as the first read.
+                Err(ReadError::Io(e)) if classify_io(&e).is_some() => {
+                    return Err(OpenError::Tls(classify_io(&e).expect("checked")).into())
+                }
                 Err(e) => return Err(e.into()),
             };
             let action = session.on_frame(&self.ctx.local, f.frame());
@@ -284,13 +298,6 @@ impl Probe {
             })
         });
     }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Blocking frame I/O for membership threads (std sockets, not shards): the
-//! same pure codec as the bus, over a small reassembly buffer, and the
-//! writing of what a [`Session`] queues.
+//! same pure codec as the bus, over a small reassembly buffer, the writing
+//! of what a [`Session`] queues, and the stream itself ([`BusStream`]),
+//! through TLS when the node has it.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use domi_core::frame::{self, Decoded, Frame, FrameError, Meta};
 use domi_core::session::Session;
+use domi_core::tls::{classify_io, TlsClose, TlsConfig};
 
 /// A frame read by a membership thread (payload copied: control traffic only).
 #[derive(Debug)]
@@ -46,7 +48,7 @@ pub(crate) struct Framer {
 
 impl Framer {
     /// The next frame; a read timeout surfaces as `Io(WouldBlock | TimedOut)`.
-    pub(crate) fn read(&mut self, s: &mut TcpStream, max: u32) -> Result<OwnedFrame, ReadError> {
+    pub(crate) fn read(&mut self, s: &mut impl Read, max: u32) -> Result<OwnedFrame, ReadError> {
         loop {
             if let Decoded::Frame { frame, consumed } = frame::decode(&self.buf, max)? {
                 let f = OwnedFrame {
@@ -80,7 +82,7 @@ impl Framer {
 /// Writes every frame `session` queued, in one write. Returns whether
 /// anything but heartbeats left (heartbeats prove nothing about the peer
 /// reading, see `timeouts::Observed::write_idle`).
-pub(crate) fn write_queued(s: &mut TcpStream, session: &mut Session) -> io::Result<bool> {
+pub(crate) fn write_queued(s: &mut impl Write, session: &mut Session) -> io::Result<bool> {
     let mut out = Vec::new();
     let mut progress = false;
     while let Some(t) = session.poll_transmit() {
@@ -91,4 +93,82 @@ pub(crate) fn write_queued(s: &mut TcpStream, session: &mut Session) -> io::Resu
         s.write_all(&out)?;
     }
     Ok(progress)
+}
+
+/// A membership thread's connection to a peer's bus port: plain, or TLS
+/// (the bus's own, with the node's certificate) when the node has it.
+pub(crate) enum BusStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+/// Why a [`BusStream`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error("i/o during the TLS handshake: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsClose),
+}
+
+impl BusStream {
+    /// Wraps a connected socket whose read timeout is set, running the TLS
+    /// handshake (for at most `within`) when `tls` is given.
+    pub(crate) fn open(
+        mut sock: TcpStream,
+        tls: Option<&TlsConfig>,
+        within: Duration,
+    ) -> Result<BusStream, OpenError> {
+        let Some(tls) = tls else {
+            return Ok(BusStream::Plain(sock));
+        };
+        let mut conn = tls.client_connection(sock.peer_addr()?.ip())?;
+        let deadline = Instant::now() + within;
+        while conn.is_handshaking() {
+            match conn.complete_io(&mut sock) {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(TlsClose::HandshakeEof.into())
+                }
+                Err(e) => return Err(classify_io(&e).map_or(OpenError::Io(e), OpenError::Tls)),
+            }
+        }
+        Ok(BusStream::Tls(Box::new(rustls::StreamOwned::new(
+            conn, sock,
+        ))))
+    }
+}
+
+/// Whether `e` is a socket read timeout.
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl Read for BusStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BusStream::Plain(s) => s.read(buf),
+            BusStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for BusStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BusStream::Plain(s) => s.write(buf),
+            BusStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BusStream::Plain(s) => s.flush(),
+            BusStream::Tls(s) => s.flush(),
+        }
+    }
 }

@@ -57,6 +57,10 @@ pub struct NodeConfig {
     /// Shared cluster secret: when set, every connection proves knowledge of
     /// it both ways (see [`crate::auth`]) and peers without it are refused.
     pub cluster_secret: Option<Vec<u8>>,
+    /// Mutual TLS on every bus connection (see [`crate::tls`]): this node
+    /// and its peers must all have it, with certificates of one CA; a peer
+    /// without TLS, or with a certificate the CA did not sign, is refused.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Async handlers running per shard. At the cap, new inbound requests
     /// and one-way messages for async handlers wait in a bounded per-shard
     /// queue (FIFO per channel); replies, errors, heartbeats and control
@@ -107,6 +111,7 @@ impl NodeConfig {
             channel_concurrency: Vec::new(),
             on_send_error: None,
             cluster_secret: None,
+            tls: None,
         }
     }
 

@@ -9,6 +9,12 @@
 //! kernel, so when it fails it can tell which frames never left this node
 //! ([`Conn::take_unsent`]): those may be sent again to another provider
 //! without breaking at-most-once delivery.
+//!
+//! With TLS ([`crate::tls`]), the reader reads ciphertext into a buffer of
+//! its own and has the connection's [`TlsLink`] decrypt it into the receive
+//! buffer, where frames are parsed in place as without TLS; the writer has
+//! the link seal the queue's bytes into records and counts a frame written
+//! once every record carrying it left.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -27,6 +33,8 @@ use crate::notify::{Signal, Wake};
 use crate::session::{Close, Role, Session};
 use crate::stats::Counters;
 use crate::timeouts::Observed;
+use crate::tls::link::{Pulled, TlsLink};
+use crate::tls::{self, TlsClose};
 use crate::write_queue::{Unsent, WriteQueue};
 
 /// Which side opened the connection.
@@ -59,6 +67,9 @@ pub(crate) enum CloseReason {
     /// The connection's protocol state machine ended it.
     #[error(transparent)]
     Session(#[from] Close),
+    /// TLS failed, or one side speaks it and the other does not.
+    #[error(transparent)]
+    Tls(#[from] TlsClose),
     #[error("closed locally")]
     Local,
 }
@@ -74,6 +85,8 @@ pub(crate) struct Conn {
     pub(crate) session: RefCell<Session>,
     counters: Rc<Counters>,
     stream: RefCell<Option<TcpStream>>,
+    /// The TLS layer, when the node has TLS on.
+    tls: Option<RefCell<TlsLink>>,
     /// Outgoing bytes and what left of them (see [`WriteQueue`]).
     queue: RefCell<WriteQueue>,
     writer: Wake,
@@ -97,6 +110,7 @@ impl Conn {
         id: u64,
         dir: Dir,
         session: Session,
+        tls: Option<TlsLink>,
         max_queue: usize,
         counters: Rc<Counters>,
     ) -> Rc<Conn> {
@@ -108,6 +122,7 @@ impl Conn {
             session: RefCell::new(session),
             counters,
             stream: RefCell::new(None),
+            tls: tls.map(RefCell::new),
             queue: RefCell::new(WriteQueue::new(max_queue, hold)),
             writer: Wake::default(),
             closing: Signal::default(),
@@ -327,30 +342,74 @@ impl Conn {
     /// Writes the queue's current buffer; `progress` says whether bytes
     /// leaving count as the line making progress (see `last_write`).
     async fn write_current(&self, progress: bool) -> io::Result<()> {
+        if let Some(tls) = &self.tls {
+            return self.write_sealed(tls, progress).await;
+        }
         loop {
             if self.queue.borrow().unwritten().is_empty() {
                 return Ok(());
             }
-            let write = poll_fn(|cx| {
-                let queue = self.queue.borrow();
-                match self.stream.borrow_mut().as_mut() {
-                    Some(s) => Pin::new(s).poll_write(cx, queue.unwritten()),
-                    None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-                }
-            });
-            let n = future::or(write, async {
-                self.closing.wait().await;
-                Err(io::ErrorKind::ConnectionAborted.into())
-            })
-            .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+            let n = self
+                .write_some(|cx, s| Pin::new(s).poll_write(cx, self.queue.borrow().unwritten()))
+                .await?;
             if progress {
                 self.last_write.set(Instant::now());
             }
             self.queue.borrow_mut().advance(n);
         }
+    }
+
+    /// The same through TLS: the link seals the queue's bytes into records
+    /// (its own handshake records and alerts go first), and the queue counts
+    /// as written only the bytes whose records all left.
+    async fn write_sealed(&self, tls: &RefCell<TlsLink>, progress: bool) -> io::Result<()> {
+        loop {
+            {
+                let mut link = tls.borrow_mut();
+                let queue = self.queue.borrow();
+                while link.seal(queue.unwritten()) {}
+                if !link.wants_write() {
+                    return Ok(());
+                }
+            }
+            let n = self
+                .write_some(|cx, s| Pin::new(s).poll_write(cx, tls.borrow().pending()))
+                .await?;
+            if progress {
+                self.last_write.set(Instant::now());
+            }
+            let plain = tls.borrow_mut().wrote(n);
+            self.queue.borrow_mut().advance(plain);
+        }
+    }
+
+    /// One write of what `poll` writes to the stream, unless the connection
+    /// closes first.
+    async fn write_some(
+        &self,
+        mut poll: impl FnMut(
+            &mut std::task::Context<'_>,
+            &mut TcpStream,
+        ) -> std::task::Poll<io::Result<usize>>,
+    ) -> io::Result<usize> {
+        let write = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
+            Some(s) => poll(cx, s),
+            None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        });
+        let n = future::or(write, async {
+            self.closing.wait().await;
+            Err(io::ErrorKind::ConnectionAborted.into())
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        Ok(n)
+    }
+
+    /// Whether the TLS layer has records to send (handshake, alerts).
+    fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.borrow().wants_write())
     }
 
     /// Flushes the queue whenever it is notified, until the connection closes.
@@ -364,7 +423,7 @@ impl Conn {
                 continue;
             }
             let progress = self.user_bytes.replace(false);
-            if self.queue.borrow_mut().begin_write() {
+            if self.queue.borrow_mut().begin_write() || self.tls_wants_write() {
                 Counters::inc(&self.counters.writes);
                 self.write_current(progress).await?;
             }
@@ -388,6 +447,7 @@ impl Conn {
         const INITIAL: usize = 256 * 1024;
         let mut buf = vec![0u8; INITIAL];
         let (mut start, mut end) = (0usize, 0usize);
+        let mut cipher = Cipher::new(self.tls.is_some());
         loop {
             // Decode every complete frame in the buffer. Until the handshake
             // is done, only handshake-sized frames are accepted.
@@ -421,6 +481,11 @@ impl Conn {
                         }
                         break;
                     }
+                    Err(frame::FrameError::BadMagic { found })
+                        if self.tls.is_none() && tls::looks_like_tls(found) =>
+                    {
+                        return CloseReason::Tls(TlsClose::PeerUsesTls)
+                    }
                     Err(e) => return CloseReason::Frame(e),
                 }
             }
@@ -432,18 +497,88 @@ impl Conn {
             // let the shard's other connections (and their heartbeats) run
             // when the reactor says this task had its share.
             glommio::yield_if_needed().await;
-            match self.read_some(&mut buf[end..], spin).await {
-                Ok(0) => return CloseReason::Eof,
+            match self.fill(&mut cipher, &mut buf[end..], spin).await {
                 Ok(n) => {
                     end += n;
                     self.last_read.set(Instant::now());
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted && self.is_closed() => {
+                Err(CloseReason::Io(e))
+                    if e.kind() == io::ErrorKind::ConnectionAborted && self.is_closed() =>
+                {
                     return self.closed_reason()
                 }
-                Err(e) => return CloseReason::Io(e),
+                // A TLS alert is shorter than a frame header: name it.
+                Err(CloseReason::Eof) if self.tls.is_none() && end - start >= 2 => {
+                    let magic = u16::from_le_bytes([buf[start], buf[start + 1]]);
+                    if tls::looks_like_tls(magic) {
+                        return CloseReason::Tls(TlsClose::PeerUsesTls);
+                    }
+                    return CloseReason::Eof;
+                }
+                Err(r) => return r,
             }
         }
+    }
+
+    /// Reads more of the stream into `buf`: its bytes, or with TLS the
+    /// plaintext of the records read into `cipher`. Never `Ok(0)`.
+    async fn fill(
+        &self,
+        cipher: &mut Cipher,
+        buf: &mut [u8],
+        spin: Duration,
+    ) -> Result<usize, CloseReason> {
+        let Some(tls) = &self.tls else {
+            return match self.read_some(buf, spin).await? {
+                0 => Err(CloseReason::Eof),
+                n => Ok(n),
+            };
+        };
+        loop {
+            let pulled = {
+                let mut link = tls.borrow_mut();
+                let was_handshaking = link.is_handshaking();
+                let mut pending = &cipher.buf[cipher.start..cipher.end];
+                let before = pending.len();
+                let pulled = link.pull(&mut pending, buf);
+                cipher.start += before - pending.len();
+                if link.wants_write() || (was_handshaking && !link.is_handshaking()) {
+                    self.writer.notify(); // handshake answers, or held frames
+                }
+                pulled
+            };
+            match pulled {
+                Ok(Pulled::Plain(n)) => return Ok(n),
+                Ok(Pulled::Closed) => return Err(CloseReason::Eof),
+                Ok(Pulled::NeedMore) => {}
+                Err(e) => {
+                    self.send_alert(tls);
+                    return Err(e.into());
+                }
+            }
+            // Everything read was used: read more ciphertext.
+            let n = self.read_some(&mut cipher.buf, spin).await?;
+            if n == 0 {
+                return Err(if tls.borrow().is_handshaking() {
+                    TlsClose::HandshakeEof.into()
+                } else {
+                    CloseReason::Eof
+                });
+            }
+            (cipher.start, cipher.end) = (0, n);
+        }
+    }
+
+    /// Tries once, without waiting, to write the alert TLS queued on a
+    /// failure, so the peer learns why (e.g. its certificate was refused).
+    fn send_alert(&self, tls: &RefCell<TlsLink>) {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = self.stream.borrow().as_ref().map(|s| s.as_raw_fd()) else {
+            return;
+        };
+        let link = tls.borrow();
+        let _ =
+            nix::sys::socket::send(fd, link.pending(), nix::sys::socket::MsgFlags::MSG_DONTWAIT);
     }
 
     /// What housekeeping needs to judge this connection at `now`.
@@ -467,5 +602,27 @@ impl Conn {
     /// Drops the stream (closing the socket).
     pub(crate) fn release(&self) {
         self.stream.borrow_mut().take();
+    }
+}
+
+/// A TLS connection's ciphertext read from the socket and not yet decrypted
+/// (`buf[start..end]`); empty without TLS.
+struct Cipher {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Cipher {
+    fn new(tls: bool) -> Cipher {
+        Cipher {
+            buf: if tls {
+                vec![0u8; 64 * 1024]
+            } else {
+                Vec::new()
+            },
+            start: 0,
+            end: 0,
+        }
     }
 }

@@ -23,6 +23,8 @@
 //! - [`timeouts`]: handshake, half-frame, heartbeat and silence decisions.
 //! - [`session`]: the connection protocol as one sans-I/O state machine
 //!   (handshake, authentication, which frame is legal when): frames in, actions out.
+//! - [`tls`]: optional mutual TLS on bus connections: `TlsConfig`, and the
+//!   per-connection record engine (sans-I/O, like the session).
 //! - [`config`]: `NodeConfig` and its validation.
 //! - [`membership`]: the seam membership implementations plug into.
 //! - `conn`, `shard`, `notify` (private): the glommio drivers: connections,
@@ -55,6 +57,7 @@ mod shard;
 mod shared;
 pub mod stats;
 pub mod timeouts;
+pub mod tls;
 pub mod write_queue;
 
 pub use channel::{Channel, NodeId};
@@ -67,3 +70,4 @@ pub use node::{Node, ShardTask, StartError};
 pub use route::{Directory, Peer, PeerTable};
 pub use shard::LocalBus;
 pub use stats::Snapshot;
+pub use tls::{TlsClose, TlsConfig, TlsConfigError};

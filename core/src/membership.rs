@@ -108,6 +108,9 @@ pub struct MembershipContext {
     pub directory: Arc<Directory>,
     /// The local node.
     pub local: LocalNode,
+    /// The node's bus TLS, for membership that talks to peers over the bus
+    /// protocol (the static prober).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// A source of cluster membership.

@@ -156,6 +156,7 @@ impl Node {
             addr,
             secret: config.cluster_secret.clone().map(Arc::new),
         };
+        let tls = config.tls.clone();
         let shared = Arc::new(Shared::new(
             config,
             bound,
@@ -174,7 +175,11 @@ impl Node {
                 threads: Mutex::new(threads),
             }),
         };
-        let ctx = MembershipContext { directory, local };
+        let ctx = MembershipContext {
+            directory,
+            local,
+            tls,
+        };
         if let Err(e) = node.shared().membership().start(ctx) {
             node.stop();
             return Err(e.into());

@@ -84,6 +84,10 @@ counters! {
     closed_timeout,
     /// Connections to peers that fell silent.
     closed_silent,
+    /// Connections closed by TLS: a failed handshake, a certificate refused
+    /// (by either side), or a peer without TLS talking to this TLS node or
+    /// the reverse.
+    closed_tls,
     /// Inbound connections refused over the connection limit.
     refused_connections,
     /// Handler panics caught (sync or async); each was answered with

@@ -5,8 +5,9 @@
 //! [`Pki::new`] makes a CA with a server certificate for `127.0.0.1`
 //! (`subjectAltName=IP:127.0.0.1`, `extendedKeyUsage=serverAuth,clientAuth`,
 //! what etcd needs for `--client-cert-auth`) and a client certificate;
-//! [`Pki::client`] makes more client certificates, and [`Pki::other_ca`] a
-//! second, unrelated CA with certificates of its own.
+//! [`Pki::client`] makes more client certificates, [`Pki::node`] bus node
+//! certificates, and [`Pki::other_ca`] a second, unrelated CA with
+//! certificates of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -111,6 +112,23 @@ impl Pki {
     /// names its files).
     pub fn client(&self, file: &str, cn: &str) -> CertFiles {
         self.sign(file, cn, "extendedKeyUsage=clientAuth\n")
+    }
+
+    /// A bus node's certificate for the IP address `ip` (`subjectAltName=IP:…`,
+    /// for both TLS roles: a node accepts and dials).
+    pub fn node(&self, file: &str, ip: &str) -> CertFiles {
+        self.sign(
+            file,
+            &format!("domi node {ip}"),
+            &format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )
+    }
+
+    /// The [`domi::TlsConfig`] of a bus node at `ip` with a certificate of
+    /// this CA.
+    pub fn node_tls(&self, file: &str, ip: &str) -> domi::TlsConfig {
+        let n = self.node(file, ip);
+        domi::TlsConfig::from_pem_files(&n.cert, &n.key, &self.ca.cert).expect("a bus TLS config")
     }
 
     /// A second CA, unrelated to this one (and to any other), with its own

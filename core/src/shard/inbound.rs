@@ -149,6 +149,7 @@ impl LocalBus {
                 } => &c.closed_silent,
                 Close::Timeout { .. } => &c.closed_timeout,
             })),
+            CloseReason::Tls(_) => Some(Some(&c.closed_tls)),
         };
         match kind {
             None => debug!(peer = ?conn.peer(), "connection closed: {reason}"),

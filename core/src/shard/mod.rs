@@ -19,6 +19,7 @@ use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::net::TcpStream;
 use rustc_hash::FxHashMap;
+use tracing::warn;
 
 use crate::auth;
 use crate::channel::{Channel, NodeId};
@@ -32,6 +33,7 @@ use crate::route::{self, PeerEvent, PeerTable};
 use crate::session::Session;
 use crate::shared::Shared;
 use crate::stats::Counters;
+use crate::tls::link::TlsLink;
 
 mod deliver;
 mod inbound;
@@ -216,10 +218,21 @@ impl LocalBus {
         // The HELLO is queued at once; with a secret, user frames wait
         // until the server proved itself (see `crate::session`).
         let session = Session::connect(&self.0.shared.local, Some(peer), auth::nonce());
+        let tls = match self.0.shared.config.tls.as_ref() {
+            None => None,
+            Some(config) => match TlsLink::client(config, addr.ip()) {
+                Ok(link) => Some(link),
+                Err(e) => {
+                    warn!(%peer, error = %e, "cannot start TLS");
+                    return Err(BusError::PeerLost { peer });
+                }
+            },
+        };
         let conn = Conn::new(
             self.next_id(),
             Dir::Outbound,
             session,
+            tls,
             self.0.shared.config.max_write_queue,
             self.0.counters.clone(),
         );

@@ -270,10 +270,19 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
+                let tls = match cfg.tls.as_ref().map(crate::tls::link::TlsLink::server) {
+                    None => None,
+                    Some(Ok(link)) => Some(link),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "connection refused: cannot start TLS");
+                        continue;
+                    }
+                };
                 let conn = Conn::new(
                     bus.next_id(),
                     Dir::Inbound,
                     Session::accept(crate::auth::nonce()),
+                    tls,
                     bus.0.shared.config.max_write_queue,
                     bus.0.counters.clone(),
                 );

@@ -1,0 +1,254 @@
+//! Two links paired in memory: the handshake, data both ways, refusals, and
+//! the accounting of what is wholly written.
+
+use super::*;
+use crate::tls::test_pki::TestPki;
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Moves every pending record of `from` into `to`, returning what `to`
+/// decrypted.
+fn pump(from: &mut TlsLink, to: &mut TlsLink) -> Result<(Vec<u8>, bool), TlsClose> {
+    let bytes = from.pending().to_vec();
+    let n = from.wrote(bytes.len());
+    assert_eq!(n, 0, "no plaintext sealed in these pumps");
+    deliver(&bytes, to)
+}
+
+fn deliver(bytes: &[u8], to: &mut TlsLink) -> Result<(Vec<u8>, bool), TlsClose> {
+    let mut cipher = bytes;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1000];
+    loop {
+        match to.pull(&mut cipher, &mut buf)? {
+            Pulled::Plain(n) => got.extend_from_slice(&buf[..n]),
+            Pulled::NeedMore => return Ok((got, false)),
+            Pulled::Closed => return Ok((got, true)),
+        }
+    }
+}
+
+/// Runs the handshake to its end; panics if it fails.
+fn handshake(client: &mut TlsLink, server: &mut TlsLink) {
+    for _ in 0..10 {
+        pump(client, server).expect("server side");
+        pump(server, client).expect("client side");
+        if !client.is_handshaking() && !server.is_handshaking() && !client.wants_write() {
+            return;
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+fn pair(pki: &TestPki) -> (TlsLink, TlsLink) {
+    let client = TlsLink::client(&pki.config("127.0.0.1"), LOCAL).unwrap();
+    let server = TlsLink::server(&pki.config("127.0.0.1")).unwrap();
+    (client, server)
+}
+
+/// Seals all of `data` and returns the records and the plaintext counted
+/// as written once they all left.
+fn seal_all(link: &mut TlsLink, data: &[u8]) -> (Vec<u8>, usize) {
+    let mut cipher = Vec::new();
+    let mut written = 0;
+    while written < data.len() {
+        while link.seal(&data[written..]) {}
+        let chunk = link.pending().to_vec();
+        written += link.wrote(chunk.len());
+        cipher.extend_from_slice(&chunk);
+    }
+    (cipher, written)
+}
+
+#[test]
+fn data_flows_both_ways_after_the_handshake() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    assert!(client.wants_write(), "the ClientHello waits");
+    assert!(
+        !client.seal(b"too early"),
+        "nothing is sealed while handshaking"
+    );
+    handshake(&mut client, &mut server);
+
+    let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    let (cipher, written) = seal_all(&mut client, &data);
+    assert_eq!(written, data.len());
+    assert!(
+        !cipher.windows(64).any(|w| w == &data[1000..1064]),
+        "encrypted"
+    );
+    let (got, closed) = deliver(&cipher, &mut server).unwrap();
+    assert_eq!(got, data);
+    assert!(!closed);
+
+    let (cipher, _) = seal_all(&mut server, b"answer");
+    assert_eq!(deliver(&cipher, &mut client).unwrap().0, b"answer");
+}
+
+#[test]
+fn plaintext_counts_as_written_only_when_its_record_left_whole() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    handshake(&mut client, &mut server);
+    let data = vec![7u8; 3 * RECORD + 10];
+    // Four records: 16 KiB, 16 KiB, 16 KiB, 10 bytes; note where each ends.
+    let mut ends = Vec::new();
+    while client.seal(&data) {
+        ends.push(client.pending().len());
+    }
+    assert_eq!(ends.len(), 4);
+    assert_eq!(client.wrote(ends[0] - 1), 0, "a record short of its end");
+    assert_eq!(
+        client.wrote(1),
+        RECORD,
+        "its last byte left: 16 KiB written"
+    );
+    assert_eq!(client.wrote(ends[2] - ends[0]), 2 * RECORD);
+    assert_eq!(client.wrote(ends[3] - ends[2] - 1), 0);
+    assert_eq!(client.wrote(1), 10);
+    assert!(client.pending().is_empty());
+    assert!(!client.seal(&data[data.len()..]), "nothing new to seal");
+}
+
+#[test]
+fn sealing_resumes_after_what_is_already_sealed() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    handshake(&mut client, &mut server);
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    // The queue's unsent bytes stay the same until the link reports some
+    // written; each seal takes the next record.
+    assert!(client.seal(&data));
+    assert!(client.seal(&data));
+    let cipher = client.pending().to_vec();
+    let written = client.wrote(cipher.len());
+    assert_eq!(written, 2 * RECORD);
+    let rest = &data[written..];
+    while client.seal(rest) {}
+    let mut all = cipher;
+    all.extend_from_slice(client.pending());
+    assert_eq!(client.wrote(client.pending().len()), rest.len());
+    assert_eq!(deliver(&all, &mut server).unwrap().0, data);
+}
+
+#[test]
+fn a_plaintext_peer_is_named() {
+    let pki = TestPki::new();
+    let mut server = TlsLink::server(&pki.config("127.0.0.1")).unwrap();
+    let mut hello = vec![0u8; 64];
+    hello[..2].copy_from_slice(&crate::frame::MAGIC.to_le_bytes());
+    let err = deliver(&hello, &mut server).unwrap_err();
+    assert!(matches!(err, TlsClose::PeerWithoutTls), "{err:?}");
+    assert!(server.wants_write(), "an alert for the peer");
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_both_ways() {
+    let pki = TestPki::new();
+    let other = TestPki::new();
+    // A client whose certificate another CA signed (trusting our CA, so
+    // the refusal is the server's).
+    let stranger = other.node("127.0.0.1");
+    let config = TlsConfig::from_pem(
+        stranger.cert.as_bytes(),
+        stranger.key.as_bytes(),
+        pki.ca.as_bytes(),
+    )
+    .unwrap();
+    let mut client = TlsLink::client(&config, LOCAL).unwrap();
+    let mut server = TlsLink::server(&pki.config("127.0.0.1")).unwrap();
+    let refused = (0..10).find_map(|_| {
+        if let Err(e) = pump(&mut client, &mut server) {
+            return Some(e);
+        }
+        pump(&mut server, &mut client).err()
+    });
+    let err = refused.expect("refused");
+    assert!(
+        matches!(
+            err,
+            TlsClose::Refused(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{err:?}"
+    );
+    // The refusing server's alert tells the client why.
+    let err = pump(&mut server, &mut client).unwrap_err();
+    assert!(
+        matches!(err, TlsClose::Refused(rustls::Error::AlertReceived(_))),
+        "{err:?}"
+    );
+
+    // A server whose certificate another CA signed.
+    let mut client = TlsLink::client(&pki.config("127.0.0.1"), LOCAL).unwrap();
+    let mut server = TlsLink::server(&other.config("127.0.0.1")).unwrap();
+    pump(&mut client, &mut server).unwrap();
+    let err = pump(&mut server, &mut client).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TlsClose::Refused(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_server_certificate_must_name_the_dialled_address() {
+    let pki = TestPki::new();
+    let mut client =
+        TlsLink::client(&pki.config("127.0.0.1"), "127.0.0.2".parse().unwrap()).unwrap();
+    let mut server = TlsLink::server(&pki.config("127.0.0.1")).unwrap();
+    pump(&mut client, &mut server).unwrap();
+    let err = pump(&mut server, &mut client).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TlsClose::Refused(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+
+    // With a cluster-wide server name, the address does not matter.
+    let named = pki.config("bus.domi").server_name("bus.domi").unwrap();
+    let mut client = TlsLink::client(&named, "127.0.0.2".parse().unwrap()).unwrap();
+    let mut server = TlsLink::server(&pki.config("bus.domi")).unwrap();
+    handshake(&mut client, &mut server);
+}
+
+#[test]
+fn close_notify_ends_the_stream() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    handshake(&mut client, &mut server);
+    client.conn.send_close_notify();
+    client.collect();
+    let (got, closed) = pump(&mut client, &mut server).unwrap();
+    assert!(got.is_empty());
+    assert!(closed);
+}
+
+#[test]
+fn a_socket_taking_little_at_a_time_keeps_the_buffer_bounded() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    handshake(&mut client, &mut server);
+    let data = vec![1u8; 4 * SEAL_AHEAD];
+    let mut written = 0;
+    let mut cipher = Vec::new();
+    while written < data.len() {
+        while client.seal(&data[written..]) {}
+        assert!(client.out.len() <= 2 * SEAL_AHEAD + 2 * RECORD);
+        let take = client.pending().len().min(10_000);
+        cipher.extend_from_slice(&client.pending()[..take]);
+        written += client.wrote(take);
+    }
+    assert_eq!(deliver(&cipher, &mut server).unwrap().0, data);
+}
