@@ -40,6 +40,9 @@ impl ServerProcess {
         if let Some(us) = args.spin_us {
             cmd.arg("--spin-us").arg(us.to_string());
         }
+        if let Some(dir) = &args.tls_dir {
+            cmd.arg("--tls-dir").arg(dir);
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -129,7 +132,21 @@ impl Client {
         cpus: &[usize],
         spin: Option<Duration>,
     ) -> Result<Client> {
+        Self::start_with(server, shards, cpus, spin, None)
+    }
+
+    /// The same, with mutual TLS on the bus when `tls` is given.
+    pub fn start_with(
+        server: SocketAddr,
+        shards: usize,
+        cpus: &[usize],
+        spin: Option<Duration>,
+        tls: Option<domi::TlsConfig>,
+    ) -> Result<Client> {
         let mut b = Node::builder("bench-client").shards(shards).peer(server);
+        if let Some(tls) = tls {
+            b = b.tls(tls);
+        }
         b = if cpus.is_empty() {
             b.pin_cpus(false)
         } else {

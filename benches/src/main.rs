@@ -15,6 +15,7 @@ mod plot;
 mod report;
 mod scale;
 mod server;
+mod tls;
 mod wire;
 
 use std::path::PathBuf;
@@ -82,7 +83,7 @@ struct RunArgs {
     server_cpu: usize,
 }
 
-struct Plan {
+pub(crate) struct Plan {
     quick: bool,
     spin_us: Option<u64>,
     reps: usize,
@@ -118,12 +119,13 @@ impl Plan {
     }
 }
 
-fn server_args(shards: usize, cpus: Vec<usize>, spin_us: Option<u64>) -> ServerArgs {
+pub(crate) fn server_args(shards: usize, cpus: Vec<usize>, spin_us: Option<u64>) -> ServerArgs {
     ServerArgs {
         shards,
         cpus,
         io_memory: 10 << 20,
         spin_us,
+        tls_dir: None,
     }
 }
 
@@ -177,7 +179,7 @@ fn main() -> Result<()> {
     let core_steps = if args.peers_only {
         0
     } else {
-        plot::SWEEP.len() * 2 + 8
+        plot::SWEEP.len() * 2 + 8 + tls::STEPS
     };
     let steps = (core_steps + if args.peers.is_some() { 6 } else { 0 }) * plan.reps;
     let bar = ProgressBar::new(steps as u64);
@@ -189,6 +191,7 @@ fn main() -> Result<()> {
     if !(args.peers_only && args.peers.is_some()) {
         run_single_shard(&plan, &mut report, &bar)?;
         run_two_shards(&plan, &mut report, &bar)?;
+        tls::run(&plan, &mut report, &bar)?;
     }
     if let Some(bin) = &args.peers {
         peers::run(bin, &plan, &mut report, &bar)?;
@@ -509,6 +512,7 @@ fn targets(report: &mut Report, plan: &Plan) {
         2.0,
         true,
     );
+    tls::targets(report);
     let idle = report.get("rss_idle_2_shards_mib").map(|f| f.median);
     report.target_value(
         "idle node, 2 shards: RSS ≤ 64 MiB",

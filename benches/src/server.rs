@@ -35,6 +35,10 @@ pub struct ServerArgs {
     /// Spin this many µs before parking.
     #[arg(long)]
     pub spin_us: Option<u64>,
+    /// Mutual TLS on the bus with the certificates of this directory (see
+    /// [`crate::tls::BenchPki`]).
+    #[arg(long)]
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 thread_local! {
@@ -92,6 +96,9 @@ pub fn run(args: ServerArgs) -> Result<()> {
     }
     if let Some(us) = args.spin_us {
         b = b.spin_before_park(std::time::Duration::from_micros(us));
+    }
+    if let Some(dir) = &args.tls_dir {
+        b = b.tls(crate::tls::BenchPki::config(dir, "server")?);
     }
     let node = b.start()?;
     let mut out = std::io::stdout().lock();

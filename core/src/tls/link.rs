@@ -26,7 +26,7 @@ const SEAL_AHEAD: usize = 256 * 1024;
 
 /// What [`TlsLink::pull`] produced.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Pulled {
+pub enum Pulled {
     /// This many plaintext bytes were put into the buffer.
     Plain(usize),
     /// All ciphertext given was used; read more from the socket.
@@ -36,7 +36,7 @@ pub(crate) enum Pulled {
 }
 
 /// A connection's TLS state and its outgoing records.
-pub(crate) struct TlsLink {
+pub struct TlsLink {
     conn: Connection,
     /// Records waiting for the socket; `out[out_sent..]` is not written yet.
     out: Vec<u8>,
@@ -50,14 +50,14 @@ pub(crate) struct TlsLink {
 
 impl TlsLink {
     /// The dialling side of a connection to the peer at `ip`.
-    pub(crate) fn client(config: &TlsConfig, ip: IpAddr) -> Result<TlsLink, TlsClose> {
+    pub fn client(config: &TlsConfig, ip: IpAddr) -> Result<TlsLink, TlsClose> {
         let conn = rustls::ClientConnection::new(config.client.clone(), config.name_for(ip))
             .map_err(TlsClose::Refused)?;
         Ok(Self::new(conn.into()))
     }
 
     /// The accepting side.
-    pub(crate) fn server(config: &TlsConfig) -> Result<TlsLink, TlsClose> {
+    pub fn server(config: &TlsConfig) -> Result<TlsLink, TlsClose> {
         let conn =
             rustls::ServerConnection::new(config.server.clone()).map_err(TlsClose::Refused)?;
         Ok(Self::new(conn.into()))
@@ -76,7 +76,7 @@ impl TlsLink {
     }
 
     /// Whether the TLS handshake is still running (no plaintext moves yet).
-    pub(crate) fn is_handshaking(&self) -> bool {
+    pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }
 
@@ -84,11 +84,7 @@ impl TlsLink {
     /// into `plain`. Call again while it returns [`Pulled::Plain`]; records
     /// the peer must get (handshake answers, alerts) wait in
     /// [`TlsLink::pending`].
-    pub(crate) fn pull(
-        &mut self,
-        cipher: &mut &[u8],
-        plain: &mut [u8],
-    ) -> Result<Pulled, TlsClose> {
+    pub fn pull(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
         loop {
             match self.conn.reader().read(plain) {
                 Ok(0) if !plain.is_empty() => return Ok(Pulled::Closed),
@@ -116,7 +112,7 @@ impl TlsLink {
     /// not yet reported written: what follows the plaintext already sealed.
     /// Returns whether a record was sealed (never during the handshake, nor
     /// with enough sealed ahead of the socket).
-    pub(crate) fn seal(&mut self, unsent: &[u8]) -> bool {
+    pub fn seal(&mut self, unsent: &[u8]) -> bool {
         let fresh = &unsent[self.sealed.min(unsent.len())..];
         if fresh.is_empty() || self.is_handshaking() || self.pending().len() >= SEAL_AHEAD {
             return false;
@@ -144,19 +140,19 @@ impl TlsLink {
     }
 
     /// Ciphertext waiting for the socket.
-    pub(crate) fn pending(&self) -> &[u8] {
+    pub fn pending(&self) -> &[u8] {
         &self.out[self.out_sent..]
     }
 
     /// Whether records wait for the socket.
-    pub(crate) fn wants_write(&self) -> bool {
+    pub fn wants_write(&self) -> bool {
         !self.pending().is_empty()
     }
 
     /// The socket took `n` more bytes of [`TlsLink::pending`]: returns how
     /// many plaintext bytes are now wholly written (every record carrying
     /// them left).
-    pub(crate) fn wrote(&mut self, n: usize) -> usize {
+    pub fn wrote(&mut self, n: usize) -> usize {
         self.out_sent = (self.out_sent + n).min(self.out.len());
         let mut plain = 0;
         while let Some(&(end, len)) = self.marks.front() {

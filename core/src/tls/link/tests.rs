@@ -70,6 +70,8 @@ fn data_flows_both_ways_after_the_handshake() {
         "nothing is sealed while handshaking"
     );
     handshake(&mut client, &mut server);
+    let suite = client.conn.negotiated_cipher_suite().map(|s| s.suite());
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
 
     let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
     let (cipher, written) = seal_all(&mut client, &data);
@@ -251,4 +253,48 @@ fn a_socket_taking_little_at_a_time_keeps_the_buffer_bounded() {
         written += client.wrote(take);
     }
     assert_eq!(deliver(&cipher, &mut server).unwrap().0, data);
+}
+
+mod accounting {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// However the socket takes the records (any sizes of partial
+        /// writes) and whatever the queue holds, the plaintext counted as
+        /// written is exactly what the peer can decrypt from the bytes that
+        /// left: never a byte more (a frame counted written reached the peer
+        /// whole), never fewer.
+        #[test]
+        fn written_plaintext_is_what_the_peer_can_read(
+            len in 1usize..120_000,
+            takes in proptest::collection::vec(1usize..40_000, 1..64),
+        ) {
+            let pki = shared_pki();
+            let (mut client, mut server) = pair(pki);
+            handshake(&mut client, &mut server);
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let (mut counted, mut got) = (0usize, Vec::new());
+            for take in takes.iter().cycle().take(10_000) {
+                if counted == data.len() {
+                    break;
+                }
+                while client.seal(&data[counted..]) {}
+                let n = client.pending().len().min(*take);
+                let sent = client.pending()[..n].to_vec();
+                counted += client.wrote(n);
+                got.extend(deliver(&sent, &mut server).unwrap().0);
+                // The peer read exactly what was counted written.
+                prop_assert_eq!(got.len(), counted);
+            }
+            prop_assert_eq!(got, data);
+        }
+    }
+
+    fn shared_pki() -> &'static TestPki {
+        static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+        PKI.get_or_init(TestPki::new)
+    }
 }
