@@ -89,7 +89,8 @@ pub enum TlsConfigError {
 
 /// A node's TLS identity and trust: its certificate chain and private key,
 /// and the CA every peer's certificate must chain to (see the module docs).
-/// Cheap to clone; give it to [`crate::NodeBuilder::tls`].
+/// Cheap to clone; give it to `domi::NodeBuilder::tls` (or set
+/// [`crate::NodeConfig::tls`]).
 #[derive(Clone)]
 pub struct TlsConfig {
     server: Arc<ServerConfig>,
