@@ -33,10 +33,10 @@ use etcd_client::{
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, error, info, warn};
 
+use super::balance;
 use super::join::{explain_tls, revoke, tls_refusal};
 use super::record::{self, Change, Claim, NodeRecord};
 use super::security::TlsMaterial;
-use super::tls_probe;
 use super::EtcdConfig;
 
 /// Messages from the node to its discovery thread.
@@ -107,6 +107,9 @@ pub(crate) struct Discovery {
     pub(super) id: NodeId,
     pub(super) instance: u64,
     pub(super) started_at: u64,
+    /// Endpoints the join left out of the client's balance (see
+    /// [`balance::rebalance`]).
+    pub(super) left_out: Vec<String>,
 }
 
 impl Discovery {
@@ -127,10 +130,11 @@ impl Discovery {
         let mut attempt = 0u32;
         let mut broken = false;
         // Endpoints taken out of the client's balance because they did not
-        // accept a connection at the last probe.
-        let mut left_out: Vec<String> = Vec::new();
+        // accept a connection at the last probe (joining may have begun).
+        let mut left_out = std::mem::take(&mut self.left_out);
         loop {
-            self.rebalance(&mut left_out).await;
+            let within = self.config.connect_timeout.min(Duration::from_secs(1));
+            balance::rebalance(&self.client, &self.config.endpoints, &mut left_out, within).await;
             match self.establish(&ctx).await {
                 Ok(session) => {
                     if broken {
@@ -179,69 +183,6 @@ impl Discovery {
                     cmd = cmds.recv() => match cmd {
                         Some(Cmd::Leave) | None => return self.leave().await,
                         _ => {} // the record is rewritten from the current info on reconnect
-                    }
-                }
-            }
-        }
-    }
-
-    /// Keeps in the client's balance only the members that accept a TCP
-    /// connection now (all of them when none does), and puts back the ones
-    /// left out earlier that accept again.
-    ///
-    /// etcd-client balances every call over all its endpoints, and its
-    /// channel keeps sending a share of the calls (streams included) to a
-    /// member that is down, each failing at once with a transport error.
-    /// With one member of three down, most attempts to set up a session
-    /// (five calls) would fail, and the lease (TTL 3 s by default) could
-    /// expire before one succeeds. Run before each attempt to set up a
-    /// session (the first one included: joining may have just met a member
-    /// that is down); probes run concurrently, each bounded by the connect timeout
-    /// (at most 1 s).
-    async fn rebalance(&self, left_out: &mut Vec<String>) {
-        let endpoints = &self.config.endpoints;
-        if endpoints.len() < 2 {
-            return;
-        }
-        let within = self.config.connect_timeout.min(Duration::from_secs(1));
-        let probes: Vec<_> = endpoints
-            .iter()
-            .map(|ep| {
-                let target = tls_probe::host_port(ep);
-                tokio::spawn(async move {
-                    let Some((host, port)) = target else {
-                        return true; // not ours to judge: leave it to etcd-client
-                    };
-                    let connect = tokio::net::TcpStream::connect((host, port));
-                    matches!(tokio::time::timeout(within, connect).await, Ok(Ok(_)))
-                })
-            })
-            .collect();
-        let mut up = Vec::with_capacity(probes.len());
-        for p in probes {
-            up.push(p.await.unwrap_or(true));
-        }
-        let none_up = !up.contains(&true);
-        for (ep, up) in endpoints.iter().zip(up) {
-            let was_out = left_out.contains(ep);
-            if (up || none_up) && was_out {
-                match self.client.add_endpoint(ep).await {
-                    Ok(()) => {
-                        left_out.retain(|e| e != ep);
-                        info!(id = %self.id, endpoint = %ep, "etcd member reachable again; back in the balance");
-                    }
-                    Err(e) => {
-                        warn!(id = %self.id, endpoint = %ep, error = %e, "cannot put an etcd member back in the balance")
-                    }
-                }
-            } else if !up && !none_up && !was_out {
-                match self.client.remove_endpoint(ep).await {
-                    Ok(()) => {
-                        left_out.push(ep.clone());
-                        warn!(id = %self.id, endpoint = %ep, "etcd member unreachable; left out of the balance until it answers again");
-                    }
-                    Err(e) => {
-                        warn!(id = %self.id, endpoint = %ep, error = %e, "cannot take an etcd member out of the balance")
                     }
                 }
             }

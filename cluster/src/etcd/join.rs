@@ -9,6 +9,7 @@ use domi_core::{MembershipError, NodeId, NodeInfo};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use tracing::{debug, info, warn};
 
+use super::balance;
 use super::discovery::{Discovery, EtcdResult};
 use super::join_policy::{self, ErrorKind, GiveUp, JoinPolicy, Next};
 use super::record;
@@ -278,6 +279,7 @@ pub(crate) async fn join(
     }
     let started = Instant::now();
     let mut client: Option<Client> = None;
+    let mut left_out: Vec<String> = Vec::new();
     let mut attempts = 0u32;
     loop {
         attempts = attempts.saturating_add(1);
@@ -292,6 +294,7 @@ pub(crate) async fn join(
                 &config,
                 tls.as_ref(),
                 &mut client,
+                &mut left_out,
                 local.instance,
                 &mut progress,
             ),
@@ -312,6 +315,7 @@ pub(crate) async fn join(
                     id,
                     instance: local.instance,
                     started_at,
+                    left_out,
                 });
             }
             Ok(Err(e)) => match &tls {
@@ -370,6 +374,7 @@ async fn attempt(
     config: &EtcdConfig,
     tls: Option<&TlsMaterial>,
     client: &mut Option<Client>,
+    left_out: &mut Vec<String>,
     instance: u64,
     progress: &mut Progress,
 ) -> Result<(Client, i64, NodeId), AttemptError> {
@@ -383,6 +388,11 @@ async fn attempt(
             client.insert(c)
         }
     };
+    // A member that is down would fail a share of the calls below.
+    let within = config
+        .connect_timeout
+        .min(std::time::Duration::from_secs(1));
+    balance::rebalance(c, &config.endpoints, left_out, within).await;
     progress.step = Step::GrantLease;
     let lease = c
         .lease_grant(config.ttl_secs, None)

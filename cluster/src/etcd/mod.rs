@@ -35,6 +35,7 @@
 //! # Ok::<(), domi_core::MembershipError>(())
 //! ```
 
+mod balance;
 mod discovery;
 mod join;
 mod join_policy;
