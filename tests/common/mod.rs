@@ -102,6 +102,7 @@ pub const SETTLE: Duration = Duration::from_secs(10);
 pub mod certs;
 pub mod etcd;
 pub mod fixed;
+pub mod hosts;
 pub mod netns;
 pub mod procs;
 pub mod raw;

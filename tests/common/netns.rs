@@ -8,6 +8,12 @@
 //! run at the same time, so each picks its own N (tests/partition.rs uses 7;
 //! [`Netns::pid_subnet`] gives 8..=207 from the pid) and [`Netns::create`]
 //! refuses a subnet some interface already uses.
+//!
+//! Multi-host tests (tests/common/hosts.rs) take their subnets from
+//! 208..=254, see [`Netns::free_subnets`].
+//!
+//! Namespaces can also reach each other, routed through the root namespace:
+//! [`Netns::forward`] on each and [`Netns::route_to`] both ways.
 
 #![allow(dead_code)]
 
@@ -129,6 +135,68 @@ impl Netns {
     /// Sets the host side of the link up or down.
     pub fn link(&self, up: bool) {
         ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]).unwrap();
+    }
+
+    /// Whether some interface already has an address in `10.231.N.0/24`.
+    pub fn subnet_in_use(n: u8) -> Result<bool, String> {
+        let in_use = ip_output(&["-o", "addr", "show", "to", &format!("10.231.{n}.0/24")])?;
+        Ok(!in_use.trim().is_empty())
+    }
+
+    /// `k` subnet numbers from `range` that no interface uses now, starting
+    /// at a place derived from this process's pid and wrapping around (so
+    /// test binaries running at once rarely pick the same ones; a clash
+    /// left is caught by [`Netns::create`]'s own check).
+    pub fn free_subnets(k: usize, range: std::ops::RangeInclusive<u8>) -> Result<Vec<u8>, String> {
+        let all: Vec<u8> = range.collect();
+        let start = std::process::id() as usize % all.len().max(1);
+        let mut picked = Vec::with_capacity(k);
+        for i in 0..all.len() {
+            if picked.len() == k {
+                break;
+            }
+            let n = all[(start + i) % all.len()];
+            if !Netns::subnet_in_use(n)? {
+                picked.push(n);
+            }
+        }
+        if picked.len() < k {
+            return Err(format!(
+                "fewer than {k} free subnets in 10.231.{all:?}.0/24"
+            ));
+        }
+        Ok(picked)
+    }
+
+    /// Lets the root namespace forward packets that arrive from this
+    /// namespace: IPv4 `forwarding` on the host side of the veth pair only
+    /// (`net.ipv4.conf.<host_if>.forwarding`, which the kernel checks on the
+    /// interface a packet comes in on). The global `net.ipv4.ip_forward` is
+    /// left alone, and the setting goes away with the interface on drop.
+    pub fn forward(&self) -> Result<(), String> {
+        let path = format!("/proc/sys/net/ipv4/conf/{}/forwarding", self.host_if);
+        std::fs::write(&path, "1").map_err(|e| format!("writing 1 to {path}: {e}"))
+    }
+
+    /// A route inside this namespace to `other`'s subnet through the host
+    /// side of this namespace's link. With [`Netns::forward`] on both and a
+    /// route each way, the two reach each other's inside addresses, routed
+    /// through the root namespace (never over loopback).
+    pub fn route_to(&self, other: &Netns) -> Result<(), String> {
+        self.ip(&[
+            "route",
+            "add",
+            &format!("10.231.{}.0/24", other.n),
+            "via",
+            &self.host_ip().to_string(),
+        ])
+    }
+
+    /// Runs `ip <args>` inside this namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        ip(&all)
     }
 
     /// Cuts the link: packets vanish both ways, no RST.

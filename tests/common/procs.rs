@@ -30,6 +30,26 @@ pub fn examples_dir() -> &'static PathBuf {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(&manifest)
             .args(["build", "--example", "server", "--example", "client"]);
+        // The variables cargo sets for this test run are not the build's:
+        // some build scripts (ring's) rebuild when they change, and the next
+        // `cargo test` would rebuild again.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if release {
             cmd.arg("--release");
         }
