@@ -4,7 +4,9 @@
 //! members, each on its own host. Nodes advertise their host's address,
 //! whether told with `--advertise` or picking it themselves, the etcd
 //! records never hold an unspecified address, and nodes on other hosts
-//! reach each other at the advertised addresses. Where namespaces cannot be
+//! reach each other at the advertised addresses — over mutual TLS, each
+//! host's certificate naming its own address (`IP:` subject alternative
+//! name), checked by the peers that dial it. Where namespaces cannot be
 //! created (no root, no `ip`), the test says so and skips.
 
 mod common;
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::certs::{CertFiles, Pki};
 use common::hosts::{run_within, Hosts, NsEtcd};
 use common::procs::{example_path, http, read, Server};
 
@@ -108,6 +111,22 @@ fn nodes_bound_to_every_interface_advertise_their_host_and_reach_each_other() {
         "--nested",
         &nested,
     ];
+    // Bus TLS: one CA; each host's certificate names its address.
+    let pki = Pki::new("multihost");
+    let ca = pki.ca.cert.to_string_lossy().into_owned();
+    let certs: Vec<CertFiles> = (0..4)
+        .map(|i| pki.node(&format!("host{i}"), &ip(i)))
+        .collect();
+    let tls_args = |i: usize| -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            certs[i].cert.to_string_lossy().into_owned(),
+            "--tls-key".into(),
+            certs[i].key.to_string_lossy().into_owned(),
+            "--tls-ca".into(),
+            ca.clone(),
+        ]
+    };
     let told = |i: usize| format!("{}:0", ip(i));
     let extra: [Vec<String>; 4] = [
         // Host 0: both addresses given.
@@ -128,8 +147,10 @@ fn nodes_bound_to_every_interface_advertise_their_host_and_reach_each_other() {
         .iter()
         .enumerate()
         .map(|(host, extra)| {
+            let tls = tls_args(host);
             let mut args: Vec<&str> = common_args.to_vec();
             args.extend(extra.iter().map(String::as_str));
+            args.extend(tls.iter().map(String::as_str));
             let server = Server::start_cmd(
                 &format!("host{host}"),
                 hosts.exec(host, example_path("server")),
@@ -247,7 +268,7 @@ fn nodes_bound_to_every_interface_advertise_their_host_and_reach_each_other() {
         "--json",
     ];
     let mut client = hosts.exec(CLIENT_HOST, example_path("client"));
-    client.args(client_args);
+    client.args(client_args).args(tls_args(CLIENT_HOST));
     let ran = run_within(client, Duration::from_secs(30));
     assert_eq!(
         ran.code,
@@ -279,6 +300,7 @@ fn nodes_bound_to_every_interface_advertise_their_host_and_reach_each_other() {
                 if counters["sent"].as_u64().unwrap_or(0) == 0 {
                     return Err(format!("no nested requests sent: {st}"));
                 }
+                assert_eq!(counters["closed_tls"], 0, "host {}: {st}", s.host);
                 let peers = st["peers"].as_array().cloned().unwrap_or_default();
                 for o in servers.iter().filter(|o| o.host != s.host) {
                     let connected = peers
