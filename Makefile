@@ -17,6 +17,7 @@ setup:
 	command -v etcd    >/dev/null || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v ip      >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		echo "make setup: installing$$missing"; \
 		$(SUDO) apt-get update -qq && \
