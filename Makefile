@@ -59,7 +59,7 @@ bench-peers: setup-peers
 	$(CARGO) build --release -p domi-bench
 	./target/release/domi-bench --reps 3 --peers-only --peers benches/peers/target/release/domi-peers --out target/bench-peers
 
-## chaos: fault injection under load (SIGKILL, etcd restart, pause, partition, SIGTERM) -> target/chaos.md
+## chaos: fault injection under load (SIGKILL, etcd restart, etcd leader kill, pause, freeze, partition, SIGTERM, panics, overload), plaintext and TLS -> target/chaos.md, target/chaos-tls.md
 CHAOS_PHASE_MS ?= 5000
 chaos: setup
 	CHAOS_PHASE_MS=$(CHAOS_PHASE_MS) $(CARGO) test --release --test chaos -- --nocapture

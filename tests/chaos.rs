@@ -1,16 +1,21 @@
-//! Fault injection under steady load (nodes as processes, real etcd): a
-//! provider killed with SIGKILL, etcd restarted, a node paused and resumed, a
-//! node frozen (SIGSTOP: sockets open, nothing answers) and resumed, a node
-//! partitioned (a real network cut: it runs in a network namespace of its
-//! own, reached over a veth pair, and the link goes down, so packets vanish
-//! with no RST, to its peers and to etcd alike) and healed, and a node stopped
-//! with SIGTERM; then two faults of the handlers themselves: a provider
-//! whose handler panics on 1% of requests (callers get `HandlerPanicked`,
-//! the provider serves on), and an overload burst of 10× a provider's
-//! async-handler cap whose handlers make nested requests (all complete).
-//! Where network namespaces cannot be created (not root, no
-//! `ip`), the partition phase is skipped with a printed message and the rest
-//! runs.
+//! Fault injection under steady load (nodes as processes, a real 3-member
+//! etcd that every node reaches through all its members' endpoints): a
+//! provider killed with SIGKILL, the whole etcd cluster restarted (every
+//! member killed, then all started again on their data), the etcd leader
+//! killed with SIGKILL (a new leader is elected; every node's record stays
+//! on the same lease, asserted, while the member is down for longer than a
+//! lease TTL; then the member is restarted and rejoins), a node paused and
+//! resumed, a node frozen (SIGSTOP: sockets open, nothing answers) and
+//! resumed, a node partitioned (a real network cut: it runs in a network
+//! namespace of its own, reached over a veth pair, and the link goes down,
+//! so packets vanish with no RST, to its peers and to every etcd member
+//! alike) and healed, and a node stopped with SIGTERM; then two faults of
+//! the handlers themselves: a provider whose handler panics on 1% of
+//! requests (callers get `HandlerPanicked`, the provider serves on), and an
+//! overload burst of 10× a provider's async-handler cap whose handlers make
+//! nested requests (all complete). Where network namespaces cannot be
+//! created (not root, no `ip`), the partition phase is skipped with a
+//! printed message and the rest runs.
 //! Prints a table: requests issued (counted as each starts), answered, failed
 //! with a typed error, lost (issued but never came back) and hung (came back
 //! later than the timeout allows), both asserted 0, and per fault how long
@@ -18,7 +23,12 @@
 //! request), when the last of those failures came back, and the longest
 //! stretch with no request answered (all in-flight requests waiting on a
 //! silent peer); for the partition, also when the cut node left the client's
-//! rotation and, after the heal, when it was back and handling requests.
+//! rotation and, after the heal, when it was back and handling requests;
+//! for the etcd leader kill, when a new leader was elected, how many records
+//! kept their lease, and how long the killed member took to rejoin.
+//! Everything runs twice: over a plaintext bus (`chaos`, table in
+//! `target/chaos.md`) and over mutual TLS on every bus connection
+//! (`chaos_over_tls`, `target/chaos-tls.md`), one after the other.
 //! `make chaos` runs it with longer phases (`CHAOS_PHASE_MS`); `make test`
 //! runs the short version.
 
@@ -28,9 +38,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 
-use common::etcd::Etcd;
+use common::certs::{CertFiles, Pki};
+use common::etcd::EtcdCluster;
 use common::netns::Netns;
 use common::procs::{example_path, http, metric, try_http, Server};
 use common::{wait_until, Outcome};
@@ -43,33 +54,116 @@ const NESTED: Channel = Channel(52);
 const CAP: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(3);
 const IN_FLIGHT: usize = 64;
+/// How many etcd members.
+const MEMBERS: usize = 3;
+/// The nodes' lease TTL (the default).
+const TTL: Duration = Duration::from_secs(3);
+/// Where the nodes' records live.
+const NODES: &str = "/domi/chaos/nodes/";
 
-fn server(etcd: &Etcd, name: &str) -> Server {
-    let ep = etcd.endpoint();
+/// Every etcd member's client URL, comma-separated (the `--etcd` flag).
+fn endpoints(etcd: &EtcdCluster) -> String {
+    etcd.endpoints().join(",")
+}
+
+/// How the cluster's bus runs: plaintext, or mutual TLS (every node with a
+/// certificate of one CA naming 127.0.0.1 and the namespace's address).
+struct Bus {
+    tls: Option<(Pki, CertFiles)>,
+}
+
+impl Bus {
+    fn plaintext() -> Bus {
+        Bus { tls: None }
+    }
+
+    fn tls(ns: Option<&Netns>) -> Bus {
+        let pki = Pki::new("chaos");
+        let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+        ips.extend(ns.map(Netns::inner_ip));
+        let cert = pki.node_ips("node", &ips);
+        Bus {
+            tls: Some((pki, cert)),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        if self.tls.is_some() {
+            "mutual TLS"
+        } else {
+            "plaintext"
+        }
+    }
+
+    /// The `server` example's flags for this bus.
+    fn args(&self) -> Vec<String> {
+        let Some((pki, cert)) = &self.tls else {
+            return Vec::new();
+        };
+        [
+            "--tls-cert",
+            &cert.cert.to_string_lossy(),
+            "--tls-key",
+            &cert.key.to_string_lossy(),
+            "--tls-ca",
+            &pki.ca.cert.to_string_lossy(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// `args` plus this bus's flags.
+    fn with<'a>(&'a self, args: &[&'a str], tls: &'a [String]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(tls.iter().map(String::as_str));
+        all
+    }
+
+    fn node(&self, b: domi::NodeBuilder) -> domi::NodeBuilder {
+        match &self.tls {
+            None => b,
+            Some((pki, cert)) => b.tls(
+                domi::TlsConfig::from_pem_files(&cert.cert, &cert.key, &pki.ca.cert)
+                    .expect("bus TLS"),
+            ),
+        }
+    }
+}
+
+fn server(etcd: &EtcdCluster, name: &str, bus: &Bus) -> Server {
+    let ep = endpoints(etcd);
+    let tls = bus.args();
     Server::start_with(
         name,
-        &["--etcd", &ep, "--cluster", "chaos", "--http", "127.0.0.1:0"],
+        &bus.with(
+            &["--etcd", &ep, "--cluster", "chaos", "--http", "127.0.0.1:0"],
+            &tls,
+        ),
     )
 }
 
-/// A server inside `ns`: bus and admin on the inside address, etcd reached
-/// on the host side of the veth pair.
-fn far_server(etcd: &Etcd, ns: &Netns, name: &str) -> Server {
-    let ep = etcd.endpoint_on(ns.host_ip());
+/// A server inside `ns`: bus and admin on the inside address, every etcd
+/// member reached on the host side of the veth pair.
+fn far_server(etcd: &EtcdCluster, ns: &Netns, name: &str, bus: &Bus) -> Server {
+    let ep = etcd.endpoints_on(ns.host_ip()).join(",");
     let inside = SocketAddr::new(ns.inner_ip(), 0).to_string();
+    let tls = bus.args();
     Server::start_cmd(
         name,
         ns.exec(example_path("server")),
-        &[
-            "--tcp",
-            &inside,
-            "--etcd",
-            &ep,
-            "--cluster",
-            "chaos",
-            "--http",
-            &inside,
-        ],
+        &bus.with(
+            &[
+                "--tcp",
+                &inside,
+                "--etcd",
+                &ep,
+                "--cluster",
+                "chaos",
+                "--http",
+                &inside,
+            ],
+            &tls,
+        ),
     )
 }
 
@@ -164,6 +258,16 @@ fn burst(client: &Node, load: &Load, channel: Channel, n: usize) -> domi::ShardT
         .expect("burst starts")
 }
 
+/// Sets the load's stop flag when dropped, so that a failed assertion
+/// does not leave the load running (the client would never stop).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Load {
     fn received(&self) -> usize {
         self.outcomes
@@ -232,8 +336,24 @@ fn longest_stall(results: &[Outcome], from: Instant, to: Instant) -> Duration {
     longest
 }
 
+/// One chaos run at a time: both use the same namespace subnet and the
+/// machine's two CPUs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn chaos() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    run(false);
+}
+
+/// The same faults with mutual TLS on every bus connection.
+#[test]
+fn chaos_over_tls() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    run(true);
+}
+
+fn run(tls: bool) {
     let phase = Duration::from_millis(
         std::env::var("CHAOS_PHASE_MS")
             .ok()
@@ -251,30 +371,40 @@ fn chaos() {
             None
         }
     };
-    // With a namespace, etcd also listens on the host side of the veth pair
-    // so that the node inside reaches it (and loses it when the link is cut).
+    // With a namespace, every etcd member also listens on the host side of
+    // the veth pair so that the node inside reaches them (and loses them all
+    // when the link is cut).
     let mut etcd = match &ns {
-        Some(ns) => Etcd::start_also_on(ns.host_ip()),
-        None => Etcd::start(),
+        Some(ns) => EtcdCluster::start_also_on(MEMBERS, ns.host_ip()),
+        None => EtcdCluster::start(MEMBERS),
+    };
+    let bus = if tls {
+        Bus::tls(ns.as_ref())
+    } else {
+        Bus::plaintext()
     };
     // Three providers: s0 and s1 on loopback, s2 inside the namespace when
     // there is one (the partition's target), on loopback otherwise.
-    let mut servers: Vec<Server> = (0..2).map(|i| server(&etcd, &format!("s{i}"))).collect();
-    let far = ns.as_ref().map(|ns| far_server(&etcd, ns, "s2"));
+    let mut servers: Vec<Server> = (0..2)
+        .map(|i| server(&etcd, &format!("s{i}"), &bus))
+        .collect();
+    let far = ns.as_ref().map(|ns| far_server(&etcd, ns, "s2", &bus));
     if far.is_none() {
-        servers.push(server(&etcd, "s2"));
+        servers.push(server(&etcd, "s2", &bus));
     }
-    let client = Node::builder("client")
+    let client = bus
+        .node(Node::builder("client"))
         .shards(1)
         .small()
         .cluster("chaos")
-        .etcd([etcd.endpoint()])
+        .etcd(etcd.endpoints())
         .start()
         .unwrap();
     client
         .wait_for_providers(CH, 3, Duration::from_secs(20))
         .unwrap();
     let load = start_load(&client, IN_FLIGHT);
+    let _stop_on_drop = StopOnDrop(load.stop.clone());
     wait_until("load to flow", Duration::from_secs(10), || {
         load.received() > 1_000
     });
@@ -287,21 +417,85 @@ fn chaos() {
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
     std::thread::sleep(phase);
-    servers.push(server(&etcd, "s3"));
+    servers.push(server(&etcd, "s3", &bus));
     faults.push(("SIGKILL a provider", t));
 
-    // 2. Restart etcd under load.
+    // 2. Restart the whole etcd cluster under load: every member killed,
+    //    then all started again on their data (etcd is gone for a moment).
     let t = Instant::now();
-    etcd.restart();
+    etcd.restart_all();
     wait_until(
         "records back after the etcd restart",
         Duration::from_secs(20),
-        || etcd.get_prefix("/domi/chaos/nodes/").len() == 4,
+        || etcd.get_prefix(NODES).len() == 4,
     );
     std::thread::sleep(phase);
-    faults.push(("restart etcd", t));
+    faults.push(("restart etcd (all members)", t));
 
-    // 3. Pause and resume a node.
+    // 3. SIGKILL the etcd leader: the others elect a new one; every node's
+    //    keep-alive and watch move to another member, so each record stays
+    //    on its lease while the member is down (longer than a lease TTL,
+    //    which a keep-alive stuck on the dead member would not survive).
+    //    Then the killed member restarts and rejoins. The records are
+    //    compared after the rejoin too; the assertions wait for the table.
+    let mut live_ids: Vec<u16> = servers.iter().chain(&far).map(|s| s.id).collect();
+    live_ids.push(client.id().get());
+    let mut expected: Vec<String> = live_ids.iter().map(|id| format!("{NODES}{id}")).collect();
+    expected.sort();
+    let records = |etcd: &EtcdCluster| -> Vec<(String, Option<i64>)> {
+        let mut keys: Vec<String> = etcd.get_prefix(NODES).into_iter().map(|kv| kv.0).collect();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| {
+                let lease = etcd.lease_of(&k);
+                (k, lease)
+            })
+            .collect()
+    };
+    // The SIGKILLed provider's record lingers until its lease expires.
+    wait_until(
+        "exactly the live nodes' records before the leader kill",
+        Duration::from_secs(20),
+        || {
+            records(&etcd)
+                .into_iter()
+                .map(|r| r.0)
+                .eq(expected.iter().cloned())
+        },
+    );
+    let leases_before = records(&etcd);
+    assert!(
+        leases_before.iter().all(|(_, l)| l.is_some_and(|l| l != 0)),
+        "every record hangs on a lease: {leases_before:?}"
+    );
+    let old_leader = etcd.leader();
+    let t = Instant::now();
+    etcd.kill(old_leader);
+    let new_leader = etcd.wait_leader(Duration::from_secs(10));
+    let elected = t.elapsed();
+    std::thread::sleep(phase.max(TTL + Duration::from_secs(1)));
+    let leases_down = records(&etcd);
+    let restarting = Instant::now();
+    etcd.restart(old_leader);
+    let rejoined = restarting.elapsed();
+    let members_after = etcd.live();
+    etcd.wait_leader(Duration::from_secs(10));
+    let leases_after = records(&etcd);
+    std::thread::sleep(phase);
+    faults.push(("SIGKILL the etcd leader", t));
+    let kept =
+        |now: &[(String, Option<i64>)]| leases_before.iter().filter(|r| now.contains(r)).count();
+    let leader_kill = (
+        old_leader,
+        new_leader,
+        elected,
+        kept(&leases_down),
+        kept(&leases_after),
+        leases_before.len(),
+        rejoined,
+    );
+
+    // 4. Pause and resume a node.
     let t = Instant::now();
     let paused = servers[0].http.unwrap();
     assert_eq!(http(paused, "POST", "/pause", None).0, 200);
@@ -319,7 +513,7 @@ fn chaos() {
     );
     faults.push(("pause + resume a node", t));
 
-    // 4. Freeze a node (SIGSTOP: its sockets stay open, nothing answers),
+    // 5. Freeze a node (SIGSTOP: its sockets stay open, nothing answers),
     //    then resume it (SIGCONT). A different fault from the partition
     //    below: the process stops, its host's kernel still acknowledges.
     let t = Instant::now();
@@ -329,7 +523,7 @@ fn chaos() {
     std::thread::sleep(phase);
     faults.push(("freeze (SIGSTOP) + resume a node", t));
 
-    // 5. Partition a node (cut its veth link: packets vanish both ways, no
+    // 6. Partition a node (cut its veth link: packets vanish both ways, no
     //    RST), then heal the link. The client's heartbeats find the peer
     //    silent and fail its waiters with PeerLost; its etcd lease expires.
     //    After the heal it registers again and is used again.
@@ -378,23 +572,27 @@ fn chaos() {
         partition = Some((out, back, serving));
     }
 
-    // 6. A provider whose handler panics on 1% of requests joins; its
+    // 7. A provider whose handler panics on 1% of requests joins; its
     //    callers get HandlerPanicked and it keeps serving. Paused after the
     //    phase (out of rotation, no further faults).
     let t = Instant::now();
-    let ep = etcd.endpoint();
+    let ep = endpoints(&etcd);
+    let tls_args = bus.args();
     let faulty = Server::start_with(
         "s4-panics",
-        &[
-            "--etcd",
-            &ep,
-            "--cluster",
-            "chaos",
-            "--http",
-            "127.0.0.1:0",
-            "--panic-permille",
-            "10",
-        ],
+        &bus.with(
+            &[
+                "--etcd",
+                &ep,
+                "--cluster",
+                "chaos",
+                "--http",
+                "127.0.0.1:0",
+                "--panic-permille",
+                "10",
+            ],
+            &tls_args,
+        ),
     );
     let faulty_id = NodeId::new(faulty.id).unwrap();
     wait_until(
@@ -416,7 +614,7 @@ fn chaos() {
     );
     faults.push(("handler panics on 1% of requests", t));
 
-    // 7. An overload burst: 10x the async-handler cap of a provider whose
+    // 8. An overload burst: 10x the async-handler cap of a provider whose
     //    handlers each make a nested request (to channel 50) before
     //    answering. Replies are never held back, so all complete.
     let t = Instant::now();
@@ -424,16 +622,19 @@ fn chaos() {
     let nested_ch = NESTED.0.to_string();
     let nested = Server::start_with(
         "s5-nested",
-        &[
-            "--etcd",
-            &ep,
-            "--cluster",
-            "chaos",
-            "--nested",
-            &nested_ch,
-            "--max-handlers",
-            &cap,
-        ],
+        &bus.with(
+            &[
+                "--etcd",
+                &ep,
+                "--cluster",
+                "chaos",
+                "--nested",
+                &nested_ch,
+                "--max-handlers",
+                &cap,
+            ],
+            &tls_args,
+        ),
     );
     client
         .wait_for_provider(NESTED, Duration::from_secs(20))
@@ -444,7 +645,7 @@ fn chaos() {
     std::thread::sleep(phase);
     faults.push(("overload burst: 10x the handler cap, nested requests", t));
 
-    // 8. SIGTERM a node: it drains and exits 0.
+    // 9. SIGTERM a node: it drains and exits 0.
     let t = Instant::now();
     let last = servers.last_mut().expect("a loopback server");
     last.signal("TERM");
@@ -482,7 +683,10 @@ fn chaos() {
         .filter(|r| r.1 > TIMEOUT + Duration::from_secs(1))
         .count();
 
-    let mut table = format!("\n| chaos ({IN_FLIGHT} in flight) | value |\n|---|---:|\n");
+    let mut table = format!(
+        "\n| chaos ({IN_FLIGHT} in flight, bus {}) | value |\n|---|---:|\n",
+        bus.name()
+    );
     table += &format!(
         "| requests issued | {issued} |\n| frames sent (with fail-over retries) | {sent} |\n"
     );
@@ -513,6 +717,21 @@ fn chaos() {
          | burst of {} nested requests at a cap of {CAP}: answered | {burst_answered} |\n",
         10 * CAP
     );
+    {
+        let (old, new, elected, kept_down, kept_after, records, rejoined) = leader_kill;
+        table += &format!(
+            "\n| etcd leader killed ({MEMBERS} members) | value |\n|---|---:|\n\
+             | killed -> new leader | m{} -> m{} |\n\
+             | new leader elected, after the kill | {} ms |\n\
+             | records on their lease, leader down > lease TTL | {kept_down} of {records} |\n\
+             | records on their lease, after the member rejoined | {kept_after} of {records} |\n\
+             | killed member healthy again, after its restart | {} ms |\n",
+            old + 1,
+            new + 1,
+            elected.as_millis(),
+            rejoined.as_millis()
+        );
+    }
     table += &match partition {
         Some((out, back, serving)) => format!(
             "\n| partition (network cut) | after |\n|---|---:|\n\
@@ -531,13 +750,29 @@ fn chaos() {
         println!("{table}");
     }
     let _ = std::fs::create_dir_all("target");
-    let _ = std::fs::write("target/chaos.md", &table);
+    let file = if tls {
+        "target/chaos-tls.md"
+    } else {
+        "target/chaos.md"
+    };
+    let _ = std::fs::write(file, &table);
 
     assert!(issued > 1_000);
     assert_eq!(lost, 0, "lost requests");
     assert_eq!(hung, 0, "hung requests");
     assert_eq!(typed, failed, "every failure is a typed error");
     assert!(panics > 0.0, "the faulty provider's handler panicked");
+    {
+        let (old, new, _, kept_down, kept_after, records, _) = leader_kill;
+        assert_ne!(new, old, "a new etcd leader");
+        assert_eq!(members_after, MEMBERS, "the killed member runs again");
+        assert_eq!(
+            (kept_down, kept_after),
+            (records, records),
+            "every record kept its lease with the etcd leader down ({leases_down:?}) \
+             and after it rejoined ({leases_after:?}); before: {leases_before:?}"
+        );
+    }
     assert_eq!(
         burst_answered,
         10 * CAP,

@@ -124,6 +124,19 @@ impl Pki {
         )
     }
 
+    /// A bus node's certificate naming every address of `ips`.
+    pub fn node_ips(&self, file: &str, ips: &[std::net::IpAddr]) -> CertFiles {
+        let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+        self.sign(
+            file,
+            "domi node",
+            &format!(
+                "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+                sans.join(",")
+            ),
+        )
+    }
+
     /// The [`domi::TlsConfig`] of a bus node at `ip` with a certificate of
     /// this CA.
     pub fn node_tls(&self, file: &str, ip: &str) -> domi::TlsConfig {
