@@ -52,8 +52,10 @@ for t in "${targets[@]}"; do
     status=0
     # -use_value_profile=1: comparison operands count as coverage, which gets
     # the fuzzer past magic numbers and exact-match checks quickly.
+    # -timeout=30: an input running longer is a hang, reported as a crash
+    # (libFuzzer's default waits 20 minutes).
     cargo fuzz run --sanitizer "$sanitizer" "$t" "${corpora[@]}" -- \
-        -max_total_time="$seconds" -use_value_profile=1 -print_final_stats=1 \
+        -max_total_time="$seconds" -use_value_profile=1 -print_final_stats=1 -timeout=30 \
         >"$log" 2>&1 || status=$?
 
     # libFuzzer's last line on a clean run: "Done 12345 runs in 60 second(s)".

@@ -745,6 +745,24 @@ fn run(tls: bool) {
         None => "\npartition (network cut): skipped, network namespaces cannot be created here\n"
             .to_owned(),
     };
+    // Over TLS, TLS was really on: a plaintext HELLO to a server is refused
+    // and counted.
+    let plaintext_refused = bus.tls.is_some().then(|| {
+        let s = &servers[0]; // (s1: paused and resumed; alive)
+        let mut plain = TcpStream::connect(s.addr).expect("connect");
+        let _ = std::io::Write::write_all(&mut plain, &common::raw::hello("chaos"));
+        common::raw::assert_closed_within(plain, Duration::from_secs(5));
+        let admin = s.http.expect("admin address");
+        wait_until(
+            "the plaintext HELLO counted",
+            Duration::from_secs(5),
+            || {
+                let (_, _, body) = http(admin, "GET", "/metrics", None);
+                metric(&body, "domi_closed_tls_total").unwrap_or(0.0) > 0.0
+            },
+        );
+        true
+    });
     #[allow(clippy::print_stdout)]
     {
         println!("{table}");
@@ -758,6 +776,7 @@ fn run(tls: bool) {
     let _ = std::fs::write(file, &table);
 
     assert!(issued > 1_000);
+    assert_ne!(plaintext_refused, Some(false));
     assert_eq!(lost, 0, "lost requests");
     assert_eq!(hung, 0, "hung requests");
     assert_eq!(typed, failed, "every failure is a typed error");

@@ -315,6 +315,33 @@ fn nodes_bound_to_every_interface_advertise_their_host_and_reach_each_other() {
         );
     }
 
+    // TLS is really on: a plaintext HELLO to a server's routed address is
+    // refused and counted.
+    let refused_before = status(&servers[0]).get("counters").cloned();
+    {
+        use std::io::Write;
+        let mut plain = std::net::TcpStream::connect(servers[0].tcp).expect("routed connect");
+        plain
+            .write_all(&common::raw::hello(&cluster))
+            .expect("a plaintext HELLO");
+        common::raw::assert_closed_within(plain, Duration::from_secs(5));
+    }
+    eventually(
+        "the plaintext HELLO counted as refused",
+        SETTLE,
+        logs,
+        || {
+            let now = status(&servers[0])["counters"]["closed_tls"]
+                .as_u64()
+                .unwrap_or(0);
+            if now > 0 {
+                Ok(())
+            } else {
+                Err(format!("closed_tls 0; before: {refused_before:?}"))
+            }
+        },
+    );
+
     // The client has left (its lease revoked): the four servers' records
     // again, none with an unspecified address.
     eventually("only the servers' records", SETTLE, logs, || {

@@ -98,15 +98,22 @@ pub(crate) fn write_queued(s: &mut impl Write, session: &mut Session) -> io::Res
 /// A membership thread's connection to a peer's bus port: plain, or TLS
 /// (the bus's own, with the node's certificate) when the node has it.
 pub(crate) enum BusStream {
+    /// TLS off.
     Plain(TcpStream),
+    /// TLS on, the handshake done.
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 /// Why a [`BusStream`] could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpenError {
-    #[error("i/o during the TLS handshake: {0}")]
-    Io(#[from] io::Error),
+    #[error("i/o during the TLS handshake: {source}")]
+    Io {
+        #[from]
+        source: io::Error,
+    },
+    #[error("the TLS handshake did not finish within {within:?}")]
+    Timeout { within: Duration },
     #[error(transparent)]
     Tls(#[from] TlsClose),
 }
@@ -125,13 +132,19 @@ impl BusStream {
         let mut conn = tls.client_connection(sock.peer_addr()?.ip())?;
         let deadline = Instant::now() + within;
         while conn.is_handshaking() {
+            // (A peer trickling bytes keeps `complete_io` returning `Ok`.)
+            if Instant::now() >= deadline {
+                return Err(OpenError::Timeout { within });
+            }
             match conn.complete_io(&mut sock) {
                 Ok(_) => {}
-                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(TlsClose::HandshakeEof.into())
                 }
-                Err(e) => return Err(classify_io(&e).map_or(OpenError::Io(e), OpenError::Tls)),
+                Err(e) => {
+                    return Err(classify_io(&e).map_or(OpenError::Io { source: e }, OpenError::Tls))
+                }
             }
         }
         Ok(BusStream::Tls(Box::new(rustls::StreamOwned::new(

@@ -373,7 +373,7 @@ impl Conn {
                 }
             }
             let n = self
-                .write_some(|cx, s| Pin::new(s).poll_write(cx, tls.borrow().pending()))
+                .write_some(|cx, s| Pin::new(s).poll_write(cx, tls.borrow().records()))
                 .await?;
             if progress {
                 self.last_write.set(Instant::now());
@@ -558,27 +558,38 @@ impl Conn {
             }
             // Everything read was used: read more ciphertext.
             let n = self.read_some(&mut cipher.buf, spin).await?;
+            // A node without TLS that this one dialled closes at once, having
+            // said nothing; an accepting node closed on by a TCP check (or
+            // a port scan) before any byte came is just an end.
+            let silent_refusal =
+                tls.borrow().is_handshaking() && (self.dir == Dir::Outbound || cipher.received > 0);
             if n == 0 {
-                return Err(if tls.borrow().is_handshaking() {
+                return Err(if silent_refusal {
                     TlsClose::HandshakeEof.into()
                 } else {
                     CloseReason::Eof
                 });
             }
+            cipher.received += n as u64;
             (cipher.start, cipher.end) = (0, n);
         }
     }
 
     /// Tries once, without waiting, to write the alert TLS queued on a
     /// failure, so the peer learns why (e.g. its certificate was refused).
+    /// Only when the records waiting are the link's own: sealed frames
+    /// leaving here would not be counted written, and would be re-routed.
     fn send_alert(&self, tls: &RefCell<TlsLink>) {
         use std::os::fd::AsRawFd;
+        let link = tls.borrow();
+        if link.holds_sealed() {
+            return;
+        }
         let Some(fd) = self.stream.borrow().as_ref().map(|s| s.as_raw_fd()) else {
             return;
         };
-        let link = tls.borrow();
         let _ =
-            nix::sys::socket::send(fd, link.pending(), nix::sys::socket::MsgFlags::MSG_DONTWAIT);
+            nix::sys::socket::send(fd, link.records(), nix::sys::socket::MsgFlags::MSG_DONTWAIT);
     }
 
     /// What housekeeping needs to judge this connection at `now`.
@@ -611,6 +622,8 @@ struct Cipher {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes read from the socket so far.
+    received: u64,
 }
 
 impl Cipher {
@@ -623,6 +636,7 @@ impl Cipher {
             },
             start: 0,
             end: 0,
+            received: 0,
         }
     }
 }

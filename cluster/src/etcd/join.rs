@@ -21,6 +21,7 @@ use super::EtcdConfig;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Connect,
+    Probe,
     GrantLease,
     ListIds,
     ClaimId,
@@ -30,6 +31,7 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Step::Connect => "connecting",
+            Step::Probe => "probing the etcd members",
             Step::GrantLease => "granting a lease",
             Step::ListIds => "listing the taken ids",
             Step::ClaimId => "claiming an id",
@@ -389,6 +391,7 @@ async fn attempt(
         }
     };
     // A member that is down would fail a share of the calls below.
+    progress.step = Step::Probe;
     let within = config
         .connect_timeout
         .min(std::time::Duration::from_secs(1));

@@ -52,14 +52,14 @@ impl TlsLink {
     /// The dialling side of a connection to the peer at `ip`.
     pub fn client(config: &TlsConfig, ip: IpAddr) -> Result<TlsLink, TlsClose> {
         let conn = rustls::ClientConnection::new(config.client.clone(), config.name_for(ip))
-            .map_err(TlsClose::Refused)?;
+            .map_err(|source| TlsClose::Refused { source })?;
         Ok(Self::new(conn.into()))
     }
 
     /// The accepting side.
     pub fn server(config: &TlsConfig) -> Result<TlsLink, TlsClose> {
-        let conn =
-            rustls::ServerConnection::new(config.server.clone()).map_err(TlsClose::Refused)?;
+        let conn = rustls::ServerConnection::new(config.server.clone())
+            .map_err(|source| TlsClose::Refused { source })?;
         Ok(Self::new(conn.into()))
     }
 
@@ -83,22 +83,35 @@ impl TlsLink {
     /// Decrypts what it can of `cipher` (advancing it past what was used)
     /// into `plain`. Call again while it returns [`Pulled::Plain`]; records
     /// the peer must get (handshake answers, alerts) wait in
-    /// [`TlsLink::pending`].
+    /// [`TlsLink::records`]. Every round consumes ciphertext or ends: a peer
+    /// whose message outgrows rustls's buffers is an error, never a spin.
     pub fn pull(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
         loop {
             match self.conn.reader().read(plain) {
                 Ok(0) if !plain.is_empty() => return Ok(Pulled::Closed),
                 Ok(n) => return Ok(Pulled::Plain(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // A TCP end without `close_notify`: the caller sees the EOF.
-                Err(_) => return Ok(Pulled::NeedMore),
+                // (Only after a TCP end was fed, which never happens here.)
+                Err(e) => {
+                    return Err(TlsClose::Stuck {
+                        detail: e.to_string(),
+                    })
+                }
             }
             if cipher.is_empty() {
                 return Ok(Pulled::NeedMore);
             }
-            // Never fails reading a slice; "buffer full" cannot happen as
-            // the plaintext was just drained.
-            let _ = self.conn.read_tls(cipher);
+            // The plaintext was just drained, so what fails here is rustls's
+            // buffer for a message still incomplete: larger than TLS allows.
+            match self.conn.read_tls(cipher) {
+                Ok(0) => return Ok(Pulled::Closed), // after `close_notify`
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(TlsClose::Stuck {
+                        detail: e.to_string(),
+                    })
+                }
+            }
             let fresh = self.conn.is_handshaking();
             if let Err(e) = self.conn.process_new_packets() {
                 self.collect();
@@ -114,7 +127,7 @@ impl TlsLink {
     /// with enough sealed ahead of the socket).
     pub fn seal(&mut self, unsent: &[u8]) -> bool {
         let fresh = &unsent[self.sealed.min(unsent.len())..];
-        if fresh.is_empty() || self.is_handshaking() || self.pending().len() >= SEAL_AHEAD {
+        if fresh.is_empty() || self.is_handshaking() || self.records().len() >= SEAL_AHEAD {
             return false;
         }
         self.collect(); // records of rustls's own go before this one
@@ -139,14 +152,20 @@ impl TlsLink {
         }
     }
 
-    /// Ciphertext waiting for the socket.
-    pub fn pending(&self) -> &[u8] {
+    /// Records (ciphertext) waiting for the socket.
+    pub fn records(&self) -> &[u8] {
         &self.out[self.out_sent..]
     }
 
     /// Whether records wait for the socket.
     pub fn wants_write(&self) -> bool {
-        !self.pending().is_empty()
+        !self.records().is_empty()
+    }
+
+    /// Whether any plaintext was sealed and not yet wholly written: the
+    /// records waiting are then not only the link's own (handshake, alerts).
+    pub fn holds_sealed(&self) -> bool {
+        self.sealed > 0
     }
 
     /// The socket took `n` more bytes of [`TlsLink::pending`]: returns how
@@ -167,9 +186,6 @@ impl TlsLink {
             // Every mark ended at or before `out_sent`: none is left.
             self.out.clear();
             self.out_sent = 0;
-            if self.out.capacity() > 4 * SEAL_AHEAD {
-                self.out.shrink_to(SEAL_AHEAD);
-            }
         } else if self.out_sent >= SEAL_AHEAD {
             // A socket that keeps taking part of what is pending: drop the
             // written prefix so `out` stays bounded.
@@ -190,7 +206,7 @@ pub(super) fn classify(e: rustls::Error, handshaking: bool) -> TlsClose {
         Error::InvalidMessage(InvalidMessage::InvalidContentType) if handshaking => {
             TlsClose::PeerWithoutTls
         }
-        e => TlsClose::Refused(e),
+        source => TlsClose::Refused { source },
     }
 }
 

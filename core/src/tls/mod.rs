@@ -242,26 +242,38 @@ impl TlsConfig {
     /// talk to peers with `std` sockets (the static prober).
     pub fn client_connection(&self, ip: IpAddr) -> Result<rustls::ClientConnection, TlsClose> {
         rustls::ClientConnection::new(self.client.clone(), self.name_for(ip))
-            .map_err(TlsClose::Refused)
+            .map_err(|source| TlsClose::Refused { source })
     }
 }
 
 /// Why a connection was closed by TLS, or for speaking (or not speaking) it.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsClose {
-    /// The TLS layer failed: a refused or unknown certificate, a bad record,
-    /// an alert from the peer.
-    #[error("TLS: {0}")]
-    Refused(#[source] rustls::Error),
+    /// The TLS layer ended the connection: a certificate refused (by this
+    /// node, or by the peer: its alert), a corrupted or malformed record.
+    #[error("TLS: {source}")]
+    Refused {
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The peer sent a TLS message larger than rustls accepts (it could
+    /// never complete).
+    #[error("TLS: the peer's message cannot be taken ({detail})")]
+    Stuck {
+        /// What rustls said.
+        detail: String,
+    },
     /// The peer started a TLS handshake, but this node has TLS off.
     #[error("the peer speaks TLS, but this node has TLS off")]
     PeerUsesTls,
     /// The peer sent plaintext bus frames to this node, which requires TLS.
     #[error("the peer sent plaintext, but this node requires TLS")]
     PeerWithoutTls,
-    /// The peer closed the connection before the TLS handshake finished (a
-    /// node without TLS, or one that refused this node's certificate).
-    #[error("the peer closed the connection during the TLS handshake (no TLS there, or our certificate refused)")]
+    /// The node this one dialled closed the connection before the TLS
+    /// handshake finished, having sent nothing: a node without TLS (an
+    /// accepting node that refuses a certificate sends an alert instead).
+    #[error("the peer closed the connection during the TLS handshake without a word (a node without TLS?)")]
     HandshakeEof,
 }
 

@@ -9,7 +9,7 @@ const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 /// Moves every pending record of `from` into `to`, returning what `to`
 /// decrypted.
 fn pump(from: &mut TlsLink, to: &mut TlsLink) -> Result<(Vec<u8>, bool), TlsClose> {
-    let bytes = from.pending().to_vec();
+    let bytes = from.records().to_vec();
     let n = from.wrote(bytes.len());
     assert_eq!(n, 0, "no plaintext sealed in these pumps");
     deliver(&bytes, to)
@@ -53,7 +53,7 @@ fn seal_all(link: &mut TlsLink, data: &[u8]) -> (Vec<u8>, usize) {
     let mut written = 0;
     while written < data.len() {
         while link.seal(&data[written..]) {}
-        let chunk = link.pending().to_vec();
+        let chunk = link.records().to_vec();
         written += link.wrote(chunk.len());
         cipher.extend_from_slice(&chunk);
     }
@@ -97,7 +97,7 @@ fn plaintext_counts_as_written_only_when_its_record_left_whole() {
     // Four records: 16 KiB, 16 KiB, 16 KiB, 10 bytes; note where each ends.
     let mut ends = Vec::new();
     while client.seal(&data) {
-        ends.push(client.pending().len());
+        ends.push(client.records().len());
     }
     assert_eq!(ends.len(), 4);
     assert_eq!(client.wrote(ends[0] - 1), 0, "a record short of its end");
@@ -109,7 +109,7 @@ fn plaintext_counts_as_written_only_when_its_record_left_whole() {
     assert_eq!(client.wrote(ends[2] - ends[0]), 2 * RECORD);
     assert_eq!(client.wrote(ends[3] - ends[2] - 1), 0);
     assert_eq!(client.wrote(1), 10);
-    assert!(client.pending().is_empty());
+    assert!(client.records().is_empty());
     assert!(!client.seal(&data[data.len()..]), "nothing new to seal");
 }
 
@@ -123,14 +123,14 @@ fn sealing_resumes_after_what_is_already_sealed() {
     // written; each seal takes the next record.
     assert!(client.seal(&data));
     assert!(client.seal(&data));
-    let cipher = client.pending().to_vec();
+    let cipher = client.records().to_vec();
     let written = client.wrote(cipher.len());
     assert_eq!(written, 2 * RECORD);
     let rest = &data[written..];
     while client.seal(rest) {}
     let mut all = cipher;
-    all.extend_from_slice(client.pending());
-    assert_eq!(client.wrote(client.pending().len()), rest.len());
+    all.extend_from_slice(client.records());
+    assert_eq!(client.wrote(client.records().len()), rest.len());
     assert_eq!(deliver(&all, &mut server).unwrap().0, data);
 }
 
@@ -170,16 +170,21 @@ fn a_certificate_from_another_ca_is_refused_both_ways() {
     assert!(
         matches!(
             err,
-            TlsClose::Refused(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer
-            ))
+            TlsClose::Refused {
+                source: rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            }
         ),
         "{err:?}"
     );
     // The refusing server's alert tells the client why.
     let err = pump(&mut server, &mut client).unwrap_err();
     assert!(
-        matches!(err, TlsClose::Refused(rustls::Error::AlertReceived(_))),
+        matches!(
+            err,
+            TlsClose::Refused {
+                source: rustls::Error::AlertReceived(_)
+            }
+        ),
         "{err:?}"
     );
 
@@ -191,9 +196,9 @@ fn a_certificate_from_another_ca_is_refused_both_ways() {
     assert!(
         matches!(
             err,
-            TlsClose::Refused(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer
-            ))
+            TlsClose::Refused {
+                source: rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            }
         ),
         "{err:?}"
     );
@@ -210,10 +215,12 @@ fn the_server_certificate_must_name_the_dialled_address() {
     assert!(
         matches!(
             err,
-            TlsClose::Refused(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                    | rustls::CertificateError::NotValidForNameContext { .. }
-            ))
+            TlsClose::Refused {
+                source: rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. }
+                )
+            }
         ),
         "{err:?}"
     );
@@ -223,6 +230,38 @@ fn the_server_certificate_must_name_the_dialled_address() {
     let mut client = TlsLink::client(&named, "127.0.0.2".parse().unwrap()).unwrap();
     let mut server = TlsLink::server(&pki.config("bus.domi")).unwrap();
     handshake(&mut client, &mut server);
+}
+
+#[test]
+fn a_message_larger_than_tls_allows_is_an_error_not_a_spin() {
+    // A ClientHello declaring 0xffff bytes, sent in full records: rustls's
+    // buffer for the unfinished message fills up before it completes.
+    let pki = TestPki::new();
+    let mut server = TlsLink::server(&pki.config("127.0.0.1")).unwrap();
+    let mut body = vec![1u8, 0x00, 0xff, 0xff]; // ClientHello, length 0xffff
+    body.resize(4 + 0xffff, 0);
+    let mut wire = Vec::new();
+    for chunk in body.chunks(16 * 1024) {
+        wire.extend_from_slice(&[22, 3, 1]);
+        wire.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        wire.extend_from_slice(chunk);
+    }
+    let mut cipher = &wire[..];
+    let mut buf = [0u8; 100];
+    let mut rounds = 0;
+    let err = loop {
+        rounds += 1;
+        assert!(rounds < 1000, "pull keeps returning without an end");
+        match server.pull(&mut cipher, &mut buf) {
+            Err(e) => break e,
+            Ok(Pulled::NeedMore) if cipher.is_empty() => panic!("took it all"),
+            Ok(_) => {}
+        }
+    };
+    assert!(
+        matches!(err, TlsClose::Stuck { .. } | TlsClose::Refused { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -248,8 +287,8 @@ fn a_socket_taking_little_at_a_time_keeps_the_buffer_bounded() {
     while written < data.len() {
         while client.seal(&data[written..]) {}
         assert!(client.out.len() <= 2 * SEAL_AHEAD + 2 * RECORD);
-        let take = client.pending().len().min(10_000);
-        cipher.extend_from_slice(&client.pending()[..take]);
+        let take = client.records().len().min(10_000);
+        cipher.extend_from_slice(&client.records()[..take]);
         written += client.wrote(take);
     }
     assert_eq!(deliver(&cipher, &mut server).unwrap().0, data);
@@ -282,8 +321,8 @@ mod accounting {
                     break;
                 }
                 while client.seal(&data[counted..]) {}
-                let n = client.pending().len().min(*take);
-                let sent = client.pending()[..n].to_vec();
+                let n = client.records().len().min(*take);
+                let sent = client.records()[..n].to_vec();
                 counted += client.wrote(n);
                 got.extend(deliver(&sent, &mut server).unwrap().0);
                 // The peer read exactly what was counted written.
