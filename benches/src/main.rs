@@ -71,6 +71,9 @@ struct RunArgs {
     /// With `--peers`: run only the peer comparisons.
     #[arg(long)]
     peers_only: bool,
+    /// Run only the TLS on/off comparison (for profiling it).
+    #[arg(long)]
+    tls_only: bool,
     /// Spin this many µs before parking in every bus node of the main runs
     /// (default: the nodes' default, 50 µs; 0 parks at once).
     #[arg(long)]
@@ -189,8 +192,10 @@ fn main() -> Result<()> {
     );
 
     if !(args.peers_only && args.peers.is_some()) {
-        run_single_shard(&plan, &mut report, &bar)?;
-        run_two_shards(&plan, &mut report, &bar)?;
+        if !args.tls_only {
+            run_single_shard(&plan, &mut report, &bar)?;
+            run_two_shards(&plan, &mut report, &bar)?;
+        }
         tls::run(&plan, &mut report, &bar)?;
     }
     if let Some(bin) = &args.peers {
