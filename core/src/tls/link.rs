@@ -86,10 +86,25 @@ impl TlsLink {
     /// [`TlsLink::records`]. Every round consumes ciphertext or ends: a peer
     /// whose message outgrows rustls's buffers is an error, never a spin.
     pub fn pull(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
+        // Decrypts as many records as `plain` holds (not one per call): the
+        // caller parses once per batch, as it does per socket read without TLS.
+        let mut got = 0;
         loop {
-            match self.conn.reader().read(plain) {
-                Ok(0) if !plain.is_empty() => return Ok(Pulled::Closed),
-                Ok(n) => return Ok(Pulled::Plain(n)),
+            match self.conn.reader().read(&mut plain[got..]) {
+                // `close_notify`: what came before it first.
+                Ok(0) if got < plain.len() => {
+                    return Ok(if got > 0 {
+                        Pulled::Plain(got)
+                    } else {
+                        Pulled::Closed
+                    })
+                }
+                Ok(n) => {
+                    got += n;
+                    if got == plain.len() {
+                        return Ok(Pulled::Plain(got));
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // (Only after a TCP end was fed, which never happens here.)
                 Err(e) => {
@@ -99,7 +114,11 @@ impl TlsLink {
                 }
             }
             if cipher.is_empty() {
-                return Ok(Pulled::NeedMore);
+                return Ok(if got > 0 {
+                    Pulled::Plain(got)
+                } else {
+                    Pulled::NeedMore
+                });
             }
             // The plaintext was just drained, so what fails here is rustls's
             // buffer for a message still incomplete: larger than TLS allows.
