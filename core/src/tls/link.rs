@@ -187,7 +187,7 @@ impl TlsLink {
         self.sealed > 0
     }
 
-    /// The socket took `n` more bytes of [`TlsLink::pending`]: returns how
+    /// The socket took `n` more bytes of [`TlsLink::records`]: returns how
     /// many plaintext bytes are now wholly written (every record carrying
     /// them left).
     pub fn wrote(&mut self, n: usize) -> usize {
