@@ -107,6 +107,13 @@ struct Args {
     /// queue; over it requests are refused with `Backpressure`).
     #[arg(long)]
     max_handlers: Option<u64>,
+    /// Rate limit on channel 50: this many requests per second (over it,
+    /// callers get `RateLimited` and fail over to another provider).
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
+    /// Burst of `--rate-limit` (default: a tenth of the rate, at least 1).
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_burst: Option<u32>,
     /// Also serve this channel with a nested handler: it requests channel 50
     /// (payload `leaf`) from inside the handler and answers `pong` after
     /// that reply (an async handler; `--max-handlers` caps it).
@@ -142,6 +149,10 @@ fn main() -> anyhow::Result<()> {
         builder = args.etcd_security.apply(&args.etcd, builder)?;
     }
     builder = args.bus_tls.apply(builder)?;
+    if let Some(rate) = args.rate_limit {
+        let burst = args.rate_burst.unwrap_or((rate / 10).max(1));
+        builder = builder.rate_limit(PING, rate, burst);
+    }
     if let Some(http) = args.http {
         builder = builder.http(http);
     }

@@ -115,6 +115,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Limits how often the handler of `channel` starts on this node:
+    /// `per_second` on average, `burst` at once (see
+    /// [`domi_core::limiter`]). Requests over it are answered `RateLimited`
+    /// (their callers fail over to the next provider), one-way messages are
+    /// dropped; both are counted. Change it later with
+    /// `Node::set_rate_limit`.
+    pub fn rate_limit(mut self, channel: Channel, per_second: u32, burst: u32) -> Self {
+        self.config
+            .rate_limits
+            .push((channel, crate::RateLimit { per_second, burst }));
+        self
+    }
+
     /// Mutual TLS on every bus connection (see [`crate::TlsConfig`]): every
     /// node of the cluster needs it, with a certificate of the same CA. The
     /// cluster secret, when set, is checked inside TLS as without it.

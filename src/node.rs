@@ -418,6 +418,8 @@ impl Node {
         let mut out: Vec<Metric> = status
             .counters
             .iter()
+            // Reported per channel below.
+            .filter(|(k, _)| k.as_str() != "rate_limited")
             .map(|(k, v)| Metric {
                 name: format!("domi_{k}_total"),
                 help: format!("Counter {k}, summed over shards."),
@@ -426,6 +428,15 @@ impl Node {
                 value: *v as f64,
             })
             .collect();
+        for (channel, _, limited) in self.rate_limits() {
+            out.push(Metric {
+                name: "domi_rate_limited_total".into(),
+                help: "Messages over their channel's rate limit (requests answered RateLimited, one-way messages dropped), since the limit was set.".into(),
+                kind: MetricKind::Counter,
+                labels: vec![("channel", channel.0.to_string())],
+                value: limited as f64,
+            });
+        }
         let gauge =
             |name: &str, help: &str, labels: Vec<(&'static str, String)>, value: f64| Metric {
                 name: name.into(),

@@ -80,5 +80,26 @@ fn selection(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, codec, selection);
+/// The per-message cost of the rate-limit check: no channel limited (the
+/// default), and an admitted message on a limited channel (one CAS).
+fn limiter(c: &mut Criterion) {
+    use domi_core::limiter::{Limits, RateLimit};
+    let none = Limits::default();
+    let now = std::time::Instant::now();
+    c.bench_function("rate limit check, no limits", |b| {
+        b.iter(|| none.admit(black_box(Channel(5)), || now))
+    });
+    let limited = Limits::new(&[(
+        Channel(5),
+        RateLimit {
+            per_second: u32::MAX,
+            burst: u32::MAX,
+        },
+    )]);
+    c.bench_function("rate limit check, limited channel", |b| {
+        b.iter(|| limited.admit(black_box(Channel(5)), std::time::Instant::now))
+    });
+}
+
+criterion_group!(benches, codec, selection, limiter);
 criterion_main!(benches);

@@ -77,6 +77,9 @@ pub struct NodeConfig {
     /// Optional caps on async handlers of one channel running at once per
     /// shard (messages over it queue like those over `max_handlers`).
     pub channel_concurrency: Vec<(crate::channel::Channel, u32)>,
+    /// Rate limits of channels served by this node (see [`crate::limiter`];
+    /// changeable later with [`crate::Node::set_rate_limit`]).
+    pub rate_limits: Vec<(crate::channel::Channel, crate::limiter::RateLimit)>,
     /// Called when a `call`, `notify` or `publish` fails after it returned
     /// (see [`crate::error::SendFailure`]); failures are logged at debug
     /// level when unset.
@@ -109,6 +112,7 @@ impl NodeConfig {
             max_queued: 16 * 1024,
             max_queued_bytes: 64 << 20,
             channel_concurrency: Vec::new(),
+            rate_limits: Vec::new(),
             on_send_error: None,
             cluster_secret: None,
             tls: None,
@@ -166,6 +170,9 @@ impl NodeConfig {
             return Err(ConfigError::ZeroLimit {
                 field: "max_pending/command_queue/max_connections/max_handlers",
             });
+        }
+        for &(channel, limit) in &self.rate_limits {
+            limit.validate(channel)?;
         }
         if let Some(&(channel, _)) = self.channel_concurrency.iter().find(|(_, n)| *n == 0) {
             return Err(ConfigError::ZeroConcurrency { channel });
@@ -273,6 +280,9 @@ pub enum ConfigError {
     /// No address to advertise (see [`crate::advertise`]).
     #[error(transparent)]
     Advertise(#[from] crate::advertise::AdvertiseError),
+    /// A rate limit of zero.
+    #[error(transparent)]
+    RateLimit(#[from] crate::limiter::InvalidRateLimit),
     /// A per-channel concurrency cap of zero.
     #[error("the concurrency cap of {channel} must be greater than zero")]
     ZeroConcurrency {

@@ -24,6 +24,10 @@ pub enum ErrorCode {
     /// The handler panicked while handling this message (the panic was
     /// caught; the provider keeps serving).
     HandlerPanicked = 7,
+    /// The channel is over its rate limit on this node (see
+    /// [`crate::limiter`]). Nothing ran, so callers fail over to the next
+    /// provider.
+    RateLimited = 8,
     /// A code this build does not know.
     Unknown = 0xFFFF,
 }
@@ -39,6 +43,7 @@ impl ErrorCode {
             5 => ErrorCode::Refused,
             6 => ErrorCode::Backpressure,
             7 => ErrorCode::HandlerPanicked,
+            8 => ErrorCode::RateLimited,
             _ => ErrorCode::Unknown,
         }
     }
@@ -65,6 +70,7 @@ impl ErrorCode {
                 | ErrorCode::Paused
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Backpressure
+                | ErrorCode::RateLimited
         )
     }
 }

@@ -15,6 +15,7 @@
 //!   (what the `on_send_error` hook receives).
 //! - [`fault`]: catching handler panics per message (the `UnwindSafe` stance).
 //! - [`overload`]: the async-handler cap and its bounded queue, as a pure type.
+//! - [`limiter`]: per-channel rate limits (GCRA on one atomic per channel).
 //! - [`write_queue`]: a connection's outgoing bytes, and which frames never
 //!   left when it fails (what may be re-routed), as a pure type.
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
@@ -47,6 +48,7 @@ pub mod fault;
 pub mod frame;
 pub mod handler;
 pub mod handshake;
+pub mod limiter;
 pub mod membership;
 pub mod node;
 mod notify;
@@ -65,6 +67,7 @@ pub use config::{ConfigError, NodeConfig};
 pub use error::{BusError, ErrorCode, ReplyError, SendFailure, SendOp};
 pub use handler::{Handler, OwnedRequest, Request};
 pub use handshake::{NodeInfo, NodeState};
+pub use limiter::{InvalidRateLimit, RateLimit};
 pub use membership::{LocalNode, Membership, MembershipContext, MembershipError};
 pub use node::{Node, ShardTask, StartError};
 pub use route::{Directory, Peer, PeerTable};

@@ -474,6 +474,27 @@ impl Node {
         Ok(ShardTask { rx })
     }
 
+    /// Sets (`Some`) or lifts (`None`) the rate limit of `channel` on this
+    /// running node (see [`crate::limiter`]); a new limit starts with a
+    /// full burst.
+    pub fn set_rate_limit(
+        &self,
+        channel: Channel,
+        limit: Option<crate::limiter::RateLimit>,
+    ) -> Result<(), crate::limiter::InvalidRateLimit> {
+        if let Some(l) = limit {
+            l.validate(channel)?;
+        }
+        self.shared().limits.set(channel, limit);
+        Ok(())
+    }
+
+    /// Every rate-limited channel: its limit, and how many messages it
+    /// refused or dropped.
+    pub fn rate_limits(&self) -> Vec<(Channel, crate::limiter::RateLimit, u64)> {
+        self.shared().limits.snapshot()
+    }
+
     /// Counters summed over every shard.
     pub fn stats(&self) -> Snapshot {
         let mut total = Snapshot::default();

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     update: Mutex<()>,
     /// The node was stopped: no more subscriptions or sends.
     pub(crate) stopped: AtomicBool,
+    /// Per-channel rate limits, shared by the shards.
+    pub(crate) limits: crate::limiter::Limits,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             membership: Mutex::new(membership),
             update: Mutex::new(()),
             stopped: AtomicBool::new(false),
+            limits: crate::limiter::Limits::new(&config.rate_limits),
             config,
         }
     }

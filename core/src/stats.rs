@@ -103,6 +103,9 @@ counters! {
     overload_refused,
     /// Inbound one-way messages dropped (async-handler queue full).
     overload_dropped,
+    /// Inbound messages over their channel's rate limit: requests answered
+    /// `RateLimited`, one-way messages dropped.
+    rate_limited,
     /// Queued requests not run because their caller's connection closed
     /// while they waited.
     overload_abandoned,

@@ -1,9 +1,10 @@
-//! Running handlers on a shard: the state check, handler lookup, the
-//! async-handler cap and its queue ([`crate::overload`]), and catching a
+//! Running handlers on a shard: the state check, the channel's rate limit
+//! ([`crate::limiter`]), handler lookup, the async-handler cap and its queue ([`crate::overload`]), and catching a
 //! handler's panic per message ([`crate::fault`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{debug, error};
 
@@ -42,6 +43,16 @@ impl LocalBus {
                 ErrorCode::ShuttingDown
             };
             to.fail(me, code);
+            return;
+        }
+        // The channel's rate limit (replies answer work already started).
+        if meta.kind != FrameKind::Reply && !shared.limits.admit(meta.channel, Instant::now) {
+            Counters::inc(&self.0.counters.rate_limited);
+            if expects {
+                to.fail(me, ErrorCode::RateLimited);
+            } else {
+                debug!(channel = %meta.channel, "one-way message dropped: over the channel's rate limit");
+            }
             return;
         }
         let table = self.handlers();
