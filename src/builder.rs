@@ -128,6 +128,21 @@ impl NodeBuilder {
         self
     }
 
+    /// Circuit breaker settings of this node's requests (on by default with
+    /// [`crate::BreakerConfig::default`]: volume 20, 50 % errors over 10 s,
+    /// sleep 2 s). See [`domi_core::breaker`].
+    pub fn breaker(mut self, config: crate::BreakerConfig) -> Self {
+        self.config.breaker = Some(config);
+        self
+    }
+
+    /// Turns the circuit breakers off: requests go to every provider in
+    /// turn whatever their recent errors.
+    pub fn no_breaker(mut self) -> Self {
+        self.config.breaker = None;
+        self
+    }
+
     /// Mutual TLS on every bus connection (see [`crate::TlsConfig`]): every
     /// node of the cluster needs it, with a certificate of the same CA. The
     /// cluster secret, when set, is checked inside TLS as without it.

@@ -37,9 +37,9 @@ pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembershi
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{frame, route};
 pub use domi_core::{
-    BusError, Channel, ConfigError, ErrorCode, Handler, InvalidRateLimit, LocalBus, Membership,
-    MembershipContext, MembershipError, NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest,
-    PeerTable, RateLimit, ReplyError, Request, SendFailure, SendOp, ShardTask, Snapshot, TlsClose,
-    TlsConfig, TlsConfigError,
+    BreakerConfig, BreakerState, BusError, Channel, ConfigError, ErrorCode, Handler,
+    InvalidBreaker, InvalidRateLimit, LocalBus, Membership, MembershipContext, MembershipError,
+    NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, RateLimit, ReplyError,
+    Request, SendFailure, SendOp, ShardTask, Snapshot, TlsClose, TlsConfig, TlsConfigError,
 };
 pub use node::{Node, StartError, StopOutcome};

@@ -366,21 +366,35 @@ impl Node {
         let info = self.info();
         let per_shard: Vec<_> = (0..self.shards())
             .filter_map(|i| {
-                self.spawn_on(
-                    i,
-                    |bus| async move { (bus.counters(), bus.connected_peers()) },
-                )
+                self.spawn_on(i, |bus| async move {
+                    (bus.counters(), bus.connected_peers(), bus.breaker_states())
+                })
                 .ok()
             })
             .filter_map(|t| t.join_timeout(Duration::from_secs(2)))
             .collect();
         let connected: Vec<_> = per_shard
             .iter()
-            .flat_map(|(_, c)| c.iter().copied())
+            .flat_map(|(_, c, _)| c.iter().copied())
             .collect();
+        // A peer's breaker: the worst state any shard holds for it.
+        let breaker = |id: domi_core::NodeId| {
+            let states = per_shard
+                .iter()
+                .flat_map(|(_, _, b)| b.iter())
+                .filter(|(p, _)| *p == id)
+                .map(|(_, s)| *s);
+            let mut worst = domi_core::BreakerState::Closed;
+            for s in states {
+                if s == domi_core::BreakerState::Open || worst == domi_core::BreakerState::Closed {
+                    worst = s;
+                }
+            }
+            worst.as_str().to_string()
+        };
         let counters = per_shard
             .iter()
-            .fold(domi_core::Snapshot::default(), |a, (s, _)| a + *s);
+            .fold(domi_core::Snapshot::default(), |a, (s, _, _)| a + *s);
         let table = self.peers();
         Status {
             id: info.id.get(),
@@ -403,6 +417,7 @@ impl Node {
                         "down".into()
                     },
                     connected: connected.contains(&p.info.id),
+                    breaker: breaker(p.info.id),
                 })
                 .collect(),
             counters: counters
@@ -418,8 +433,8 @@ impl Node {
         let mut out: Vec<Metric> = status
             .counters
             .iter()
-            // Reported per channel below.
-            .filter(|(k, _)| k.as_str() != "rate_limited")
+            // Reported with labels below.
+            .filter(|(k, _)| k.as_str() != "rate_limited" && !k.starts_with("breaker_"))
             .map(|(k, v)| Metric {
                 name: format!("domi_{k}_total"),
                 help: format!("Counter {k}, summed over shards."),
@@ -428,6 +443,34 @@ impl Node {
                 value: *v as f64,
             })
             .collect();
+        for (to, key) in [
+            ("open", "breaker_opened"),
+            ("half_open", "breaker_half_open"),
+            ("closed", "breaker_closed"),
+        ] {
+            let value = status
+                .counters
+                .iter()
+                .find(|(k, _)| k.as_str() == key)
+                .map_or(0, |(_, v)| *v);
+            out.push(Metric {
+                name: "domi_breaker_transitions_total".into(),
+                help: "Circuit breaker transitions of this node's requests, by the state entered."
+                    .into(),
+                kind: MetricKind::Counter,
+                labels: vec![("to", to.into())],
+                value: value as f64,
+            });
+        }
+        for p in &status.peers {
+            out.push(Metric {
+                name: "domi_breaker_open".into(),
+                help: "1 while this node's circuit breaker of the peer is open or half-open (on any shard).".into(),
+                kind: MetricKind::Gauge,
+                labels: vec![("peer", p.id.to_string())],
+                value: (p.breaker != "closed") as u8 as f64,
+            });
+        }
         for (channel, _, limited) in self.rate_limits() {
             out.push(Metric {
                 name: "domi_rate_limited_total".into(),

@@ -76,6 +76,9 @@ pub struct PeerStatus {
     pub state: String,
     /// Whether this node holds an open connection to it.
     pub connected: bool,
+    /// This node's circuit breaker of it: `closed`, `open` or `half_open`
+    /// (the worst over the shards).
+    pub breaker: String,
 }
 
 /// The body of `GET /status`.

@@ -43,6 +43,9 @@ impl ServerProcess {
         if let Some(dir) = &args.tls_dir {
             cmd.arg("--tls-dir").arg(dir);
         }
+        if let Some(rate) = args.rate_limit {
+            cmd.arg("--rate-limit").arg(rate.to_string());
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -143,10 +146,21 @@ impl Client {
         spin: Option<Duration>,
         tls: Option<domi::TlsConfig>,
     ) -> Result<Client> {
-        let mut b = Node::builder("bench-client").shards(shards).peer(server);
-        if let Some(tls) = tls {
-            b = b.tls(tls);
-        }
+        Self::start_configured(server, shards, cpus, spin, |b| match tls {
+            Some(tls) => b.tls(tls),
+            None => b,
+        })
+    }
+
+    /// The same, with `configure` applied to the node's builder.
+    pub fn start_configured(
+        server: SocketAddr,
+        shards: usize,
+        cpus: &[usize],
+        spin: Option<Duration>,
+        configure: impl FnOnce(domi::NodeBuilder) -> domi::NodeBuilder,
+    ) -> Result<Client> {
+        let mut b = configure(Node::builder("bench-client").shards(shards).peer(server));
         b = if cpus.is_empty() {
             b.pin_cpus(false)
         } else {

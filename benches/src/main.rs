@@ -12,6 +12,7 @@
 mod bus;
 mod peers;
 mod plot;
+mod policies;
 mod report;
 mod scale;
 mod server;
@@ -129,6 +130,7 @@ pub(crate) fn server_args(shards: usize, cpus: Vec<usize>, spin_us: Option<u64>)
         io_memory: 10 << 20,
         spin_us,
         tls_dir: None,
+        rate_limit: None,
     }
 }
 
@@ -182,7 +184,7 @@ fn main() -> Result<()> {
     let core_steps = if args.peers_only {
         0
     } else {
-        plot::SWEEP.len() * 2 + 8 + tls::STEPS
+        plot::SWEEP.len() * 2 + 8 + tls::STEPS + policies::STEPS
     };
     let steps = (core_steps + if args.peers.is_some() { 6 } else { 0 }) * plan.reps;
     let bar = ProgressBar::new(steps as u64);
@@ -197,6 +199,9 @@ fn main() -> Result<()> {
             run_two_shards(&plan, &mut report, &bar)?;
         }
         tls::run(&plan, &mut report, &bar)?;
+        if !args.tls_only {
+            policies::run(&plan, &mut report, &bar)?;
+        }
     }
     if let Some(bin) = &args.peers {
         peers::run(bin, &plan, &mut report, &bar)?;

@@ -39,6 +39,9 @@ pub struct ServerArgs {
     /// [`crate::tls::BenchPki`]).
     #[arg(long)]
     pub tls_dir: Option<std::path::PathBuf>,
+    /// A rate limit on the echo channel, per second (burst the same).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
 }
 
 thread_local! {
@@ -96,6 +99,9 @@ pub fn run(args: ServerArgs) -> Result<()> {
     }
     if let Some(us) = args.spin_us {
         b = b.spin_before_park(std::time::Duration::from_micros(us));
+    }
+    if let Some(rate) = args.rate_limit {
+        b = b.rate_limit(ECHO, rate, rate);
     }
     if let Some(dir) = &args.tls_dir {
         b = b.tls(crate::tls::BenchPki::config(dir, "server")?);

@@ -101,5 +101,20 @@ fn limiter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, selection, limiter);
+/// The per-request cost of a closed circuit breaker: counting an outcome
+/// (the check itself, closed, reads one field).
+fn breaker(c: &mut Criterion) {
+    use domi_core::breaker::{Breaker, BreakerConfig, Outcome};
+    let now = std::time::Instant::now();
+    let mut b = Breaker::new(BreakerConfig::default(), now);
+    c.bench_function("circuit breaker: check and count a success", |bench| {
+        bench.iter(|| {
+            let t = std::time::Instant::now();
+            black_box(b.allow(t));
+            black_box(b.record(t, Outcome::Success))
+        })
+    });
+}
+
+criterion_group!(benches, codec, selection, limiter, breaker);
 criterion_main!(benches);

@@ -80,6 +80,9 @@ pub struct NodeConfig {
     /// Rate limits of channels served by this node (see [`crate::limiter`];
     /// changeable later with [`crate::Node::set_rate_limit`]).
     pub rate_limits: Vec<(crate::channel::Channel, crate::limiter::RateLimit)>,
+    /// Circuit breakers on this node's requests, one per peer per shard
+    /// (see [`crate::breaker`]); `None` turns them off. On by default.
+    pub breaker: Option<crate::breaker::BreakerConfig>,
     /// Called when a `call`, `notify` or `publish` fails after it returned
     /// (see [`crate::error::SendFailure`]); failures are logged at debug
     /// level when unset.
@@ -113,6 +116,7 @@ impl NodeConfig {
             max_queued_bytes: 64 << 20,
             channel_concurrency: Vec::new(),
             rate_limits: Vec::new(),
+            breaker: Some(crate::breaker::BreakerConfig::default()),
             on_send_error: None,
             cluster_secret: None,
             tls: None,
@@ -170,6 +174,9 @@ impl NodeConfig {
             return Err(ConfigError::ZeroLimit {
                 field: "max_pending/command_queue/max_connections/max_handlers",
             });
+        }
+        if let Some(b) = &self.breaker {
+            b.validate()?;
         }
         for &(channel, limit) in &self.rate_limits {
             limit.validate(channel)?;
@@ -280,6 +287,9 @@ pub enum ConfigError {
     /// No address to advertise (see [`crate::advertise`]).
     #[error(transparent)]
     Advertise(#[from] crate::advertise::AdvertiseError),
+    /// Invalid circuit breaker settings.
+    #[error(transparent)]
+    Breaker(#[from] crate::breaker::InvalidBreaker),
     /// A rate limit of zero.
     #[error(transparent)]
     RateLimit(#[from] crate::limiter::InvalidRateLimit),

@@ -84,6 +84,13 @@ pub enum BusError {
         /// The channel addressed.
         channel: Channel,
     },
+    /// Every provider of the channel is skipped by this node's circuit
+    /// breakers (see [`crate::breaker`]); nothing was sent.
+    #[error("every provider of {channel} is cut off by this node's circuit breakers")]
+    CircuitOpen {
+        /// The channel addressed.
+        channel: Channel,
+    },
     /// The payload exceeds the configured maximum; nothing was sent.
     #[error("payload of {len} bytes exceeds the maximum of {max}")]
     PayloadTooLarge {

@@ -16,6 +16,7 @@
 //! - [`fault`]: catching handler panics per message (the `UnwindSafe` stance).
 //! - [`overload`]: the async-handler cap and its bounded queue, as a pure type.
 //! - [`limiter`]: per-channel rate limits (GCRA on one atomic per channel).
+//! - [`breaker`]: per-peer circuit breakers of a caller, as a pure type.
 //! - [`write_queue`]: a connection's outgoing bytes, and which frames never
 //!   left when it fails (what may be re-routed), as a pure type.
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
@@ -40,6 +41,7 @@
 pub mod advertise;
 pub mod auth;
 pub mod backoff;
+pub mod breaker;
 pub mod channel;
 pub mod config;
 mod conn;
@@ -62,6 +64,7 @@ pub mod timeouts;
 pub mod tls;
 pub mod write_queue;
 
+pub use breaker::{BreakerConfig, BreakerState, InvalidBreaker};
 pub use channel::{Channel, NodeId};
 pub use config::{ConfigError, NodeConfig};
 pub use error::{BusError, ErrorCode, ReplyError, SendFailure, SendOp};

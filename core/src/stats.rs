@@ -106,6 +106,12 @@ counters! {
     /// Inbound messages over their channel's rate limit: requests answered
     /// `RateLimited`, one-way messages dropped.
     rate_limited,
+    /// Circuit breakers (of this node's requests, per peer) that opened.
+    breaker_opened,
+    /// Circuit breakers that went half-open (a probe request let through).
+    breaker_half_open,
+    /// Circuit breakers that closed again (the probe succeeded).
+    breaker_closed,
     /// Queued requests not run because their caller's connection closed
     /// while they waited.
     overload_abandoned,

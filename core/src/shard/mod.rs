@@ -35,6 +35,7 @@ use crate::shared::Shared;
 use crate::stats::Counters;
 use crate::tls::link::TlsLink;
 
+mod breakers;
 mod deliver;
 mod inbound;
 mod reroute;
@@ -75,6 +76,8 @@ pub(crate) struct ShardCore {
     outbound: RefCell<Vec<Option<Rc<Conn>>>>,
     inbound: RefCell<FxHashMap<u64, Rc<Conn>>>,
     cursors: RefCell<FxHashMap<Channel, usize>>,
+    /// Circuit breakers of this shard's requests, indexed by peer id.
+    breakers: RefCell<Vec<Option<crate::breaker::Breaker>>>,
     /// Peers this shard failed to reach, indexed by node id, and how many.
     down: RefCell<Vec<Option<Down>>>,
     downs: Cell<usize>,
@@ -176,13 +179,40 @@ impl LocalBus {
 
     /// The next provider of `channel`, round-robin, skipping `exclude`.
     fn pick(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
+        self.pick_with(channel, exclude, false)
+    }
+
+    /// The same for a request: peers whose circuit breaker is open are
+    /// skipped too (a half-open one takes this request as its probe).
+    fn pick_for_request(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
+        if self.0.shared.config.breaker.is_none() {
+            return self.pick(channel, exclude);
+        }
+        self.pick_with(channel, exclude, true).map_err(|e| {
+            // Providers there are, but every breaker is open.
+            match self.pick_with(channel, exclude, false) {
+                Ok(_) => BusError::CircuitOpen { channel },
+                Err(_) => e,
+            }
+        })
+    }
+
+    fn pick_with(
+        &self,
+        channel: Channel,
+        exclude: &[NodeId],
+        breakers: bool,
+    ) -> Result<NodeId, BusError> {
         let table = self.table();
         let providers = table.providers(channel);
         let mut cursors = self.0.cursors.borrow_mut();
         let cursor = cursors.entry(channel).or_insert(self.0.index);
         let any_down = self.any_down();
+        let me = self.node_id();
         route::select(providers, cursor, |id| {
-            exclude.contains(&id) || (any_down && self.is_down(id))
+            exclude.contains(&id)
+                || (any_down && self.is_down(id))
+                || (breakers && id != me && !self.breaker_allows(id))
         })
         .ok_or_else(|| {
             Counters::inc(&self.0.counters.no_provider);
@@ -452,7 +482,7 @@ impl LocalBus {
         let mut tried: Vec<NodeId> = Vec::new();
         let mut refused: Option<BusError> = None;
         loop {
-            let peer = match self.pick(channel, &tried) {
+            let peer = match self.pick_for_request(channel, &tried) {
                 Ok(p) => p,
                 // Every provider refused: the last refusal says why.
                 Err(e) => return Err(refused.unwrap_or(e)),
@@ -474,7 +504,9 @@ impl LocalBus {
                     // Forgets the waiter however this ends: reply, timeout,
                     // or the caller dropping the future.
                     let _forget = Forget { bus: self, corr };
-                    Self::await_reply(rx, remaining).await
+                    let result = Self::await_reply(rx, remaining).await;
+                    self.breaker_record(peer, result.as_ref());
+                    result
                 }
             };
             match result {

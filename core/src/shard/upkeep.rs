@@ -219,6 +219,7 @@ pub(crate) async fn run(
         outbound: RefCell::new(vec![None; NodeId::MAX as usize + 1]),
         inbound: RefCell::default(),
         cursors: RefCell::default(),
+        breakers: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
         down: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
         downs: Cell::new(0),
         pending: RefCell::default(),

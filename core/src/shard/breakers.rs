@@ -1,0 +1,136 @@
+//! A shard's circuit breakers (see [`crate::breaker`]): one per peer, made
+//! on a peer's first counted request, consulted when a request picks its
+//! provider, fed with each request's outcome.
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::LocalBus;
+use crate::breaker::{Breaker, BreakerState, Outcome};
+use crate::channel::NodeId;
+use crate::error::{BusError, ErrorCode};
+use crate::stats::Counters;
+
+impl LocalBus {
+    /// Whether this shard's breaker of `peer` lets a request through now (a
+    /// `true` in half-open is the probe).
+    pub(super) fn breaker_allows(&self, peer: NodeId) -> bool {
+        let mut all = self.0.breakers.borrow_mut();
+        let Some(b) = all[peer.index()].as_mut() else {
+            return true; // nothing counted yet: closed
+        };
+        if b.state() == BreakerState::Closed {
+            return true;
+        }
+        let (allowed, moved) = b.allow(Instant::now());
+        drop(all);
+        if let Some(state) = moved {
+            self.breaker_moved(peer, state);
+        }
+        allowed
+    }
+
+    /// Counts how a request to `peer` ended (see [`outcome`]).
+    pub(super) fn breaker_record(&self, peer: NodeId, result: Option<&Result<Vec<u8>, BusError>>) {
+        let Some(config) = self.0.shared.config.breaker else {
+            return;
+        };
+        let Some(outcome) = outcome(result) else {
+            return;
+        };
+        let now = Instant::now();
+        let moved = {
+            let mut all = self.0.breakers.borrow_mut();
+            all[peer.index()]
+                .get_or_insert_with(|| Breaker::new(config, now))
+                .record(now, outcome)
+        };
+        if let Some(state) = moved {
+            self.breaker_moved(peer, state);
+        }
+    }
+
+    fn breaker_moved(&self, peer: NodeId, state: BreakerState) {
+        let c = &self.0.counters;
+        match state {
+            BreakerState::Open => {
+                Counters::inc(&c.breaker_opened);
+                warn!(%peer, shard = self.0.index, "circuit breaker open: requests skip this peer for a while");
+            }
+            BreakerState::HalfOpen => {
+                Counters::inc(&c.breaker_half_open);
+                info!(%peer, shard = self.0.index, "circuit breaker half-open: one probe request");
+            }
+            BreakerState::Closed => {
+                Counters::inc(&c.breaker_closed);
+                info!(%peer, shard = self.0.index, "circuit breaker closed: the probe succeeded");
+            }
+        }
+    }
+
+    /// The peers whose breaker on this shard is not closed.
+    pub fn breaker_states(&self) -> Vec<(NodeId, BreakerState)> {
+        self.0
+            .breakers
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let state = b.as_ref()?.state();
+                (state != BreakerState::Closed)
+                    .then(|| NodeId::new(i as u16).map(|id| (id, state)))
+                    .flatten()
+            })
+            .collect()
+    }
+}
+
+/// How a breaker counts a request's result (`None`: timed out): answers
+/// succeed; timeouts, lost connections and bus-level error answers fail;
+/// refusals that prove nothing ran (`Paused`, `RateLimited`…) count as
+/// neither, nor do errors raised before anything was sent.
+fn outcome(result: Option<&Result<Vec<u8>, BusError>>) -> Option<Outcome> {
+    match result {
+        None => Some(Outcome::Failure),
+        Some(Ok(_)) => Some(Outcome::Success),
+        Some(Err(BusError::PeerLost { .. })) => Some(Outcome::Failure),
+        Some(Err(BusError::Remote { code, .. })) if !code.is_retryable() => match code {
+            ErrorCode::HandlerPanicked | ErrorCode::NoReply | ErrorCode::Unknown => {
+                Some(Outcome::Failure)
+            }
+            _ => None,
+        },
+        Some(Err(_)) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_counts_as_a_failure() {
+        let peer = NodeId::new(3).unwrap();
+        let remote = |code| Some(Err(BusError::Remote { peer, code }));
+        assert_eq!(outcome(None), Some(Outcome::Failure));
+        assert_eq!(outcome(Some(&Ok(vec![]))), Some(Outcome::Success));
+        assert_eq!(
+            outcome(Some(&Err(BusError::PeerLost { peer }))),
+            Some(Outcome::Failure)
+        );
+        assert_eq!(
+            outcome(remote(ErrorCode::HandlerPanicked).as_ref()),
+            Some(Outcome::Failure)
+        );
+        for refusal in [
+            ErrorCode::Paused,
+            ErrorCode::RateLimited,
+            ErrorCode::Backpressure,
+            ErrorCode::ShuttingDown,
+            ErrorCode::NoHandler,
+        ] {
+            assert_eq!(outcome(remote(refusal).as_ref()), None, "{refusal:?}");
+        }
+    }
+}
