@@ -92,28 +92,39 @@ fn alone_over_its_limit_a_provider_answers_rate_limited_and_drops_one_way() {
         .unwrap();
     let client = small("client").peer(server.local_addr()).start().unwrap();
     client.wait_for_provider(CH, SETTLE).unwrap();
+    // One token comes back each second: a loaded machine taking longer
+    // than that over the steps below gets that many more through.
+    let started = Instant::now();
     assert!(client.request(CH, b"1", T).is_ok());
     assert!(client.request(CH, b"2", T).is_ok());
     let third = client.request(CH, b"3", T);
-    assert!(
-        matches!(
-            third,
-            Err(BusError::Remote {
-                code: ErrorCode::RateLimited,
-                ..
-            })
-        ),
-        "{third:?}"
-    );
+    if started.elapsed() < Duration::from_secs(1) {
+        assert!(
+            matches!(
+                third,
+                Err(BusError::Remote {
+                    code: ErrorCode::RateLimited,
+                    ..
+                })
+            ),
+            "{third:?}"
+        );
+    }
     // One-way messages over the limit are dropped and counted.
     let before = server.stats().rate_limited;
     for _ in 0..5 {
         client.notify(CH, b"x").unwrap();
     }
+    let refills = || started.elapsed().as_secs() as usize;
     wait_until("the one-way messages counted", T, || {
-        server.stats().rate_limited >= before + 5
+        server.stats().rate_limited as usize + refills() >= before as usize + 5
     });
-    assert_eq!(got.load(Ordering::SeqCst), 2, "only the first two ran");
+    let ran = got.load(Ordering::SeqCst);
+    assert!(
+        ran <= 2 + refills(),
+        "{ran} ran in {:?} (burst 2, 1/s)",
+        started.elapsed()
+    );
 
     // Lifted on the running node: served again.
     server.set_rate_limit(CH, None).unwrap();
@@ -144,7 +155,6 @@ fn a_zero_limit_does_not_start() {
 
 #[test]
 fn the_per_channel_counter_is_in_metrics() {
-    let (server, _) = pong_server("metrics", CH);
     let http = small("admin")
         .http("127.0.0.1:0".parse().unwrap())
         .rate_limit(CH, 1, 1)
@@ -156,7 +166,6 @@ fn the_per_channel_counter_is_in_metrics() {
         )
         .start()
         .unwrap();
-    drop(server);
     let client = small("client").peer(http.local_addr()).start().unwrap();
     client.wait_for_provider(CH, SETTLE).unwrap();
     let _ = client.request(CH, b"1", T);

@@ -167,10 +167,26 @@ impl Breaker {
         }
     }
 
-    /// Counts a request's outcome at `now`; returns the new state if it moved.
-    pub fn record(&mut self, now: Instant, outcome: Outcome) -> Option<BreakerState> {
+    /// A probe claimed by [`Breaker::allow`] was not sent: the next
+    /// request may probe at once.
+    pub fn unclaim(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.since = None;
+        }
+    }
+
+    /// Counts the outcome, at `now`, of a request sent at `sent`; returns
+    /// the new state if it moved. Late outcomes of requests sent before the
+    /// breaker opened, or before the probe, are ignored.
+    pub fn record(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        outcome: Outcome,
+    ) -> Option<BreakerState> {
         match self.state {
-            BreakerState::Open => None, // late answers of requests sent before it opened
+            BreakerState::Open => None,
+            BreakerState::HalfOpen if self.since.is_none_or(|probe| sent < probe) => None,
             BreakerState::HalfOpen => {
                 self.buckets = [Bucket::default(); BUCKETS];
                 match outcome {
@@ -248,11 +264,11 @@ mod tests {
         let (mut b, t0) = breaker();
         // 19 failures: below the volume, still closed.
         for i in 0..19 {
-            assert_eq!(b.record(t0 + i * MS, Outcome::Failure), None);
+            assert_eq!(b.record(t0 + i * MS, t0 + i * MS, Outcome::Failure), None);
         }
         assert!(b.allow(t0 + 19 * MS).0);
         assert_eq!(
-            b.record(t0 + 20 * MS, Outcome::Failure),
+            b.record(t0 + 20 * MS, t0 + 20 * MS, Outcome::Failure),
             Some(BreakerState::Open)
         );
         assert_eq!(b.allow(t0 + 21 * MS), (false, None));
@@ -267,7 +283,7 @@ mod tests {
             } else {
                 Outcome::Success
             };
-            assert_eq!(b.record(t0 + i * MS, outcome), None);
+            assert_eq!(b.record(t0 + i * MS, t0 + i * MS, outcome), None);
         }
         assert_eq!(b.state(), BreakerState::Closed);
     }
@@ -276,13 +292,16 @@ mod tests {
     fn old_outcomes_leave_the_window() {
         let (mut b, t0) = breaker();
         for i in 0..15 {
-            b.record(t0 + i * MS, Outcome::Failure);
+            b.record(t0 + i * MS, t0 + i * MS, Outcome::Failure);
         }
         // 11 s later the 15 failures are out of the 10 s window: 15 more
         // make 15, not 30 — still under the volume.
         let later = t0 + Duration::from_secs(11);
         for i in 0..15 {
-            assert_eq!(b.record(later + i * MS, Outcome::Failure), None);
+            assert_eq!(
+                b.record(later + i * MS, later + i * MS, Outcome::Failure),
+                None
+            );
         }
         assert_eq!(b.state(), BreakerState::Closed);
     }
@@ -291,7 +310,7 @@ mod tests {
     fn after_the_sleep_one_probe_then_success_closes() {
         let (mut b, t0) = breaker();
         for i in 0..20 {
-            b.record(t0 + i * MS, Outcome::Failure);
+            b.record(t0 + i * MS, t0 + i * MS, Outcome::Failure);
         }
         let open_at = t0 + 19 * MS;
         assert!(!b.allow(open_at + Duration::from_millis(1999)).0);
@@ -299,24 +318,27 @@ mod tests {
         assert_eq!(b.allow(probe), (true, Some(BreakerState::HalfOpen)));
         assert_eq!(b.allow(probe), (false, None), "one probe at a time");
         assert_eq!(
-            b.record(probe + MS, Outcome::Success),
+            b.record(probe + MS, probe, Outcome::Success),
             Some(BreakerState::Closed)
         );
         assert!(b.allow(probe + 2 * MS).0);
         // A fresh window: one failure does not reopen it.
-        assert_eq!(b.record(probe + 3 * MS, Outcome::Failure), None);
+        assert_eq!(
+            b.record(probe + 3 * MS, probe + 3 * MS, Outcome::Failure),
+            None
+        );
     }
 
     #[test]
     fn a_failed_probe_opens_again_and_a_lost_one_frees_the_way() {
         let (mut b, t0) = breaker();
         for i in 0..20 {
-            b.record(t0 + i * MS, Outcome::Failure);
+            b.record(t0 + i * MS, t0 + i * MS, Outcome::Failure);
         }
         let probe = t0 + Duration::from_secs(3);
         assert!(b.allow(probe).0);
         assert_eq!(
-            b.record(probe + MS, Outcome::Failure),
+            b.record(probe + MS, probe, Outcome::Failure),
             Some(BreakerState::Open)
         );
         assert!(!b.allow(probe + Duration::from_secs(1)).0);
@@ -328,12 +350,33 @@ mod tests {
     }
 
     #[test]
+    fn in_half_open_only_the_probe_decides() {
+        let (mut b, t0) = breaker();
+        for i in 0..20 {
+            b.record(t0 + i * MS, t0 + i * MS, Outcome::Failure);
+        }
+        let probe = t0 + Duration::from_secs(3);
+        assert!(b.allow(probe).0);
+        // A slow request sent before it opened answers now: ignored.
+        assert_eq!(b.record(probe + MS, t0, Outcome::Success), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // A probe that was not sent after all frees the way at once.
+        b.unclaim();
+        let again = probe + 2 * MS;
+        assert!(b.allow(again).0);
+        assert_eq!(
+            b.record(again + MS, again, Outcome::Success),
+            Some(BreakerState::Closed)
+        );
+    }
+
+    #[test]
     fn late_outcomes_while_open_are_ignored() {
         let (mut b, t0) = breaker();
         for i in 0..20 {
-            b.record(t0 + i * MS, Outcome::Failure);
+            b.record(t0 + i * MS, t0 + i * MS, Outcome::Failure);
         }
-        assert_eq!(b.record(t0 + 30 * MS, Outcome::Success), None);
+        assert_eq!(b.record(t0 + 30 * MS, t0 + 30 * MS, Outcome::Success), None);
         assert_eq!(b.state(), BreakerState::Open);
     }
 

@@ -25,6 +25,9 @@ use rustc_hash::FxHashMap;
 
 use crate::channel::Channel;
 
+/// The highest rate a limit may have (one message a nanosecond).
+pub const MAX_RATE: u32 = 1_000_000_000;
+
 /// A channel's limit: `per_second` on average, up to `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
@@ -36,7 +39,7 @@ pub struct RateLimit {
 
 /// Why a [`RateLimit`] is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid rate limit for channel {channel}: {per_second}/s, burst {burst} (both must be at least 1)")]
+#[error("invalid rate limit for channel {channel}: {per_second}/s, burst {burst} (both at least 1, the rate at most 1,000,000,000)")]
 pub struct InvalidRateLimit {
     /// The channel.
     pub channel: Channel,
@@ -47,9 +50,10 @@ pub struct InvalidRateLimit {
 }
 
 impl RateLimit {
-    /// Checks both numbers are at least 1.
+    /// Checks both numbers are at least 1, and the rate at most 10⁹ a
+    /// second (the bucket counts in nanoseconds).
     pub fn validate(self, channel: Channel) -> Result<(), InvalidRateLimit> {
-        if self.per_second == 0 || self.burst == 0 {
+        if self.per_second == 0 || self.burst == 0 || self.per_second > MAX_RATE {
             return Err(InvalidRateLimit {
                 channel,
                 per_second: self.per_second,
@@ -144,6 +148,8 @@ impl Limiter {
 pub struct Limits {
     /// Whether any channel is limited: the default path is one relaxed load.
     any: AtomicBool,
+    /// Serializes changes, so `any` always matches the map.
+    update: std::sync::Mutex<()>,
     map: ArcSwap<FxHashMap<Channel, Arc<Limiter>>>,
 }
 
@@ -160,6 +166,7 @@ impl Limits {
     /// Sets (`Some`) or lifts (`None`) `channel`'s limit. A new limit
     /// starts with a full bucket; per-channel counts of the old one go.
     pub fn set(&self, channel: Channel, limit: Option<RateLimit>) {
+        let _one = self.update.lock().unwrap_or_else(|e| e.into_inner());
         let map = self.map.rcu(|map| {
             let mut map = FxHashMap::clone(map);
             match limit {

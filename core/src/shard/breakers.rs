@@ -31,8 +31,21 @@ impl LocalBus {
         allowed
     }
 
-    /// Counts how a request to `peer` ended (see [`outcome`]).
-    pub(super) fn breaker_record(&self, peer: NodeId, result: Option<&Result<Vec<u8>, BusError>>) {
+    /// A probe claimed for `peer` was not sent after all (nothing left this
+    /// node): another request may probe at once.
+    pub(super) fn breaker_unclaim(&self, peer: NodeId) {
+        if let Some(b) = self.0.breakers.borrow_mut()[peer.index()].as_mut() {
+            b.unclaim();
+        }
+    }
+
+    /// Counts how a request sent to `peer` at `sent` ended (see [`outcome`]).
+    pub(super) fn breaker_record(
+        &self,
+        peer: NodeId,
+        sent: Instant,
+        result: Option<&Result<Vec<u8>, BusError>>,
+    ) {
         let Some(config) = self.0.shared.config.breaker else {
             return;
         };
@@ -44,7 +57,7 @@ impl LocalBus {
             let mut all = self.0.breakers.borrow_mut();
             all[peer.index()]
                 .get_or_insert_with(|| Breaker::new(config, now))
-                .record(now, outcome)
+                .record(now, sent, outcome)
         };
         if let Some(state) = moved {
             self.breaker_moved(peer, state);
@@ -96,9 +109,8 @@ fn outcome(result: Option<&Result<Vec<u8>, BusError>>) -> Option<Outcome> {
         Some(Ok(_)) => Some(Outcome::Success),
         Some(Err(BusError::PeerLost { .. })) => Some(Outcome::Failure),
         Some(Err(BusError::Remote { code, .. })) if !code.is_retryable() => match code {
-            ErrorCode::HandlerPanicked | ErrorCode::NoReply | ErrorCode::Unknown => {
-                Some(Outcome::Failure)
-            }
+            ErrorCode::HandlerPanicked | ErrorCode::NoReply => Some(Outcome::Failure),
+            // A newer node's code: not proof the peer is unwell.
             _ => None,
         },
         Some(Err(_)) => None,
@@ -123,6 +135,7 @@ mod tests {
             outcome(remote(ErrorCode::HandlerPanicked).as_ref()),
             Some(Outcome::Failure)
         );
+        assert_eq!(outcome(remote(ErrorCode::Unknown).as_ref()), None);
         for refusal in [
             ErrorCode::Paused,
             ErrorCode::RateLimited,

@@ -121,6 +121,7 @@ impl LocalBus {
         if pending.get(&corr).is_some_and(|w| w.conn == conn) {
             if let Some(w) = pending.remove(&corr) {
                 drop(pending);
+                self.breaker_record(w.peer, w.sent, Some(&result));
                 let _ = w.tx.send(result);
             }
         } else {

@@ -55,6 +55,10 @@ pub(crate) enum Command {
 
 struct Waiting {
     conn: u64,
+    /// The peer the request went to (changed when it is re-routed) and
+    /// when: what its circuit breaker counts.
+    peer: NodeId,
+    sent: Instant,
     tx: oneshot::Sender<Result<Vec<u8>, BusError>>,
 }
 
@@ -185,18 +189,12 @@ impl LocalBus {
     /// The same for a request: peers whose circuit breaker is open are
     /// skipped too (a half-open one takes this request as its probe).
     fn pick_for_request(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
-        if self.0.shared.config.breaker.is_none() {
-            return self.pick(channel, exclude);
-        }
-        self.pick_with(channel, exclude, true).map_err(|e| {
-            // Providers there are, but every breaker is open.
-            match self.pick_with(channel, exclude, false) {
-                Ok(_) => BusError::CircuitOpen { channel },
-                Err(_) => e,
-            }
-        })
+        let breakers = self.0.shared.config.breaker.is_some();
+        self.pick_with(channel, exclude, breakers)
     }
 
+    /// One round-robin pass; with `breakers`, open ones are skipped too, and
+    /// when only they stood in the way the error is `CircuitOpen`.
     fn pick_with(
         &self,
         channel: Channel,
@@ -209,12 +207,19 @@ impl LocalBus {
         let cursor = cursors.entry(channel).or_insert(self.0.index);
         let any_down = self.any_down();
         let me = self.node_id();
+        let cut_off = Cell::new(false);
         route::select(providers, cursor, |id| {
-            exclude.contains(&id)
-                || (any_down && self.is_down(id))
-                || (breakers && id != me && !self.breaker_allows(id))
+            if exclude.contains(&id) || (any_down && self.is_down(id)) {
+                return true;
+            }
+            let open = breakers && id != me && !self.breaker_allows(id);
+            cut_off.set(cut_off.get() | open);
+            open
         })
         .ok_or_else(|| {
+            if cut_off.get() {
+                return BusError::CircuitOpen { channel };
+            }
             Counters::inc(&self.0.counters.no_provider);
             BusError::NoProvider { channel }
         })
@@ -491,11 +496,15 @@ impl LocalBus {
                 Ok(rx) => rx,
                 // Nothing left for that provider: try the next one.
                 Err(e) if not_sent(&e) => {
+                    self.breaker_unclaim(peer);
                     tried.push(peer);
                     refused = Some(e);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.breaker_unclaim(peer);
+                    return Err(e);
+                }
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = match rx {
@@ -505,7 +514,14 @@ impl LocalBus {
                     // or the caller dropping the future.
                     let _forget = Forget { bus: self, corr };
                     let result = Self::await_reply(rx, remaining).await;
-                    self.breaker_record(peer, result.as_ref());
+                    if result.is_none() {
+                        // Timed out: count it against the peer it went to
+                        // last (answers are counted where they arrive).
+                        let waiting = self.0.pending.borrow().get(&corr).map(|w| (w.peer, w.sent));
+                        if let Some((peer, sent)) = waiting {
+                            self.breaker_record(peer, sent, None);
+                        }
+                    }
                     result
                 }
             };
@@ -554,10 +570,15 @@ impl LocalBus {
         let corr = self.next_id();
         let meta = self.meta(FrameKind::Request, channel, Channel(0), corr);
         Self::push_to(&conn, peer, &meta, payload)?;
-        self.0
-            .pending
-            .borrow_mut()
-            .insert(corr, Waiting { conn: conn.id, tx });
+        self.0.pending.borrow_mut().insert(
+            corr,
+            Waiting {
+                conn: conn.id,
+                peer,
+                sent: Instant::now(),
+                tx,
+            },
+        );
         Ok(Started::Remote(corr, rx))
     }
 

@@ -91,6 +91,8 @@ impl LocalBus {
             Self::push_to(&conn, peer, &meta, payload)?;
             if let Some(w) = self.0.pending.borrow_mut().get_mut(&corr) {
                 w.conn = conn.id;
+                w.peer = peer;
+                w.sent = std::time::Instant::now();
             }
             Ok(())
         });
