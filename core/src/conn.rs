@@ -218,6 +218,17 @@ impl Conn {
     /// (correlation 0) names the call's channel and reply channel, so the
     /// caller can report it.
     pub(crate) fn push_error(&self, me: NodeId, answered: &Meta, code: ErrorCode) {
+        let _ = self.push_error_payload(me, answered, &code.to_payload());
+    }
+
+    /// Queues an error frame with `payload` (a code, or an application
+    /// error) answering `answered`.
+    pub(crate) fn push_error_payload(
+        &self,
+        me: NodeId,
+        answered: &Meta,
+        payload: &[u8],
+    ) -> Result<(), PushError> {
         let meta = Meta {
             kind: FrameKind::Error,
             channel: answered.channel,
@@ -225,7 +236,7 @@ impl Conn {
             source: me,
             correlation: answered.correlation,
         };
-        let _ = self.push(&meta, &code.to_payload());
+        self.push(&meta, payload)
     }
 
     /// Queues an announcement of this node's new info (channels, state).

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     /// [`crate::limiter`]). Nothing ran, so callers fail over to the next
     /// provider.
     RateLimited = 8,
+    /// The handler answered with an application error: the payload goes on
+    /// with its code and message (see [`encode_application`]).
+    Application = 9,
     /// A code this build does not know.
     Unknown = 0xFFFF,
 }
@@ -44,6 +47,7 @@ impl ErrorCode {
             6 => ErrorCode::Backpressure,
             7 => ErrorCode::HandlerPanicked,
             8 => ErrorCode::RateLimited,
+            9 => ErrorCode::Application,
             _ => ErrorCode::Unknown,
         }
     }
@@ -139,6 +143,48 @@ pub enum BusError {
         /// Its reason.
         code: ErrorCode,
     },
+    /// The handler answered with an application error (see
+    /// [`crate::Request::reply_error`]): never retried elsewhere, never
+    /// counted by circuit breakers.
+    #[error("{peer} answered with application error {code}: {message}")]
+    Application {
+        /// The provider.
+        peer: NodeId,
+        /// The application's code.
+        code: u16,
+        /// The application's message (at most [`MAX_APP_MESSAGE`] bytes).
+        message: String,
+    },
+}
+
+/// The longest application error message sent; longer ones are cut (at a
+/// character boundary).
+pub const MAX_APP_MESSAGE: usize = 1024;
+
+/// The payload of an error frame carrying an application error: the wire
+/// code [`ErrorCode::Application`] (u16 LE), the application's code (u16
+/// LE), then the message (UTF-8, at most [`MAX_APP_MESSAGE`] bytes).
+pub fn encode_application(code: u16, message: &str) -> Vec<u8> {
+    let mut cut = message.len().min(MAX_APP_MESSAGE);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = Vec::with_capacity(4 + cut);
+    out.extend_from_slice(&ErrorCode::Application.to_payload());
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(&message.as_bytes()[..cut]);
+    out
+}
+
+/// An application error's code and message from an error frame's payload
+/// (`None` unless it is one; a malformed message is decoded lossily).
+pub fn decode_application(payload: &[u8]) -> Option<(u16, String)> {
+    if ErrorCode::from_payload(payload) != ErrorCode::Application || payload.len() < 4 {
+        return None;
+    }
+    let code = u16::from_le_bytes([payload[2], payload[3]]);
+    let rest = &payload[4..payload.len().min(4 + MAX_APP_MESSAGE)];
+    Some((code, String::from_utf8_lossy(rest).into_owned()))
 }
 
 /// The error of a handler's `reply`.
@@ -239,6 +285,28 @@ pub(crate) fn check_send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn application_errors_round_trip_and_are_final() {
+        let p = encode_application(409, "out of stock");
+        assert_eq!(&p[..4], &[9, 0, 0x99, 0x01]);
+        assert_eq!(decode_application(&p), Some((409, "out of stock".into())));
+        assert_eq!(ErrorCode::from_payload(&p), ErrorCode::Application);
+        assert!(!ErrorCode::Application.is_retryable());
+        // Other codes, and a truncated application error, are not one.
+        assert_eq!(decode_application(&ErrorCode::Paused.to_payload()), None);
+        assert_eq!(decode_application(&[9, 0, 1]), None);
+        // Cut at a character boundary, never inside one.
+        let long = "é".repeat(MAX_APP_MESSAGE);
+        let (_, m) = decode_application(&encode_application(1, &long)).unwrap();
+        assert_eq!(m.len(), MAX_APP_MESSAGE);
+        let odd = format!("a{long}");
+        let (_, m) = decode_application(&encode_application(1, &odd)).unwrap();
+        assert_eq!(m.len(), MAX_APP_MESSAGE - 1);
+        // Bytes that are not UTF-8 are decoded lossily.
+        let (_, m) = decode_application(&[9, 0, 1, 0, 0xff]).unwrap();
+        assert_eq!(m, "\u{fffd}");
+    }
 
     #[test]
     fn send_checks_in_order() {

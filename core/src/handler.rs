@@ -219,6 +219,66 @@ impl Replier {
         }
     }
 
+    /// Answers with an application error instead of a reply (at most once,
+    /// like `reply`).
+    fn reply_error(&mut self, code: u16, message: &str) -> Result<(), ReplyError> {
+        let me = self.me;
+        match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
+            ReplyTo::Nobody => Err(ReplyError::AlreadyReplied),
+            ReplyTo::Conn {
+                conn,
+                correlation,
+                channel,
+                reply_channel,
+            } => {
+                let answered = Meta {
+                    kind: FrameKind::Request,
+                    channel,
+                    reply_channel,
+                    source: me,
+                    correlation,
+                };
+                let payload = crate::error::encode_application(code, message);
+                conn.push_error_payload(me, &answered, &payload)
+                    .map_err(|_| ReplyError::Undeliverable)
+            }
+            ReplyTo::Waiter(tx) => {
+                let (code, message) = crate::error::decode_application(
+                    &crate::error::encode_application(code, message),
+                )
+                .expect("just encoded");
+                tx.send(Err(BusError::Application {
+                    peer: me,
+                    code,
+                    message,
+                }))
+                .map_err(|_| ReplyError::Undeliverable)
+            }
+            ReplyTo::LocalCall {
+                bus,
+                channel,
+                reply_channel,
+            } => {
+                let (code, message) = crate::error::decode_application(
+                    &crate::error::encode_application(code, message),
+                )
+                .expect("just encoded");
+                bus.send_failed(crate::error::SendFailure {
+                    op: crate::error::SendOp::Call,
+                    channel,
+                    reply_channel,
+                    peer: Some(me),
+                    error: BusError::Application {
+                        peer: me,
+                        code,
+                        message,
+                    },
+                });
+                Ok(())
+            }
+        }
+    }
+
     fn expects_reply(&self) -> bool {
         !matches!(self.to, ReplyTo::Nobody)
     }
@@ -279,6 +339,15 @@ impl<'a> Request<'a> {
         self.replier.reply(bytes)
     }
 
+    /// Answers with an application error instead of a reply (at most once,
+    /// like [`Request::reply`]): the caller gets
+    /// [`BusError::Application`] with `code` and `message` (cut to
+    /// [`crate::error::MAX_APP_MESSAGE`] bytes). It is not retried on
+    /// another provider, and circuit breakers do not count it.
+    pub fn reply_error(&mut self, code: u16, message: &str) -> Result<(), ReplyError> {
+        self.replier.reply_error(code, message)
+    }
+
     /// The bus of the shard running this handler, to send from inside it.
     pub fn bus(&self) -> &LocalBus {
         self.bus
@@ -332,6 +401,11 @@ impl OwnedRequest {
     /// Sends the reply (at most once).
     pub fn reply(&mut self, bytes: &[u8]) -> Result<(), ReplyError> {
         self.replier.reply(bytes)
+    }
+
+    /// Answers with an application error (see [`Request::reply_error`]).
+    pub fn reply_error(&mut self, code: u16, message: &str) -> Result<(), ReplyError> {
+        self.replier.reply_error(code, message)
     }
 
     /// The bus of the shard running this handler.

@@ -68,6 +68,8 @@ counters! {
     timeouts,
     /// Requests of this node that failed because their provider's connection was lost.
     peer_lost,
+    /// Requests of this node answered with an application error.
+    app_errors,
     /// Sends of this node that found no provider.
     no_provider,
     /// Requests of this node answered with an error code by the provider.

@@ -82,7 +82,7 @@ impl LocalBus {
                 let peer = conn.peer().unwrap_or(frame.meta.source);
                 let result = result
                     .map(<[u8]>::to_vec)
-                    .map_err(|code| BusError::Remote { peer, code });
+                    .map_err(|code| remote_error(peer, code, frame.payload));
                 self.complete(conn.id, correlation, result);
             }
             Action::CallFailed {
@@ -98,7 +98,7 @@ impl LocalBus {
                     channel,
                     reply_channel,
                     peer: Some(peer),
-                    error: BusError::Remote { peer, code },
+                    error: remote_error(peer, code, frame.payload),
                 });
             }
             Action::Close(close @ Close::Refused { .. }) => {
@@ -198,5 +198,22 @@ impl LocalBus {
                 }
             }
         }
+    }
+}
+
+/// The error a caller gets for an error frame from `peer`: an application
+/// error with its code and message, or the bus's code.
+fn remote_error(
+    peer: crate::channel::NodeId,
+    code: crate::error::ErrorCode,
+    payload: &[u8],
+) -> BusError {
+    match crate::error::decode_application(payload) {
+        Some((code, message)) => BusError::Application {
+            peer,
+            code,
+            message,
+        },
+        None => BusError::Remote { peer, code },
     }
 }

@@ -470,6 +470,7 @@ impl LocalBus {
                 BusError::Timeout { .. } => Counters::inc(&c.timeouts),
                 BusError::PeerLost { .. } => Counters::inc(&c.peer_lost),
                 BusError::Remote { .. } => Counters::inc(&c.remote_errors),
+                BusError::Application { .. } => Counters::inc(&c.app_errors),
                 _ => {}
             }
         }
