@@ -28,7 +28,7 @@ fn refusing(name: &str) -> (Node, Arc<AtomicUsize>) {
             Handler::sync(move |req| {
                 h.fetch_add(1, Ordering::SeqCst);
                 let message = if req.payload() == b"long" {
-                    "é".repeat(600) // 1,200 bytes
+                    format!("a{}", "é".repeat(600)) // 1,201 bytes
                 } else {
                     "out of stock".to_string()
                 };
@@ -48,6 +48,32 @@ fn refusing(name: &str) -> (Node, Arc<AtomicUsize>) {
         .start()
         .unwrap();
     (node, handled)
+}
+
+#[test]
+fn a_small_payload_bound_cuts_the_message_to_fit() {
+    // With max_payload 64 the error frame (4 + message) must fit in 64.
+    let node = small("tight")
+        .max_payload(64)
+        .subscribe(
+            CH,
+            Handler::sync(|req| {
+                req.reply_error(1, &"x".repeat(500)).unwrap();
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client")
+        .max_payload(64)
+        .peer(node.local_addr())
+        .start()
+        .unwrap();
+    client.wait_for_provider(CH, SETTLE).unwrap();
+    match client.request(CH, b"q", T) {
+        Err(BusError::Application { message, .. }) => assert_eq!(message.len(), 60),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.stats().peer_lost, 0, "the connection stayed up");
 }
 
 fn is_app(r: &Result<Vec<u8>, BusError>, want: u16, text: &str) -> bool {
@@ -90,8 +116,9 @@ fn a_long_message_is_cut_at_a_character_boundary() {
     match client.request(CH, b"long", T) {
         Err(BusError::Application { code, message, .. }) => {
             assert_eq!(code, 409);
-            assert_eq!(message.len(), domi::error::MAX_APP_MESSAGE);
-            assert!(message.chars().all(|c| c == 'é'));
+            // 1,024 would split an "é": cut before it.
+            assert_eq!(message.len(), domi::error::MAX_APP_MESSAGE - 1);
+            assert!(message.starts_with('a') && message[1..].chars().all(|c| c == 'é'));
         }
         other => panic!("{other:?}"),
     }
@@ -134,11 +161,40 @@ fn this_nodes_own_handler_and_a_call_report_it_too() {
     wait_until("both calls reported", T, || {
         failures.lock().unwrap().len() == 2
     });
-    for f in failures.lock().unwrap().iter() {
-        assert_eq!(f.op, SendOp::Call);
-        assert!(
-            matches!(&f.error, BusError::Application { code: 7 | 409, .. }),
-            "{f:?}"
-        );
-    }
+    let mut seen: Vec<(u16, domi::NodeId)> = failures
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f.op, SendOp::Call);
+            match &f.error {
+                BusError::Application { code, peer, .. } => (*code, *peer),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [(7, node.id()), (409, remote.id())]);
+
+    // A one-way message has nobody to answer.
+    let answered = Arc::new(Mutex::new(None));
+    let a = answered.clone();
+    let quiet = small("quiet")
+        .subscribe(
+            Channel(83),
+            Handler::sync(move |req| {
+                *a.lock().unwrap() = Some(req.reply_error(1, "x"));
+            }),
+        )
+        .start()
+        .unwrap();
+    quiet.wait_for_provider(Channel(83), SETTLE).unwrap();
+    quiet.notify(Channel(83), b"x").unwrap();
+    wait_until("the one-way handler ran", T, || {
+        answered.lock().unwrap().is_some()
+    });
+    assert_eq!(
+        answered.lock().unwrap().clone(),
+        Some(Err(domi::ReplyError::NotExpected))
+    );
 }

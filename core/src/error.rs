@@ -165,15 +165,21 @@ pub const MAX_APP_MESSAGE: usize = 1024;
 /// code [`ErrorCode::Application`] (u16 LE), the application's code (u16
 /// LE), then the message (UTF-8, at most [`MAX_APP_MESSAGE`] bytes).
 pub fn encode_application(code: u16, message: &str) -> Vec<u8> {
-    let mut cut = message.len().min(MAX_APP_MESSAGE);
+    let message = cut_message(message, MAX_APP_MESSAGE);
+    let mut out = Vec::with_capacity(4 + message.len());
+    out.extend_from_slice(&ErrorCode::Application.to_payload());
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+/// `message` cut to at most `max` bytes, at a character boundary.
+pub fn cut_message(message: &str, max: usize) -> &str {
+    let mut cut = message.len().min(max);
     while !message.is_char_boundary(cut) {
         cut -= 1;
     }
-    let mut out = Vec::with_capacity(4 + cut);
-    out.extend_from_slice(&ErrorCode::Application.to_payload());
-    out.extend_from_slice(&code.to_le_bytes());
-    out.extend_from_slice(&message.as_bytes()[..cut]);
-    out
+    &message[..cut]
 }
 
 /// An application error's code and message from an error frame's payload

@@ -171,14 +171,27 @@ pub(crate) struct Replier {
     to: ReplyTo,
     me: NodeId,
     max_payload: u32,
+    /// The sender expects an answer (whether or not it was given yet).
+    expected: bool,
 }
 
 impl Replier {
     pub(crate) fn new(to: ReplyTo, me: NodeId, max_payload: u32) -> Replier {
+        let expected = !matches!(to, ReplyTo::Nobody);
         Replier {
             to,
             me,
             max_payload,
+            expected,
+        }
+    }
+
+    /// Why there is nobody to answer: a one-way message, or an answer given.
+    fn nobody(&self) -> ReplyError {
+        if self.expected {
+            ReplyError::AlreadyReplied
+        } else {
+            ReplyError::NotExpected
         }
     }
 
@@ -190,7 +203,7 @@ impl Replier {
             });
         }
         match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
-            ReplyTo::Nobody => Err(ReplyError::AlreadyReplied),
+            ReplyTo::Nobody => Err(self.nobody()),
             ReplyTo::Conn {
                 conn,
                 correlation,
@@ -223,8 +236,11 @@ impl Replier {
     /// like `reply`).
     fn reply_error(&mut self, code: u16, message: &str) -> Result<(), ReplyError> {
         let me = self.me;
+        // The error frame fits the payload bound whatever it is.
+        let room = (self.max_payload as usize).saturating_sub(4);
+        let message = crate::error::cut_message(message, room);
         match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
-            ReplyTo::Nobody => Err(ReplyError::AlreadyReplied),
+            ReplyTo::Nobody => Err(self.nobody()),
             ReplyTo::Conn {
                 conn,
                 correlation,

@@ -49,8 +49,18 @@ impl LocalBus {
         let Some(config) = self.0.shared.config.breaker else {
             return;
         };
-        let Some(outcome) = outcome(result) else {
-            return;
+        let outcome = match outcome(result) {
+            Some(o) => o,
+            // An application error leaves the window alone, but for a probe
+            // it shows the peer's handler ran: the peer is well.
+            None if matches!(result, Some(Err(BusError::Application { .. })))
+                && self.0.breakers.borrow()[peer.index()]
+                    .as_ref()
+                    .is_some_and(|b| b.state() == BreakerState::HalfOpen) =>
+            {
+                Outcome::Success
+            }
+            None => return,
         };
         let now = Instant::now();
         let moved = {
