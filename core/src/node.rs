@@ -101,8 +101,15 @@ impl<T> ShardTask<T> {
 fn bind_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), std::io::Error> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // SO_REUSEPORT lets every shard listen on this port. SO_REUSEADDR only
+    // for a port given: on port 0 it would let the kernel hand the same
+    // ephemeral port to another node binding port 0 at the same moment
+    // (neither listening yet), and the second node's shards would then
+    // fail to listen, or share the port.
     s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
+    if addr.port() != 0 {
+        s.set_reuse_address(true)?;
+    }
     s.bind(&addr.into())?;
     let bound = s
         .local_addr()?

@@ -40,12 +40,24 @@ struct Tls {
     client: CertFiles,
 }
 
+/// A loopback port free now, for an etcd started later. It is taken below
+/// the kernel's ephemeral range (32768 and up here), where nodes binding
+/// port 0 never land: a port the kernel hands out freely could go to a node
+/// meanwhile (a node's socket does not stop etcd's bind, but etcd's listener
+/// then stops the node's shards from listening).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(7919);
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + base.wrapping_add(k.wrapping_mul(131)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Etcd {
