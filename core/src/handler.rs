@@ -139,14 +139,7 @@ impl ReplyTo {
                 channel,
                 reply_channel,
             } => {
-                let answered = Meta {
-                    kind: FrameKind::Request,
-                    channel,
-                    reply_channel,
-                    source: me,
-                    correlation,
-                };
-                conn.push_error(me, &answered, code);
+                conn.push_error(me, &answered(me, correlation, channel, reply_channel), code);
             }
             ReplyTo::Waiter(tx) => {
                 let _ = tx.send(Err(BusError::Remote { peer: me, code }));
@@ -163,6 +156,17 @@ impl ReplyTo {
                 error: BusError::Remote { peer: me, code },
             }),
         }
+    }
+}
+
+/// The request an error frame answers (what the frame echoes of it).
+fn answered(me: NodeId, correlation: u64, channel: Channel, reply_channel: Channel) -> Meta {
+    Meta {
+        kind: FrameKind::Request,
+        channel,
+        reply_channel,
+        source: me,
+        correlation,
     }
 }
 
@@ -238,7 +242,12 @@ impl Replier {
         let me = self.me;
         // The error frame fits the payload bound whatever it is.
         let room = (self.max_payload as usize).saturating_sub(4);
-        let message = crate::error::cut_message(message, room);
+        let message = crate::error::cut_message(message, room.min(crate::error::MAX_APP_MESSAGE));
+        let error = || BusError::Application {
+            peer: me,
+            code,
+            message: message.to_string(),
+        };
         match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
             ReplyTo::Nobody => Err(self.nobody()),
             ReplyTo::Conn {
@@ -247,48 +256,26 @@ impl Replier {
                 channel,
                 reply_channel,
             } => {
-                let answered = Meta {
-                    kind: FrameKind::Request,
-                    channel,
-                    reply_channel,
-                    source: me,
-                    correlation,
-                };
                 let payload = crate::error::encode_application(code, message);
-                conn.push_error_payload(me, &answered, &payload)
-                    .map_err(|_| ReplyError::Undeliverable)
-            }
-            ReplyTo::Waiter(tx) => {
-                let (code, message) = crate::error::decode_application(
-                    &crate::error::encode_application(code, message),
+                conn.push_error_payload(
+                    me,
+                    &answered(me, correlation, channel, reply_channel),
+                    &payload,
                 )
-                .expect("just encoded");
-                tx.send(Err(BusError::Application {
-                    peer: me,
-                    code,
-                    message,
-                }))
                 .map_err(|_| ReplyError::Undeliverable)
             }
+            ReplyTo::Waiter(tx) => tx.send(Err(error())).map_err(|_| ReplyError::Undeliverable),
             ReplyTo::LocalCall {
                 bus,
                 channel,
                 reply_channel,
             } => {
-                let (code, message) = crate::error::decode_application(
-                    &crate::error::encode_application(code, message),
-                )
-                .expect("just encoded");
                 bus.send_failed(crate::error::SendFailure {
                     op: crate::error::SendOp::Call,
                     channel,
                     reply_channel,
                     peer: Some(me),
-                    error: BusError::Application {
-                        peer: me,
-                        code,
-                        message,
-                    },
+                    error: error(),
                 });
                 Ok(())
             }
