@@ -44,7 +44,7 @@ use common::certs::{CertFiles, Pki};
 use common::etcd::EtcdCluster;
 use common::netns::Netns;
 use common::procs::{example_path, http, metric, try_http, Server};
-use common::{wait_until, Outcome};
+use common::{longest_stall, wait_until, Outcome, StopOnDrop};
 use domi::{BusError, Channel, ErrorCode, Node, NodeId};
 
 const CH: Channel = Channel(50);
@@ -258,16 +258,6 @@ fn burst(client: &Node, load: &Load, channel: Channel, n: usize) -> domi::ShardT
         .expect("burst starts")
 }
 
-/// Sets the load's stop flag when dropped, so that a failed assertion
-/// does not leave the load running (the client would never stop).
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 impl Load {
     fn received(&self) -> usize {
         self.outcomes
@@ -313,27 +303,6 @@ fn routed_around(results: &[Outcome], from: Instant, to: Instant) -> Duration {
         .map(|(t, _, _)| t.saturating_duration_since(from))
         .max()
         .unwrap_or_default()
-}
-
-/// The longest stretch between `from` and `to` in which no request was
-/// answered (the load stalls while all its in-flight requests wait on a
-/// silent peer, even when no request started later fails).
-fn longest_stall(results: &[Outcome], from: Instant, to: Instant) -> Duration {
-    let mut answered: Vec<Instant> = results
-        .iter()
-        .filter(|(_, _, r)| r.is_ok())
-        .map(|(t, took, _)| *t + *took)
-        .filter(|done| *done >= from && *done < to)
-        .collect();
-    answered.sort_unstable();
-    answered.push(to);
-    let mut last = from;
-    let mut longest = Duration::ZERO;
-    for done in answered {
-        longest = longest.max(done.saturating_duration_since(last));
-        last = done;
-    }
-    longest
 }
 
 /// One chaos run at a time: both use the same namespace subnet and the

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
 use common::procs::{metric, read, try_http, Server};
-use common::{wait_until, Outcome};
+use common::{longest_stall, wait_until, Outcome, StopOnDrop};
 use domi::{Channel, Node};
 
 const CH: Channel = Channel(50);
@@ -83,16 +83,6 @@ fn start_load(
         .expect("load starts")
 }
 
-/// Sets the load's stop flag when dropped, so that a failed assertion
-/// does not leave the load running (the client would never stop).
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Every server's log, for failure messages.
 fn logs(servers: &[Server]) -> String {
     servers
@@ -103,25 +93,6 @@ fn logs(servers: &[Server]) -> String {
 
 fn count(outcomes: &Mutex<Vec<Outcome>>) -> usize {
     outcomes.lock().unwrap_or_else(|e| e.into_inner()).len()
-}
-
-/// The longest stretch in `[from, to)` with no request answered.
-fn longest_stall(results: &[Outcome], from: Instant, to: Instant) -> Duration {
-    let mut answered: Vec<Instant> = results
-        .iter()
-        .filter(|(_, _, r)| r.is_ok())
-        .map(|(t, took, _)| *t + *took)
-        .filter(|done| *done >= from && *done < to)
-        .collect();
-    answered.sort_unstable();
-    answered.push(to);
-    let mut last = from;
-    let mut longest = Duration::ZERO;
-    for done in answered {
-        longest = longest.max(done.saturating_duration_since(last));
-        last = done;
-    }
-    longest
 }
 
 #[test]

@@ -144,3 +144,34 @@ pub fn load(
         })
         .expect("load starts")
 }
+
+/// Sets a load's stop flag when dropped, so that a failed assertion does
+/// not leave the load running (the client would never stop).
+pub struct StopOnDrop(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The longest stretch between `from` and `to` in which no request was
+/// answered (the load stalls while all its in-flight requests wait on a
+/// silent peer, even when no request started later fails).
+pub fn longest_stall(results: &[Outcome], from: Instant, to: Instant) -> Duration {
+    let mut answered: Vec<Instant> = results
+        .iter()
+        .filter(|(_, _, r)| r.is_ok())
+        .map(|(t, took, _)| *t + *took)
+        .filter(|done| *done >= from && *done < to)
+        .collect();
+    answered.sort_unstable();
+    answered.push(to);
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for done in answered {
+        longest = longest.max(done.saturating_duration_since(last));
+        last = done;
+    }
+    longest
+}
