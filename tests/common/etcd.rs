@@ -60,6 +60,21 @@ fn free_port() -> u16 {
     }
 }
 
+/// Whether `etcdctl` (`ctl`, with its endpoints) finds etcd healthy now
+/// (`endpoint health`, a second to connect, two to answer).
+pub fn healthy(mut ctl: Command) -> bool {
+    ctl.args(["--dial-timeout=1s", "--command-timeout=2s"])
+        .args(["endpoint", "health"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or_else(|e| {
+            panic!("cannot run `etcdctl` ({e}): run `make setup` to install etcd-client")
+        })
+}
+
 impl Etcd {
     /// Starts etcd and waits (with a deadline) until it answers.
     pub fn start() -> Etcd {
@@ -210,17 +225,7 @@ impl Etcd {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = self
-                .ctl()
-                .args(["--dial-timeout=1s", "endpoint", "health"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or_else(|e| {
-                    panic!("cannot run `etcdctl` ({e}): run `make setup` to install etcd-client")
-                });
-            if ok {
+            if healthy(self.ctl()) {
                 return;
             }
             assert!(
@@ -558,17 +563,7 @@ impl EtcdCluster {
         let deadline = Instant::now() + CLUSTER_READY;
         let ep = [self.members[i].endpoint()];
         loop {
-            let ok = EtcdCluster::ctl_on(&ep)
-                .args(["--dial-timeout=1s", "--command-timeout=2s"])
-                .args(["endpoint", "health"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or_else(|e| {
-                    panic!("cannot run `etcdctl` ({e}): run `make setup` to install etcd-client")
-                });
-            if ok {
+            if healthy(EtcdCluster::ctl_on(&ep)) {
                 return;
             }
             assert!(

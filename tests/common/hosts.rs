@@ -235,19 +235,7 @@ impl NsEtcd {
         }
         let deadline = Instant::now() + ETCD_READY;
         loop {
-            let healthy = etcd
-                .ctl(hosts, on[0])
-                .args(["--dial-timeout=1s", "--command-timeout=2s"])
-                .args(["endpoint", "health"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or_else(|e| {
-                    panic!("cannot run `etcdctl` ({e}): run `make setup` to install etcd-client")
-                });
-            if healthy {
+            if super::etcd::healthy(etcd.ctl(hosts, on[0])) {
                 return etcd;
             }
             for m in &mut etcd.members {
