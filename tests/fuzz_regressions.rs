@@ -57,7 +57,7 @@ fn header(kind: u8, payload_len: u32, source: u16) -> Vec<u8> {
     h.extend_from_slice(&50u16.to_le_bytes()); // channel
     h.extend_from_slice(&0u16.to_le_bytes()); // reply channel
     h.extend_from_slice(&source.to_le_bytes());
-    h.extend_from_slice(&0xFFFFu16.to_le_bytes()); // flags: ignored on receipt
+    h.extend_from_slice(&0u16.to_le_bytes()); // flags: no extension
     h.extend_from_slice(&u64::MAX.to_le_bytes()); // correlation
     h
 }
@@ -106,6 +106,7 @@ fn frame_decode_hostile_inputs() {
         reply_channel: Channel(0),
         source: NodeId::new(NodeId::MAX).unwrap(),
         correlation: 0,
+        ext: domi_core::frame::Ext::NONE,
     };
     frame::encode(&mut empty, &meta, b"");
     frame::encode(&mut empty, &meta, b"");
@@ -130,11 +131,18 @@ fn frame_decode_hostile_inputs() {
         frame::decode(&[0xFF; HEADER_LEN], u32::MAX),
         Err(FrameError::BadMagic { found: 0xFFFF })
     );
+    // Unknown flag bits (an extension this build cannot skip) are malformed.
+    let mut flagged = header(2, 8, 0);
+    flagged[14..16].copy_from_slice(&0xFFFFu16.to_le_bytes());
+    flagged.extend_from_slice(&[0; 8]);
+    assert!(matches!(
+        frame::decode(&flagged, 16),
+        Err(FrameError::BadExtension { flags: 0xFFFF, .. })
+    ));
     assert_eq!(decode_all(&vec![0xFF; MIB], u32::MAX), 0);
     assert_eq!(decode_all(&vec![0; MIB], u32::MAX), 0);
 
-    // A 1 MiB payload followed by a truncated frame; flags are ignored, so the
-    // re-encoded frame (flags 0) must still decode to the same meta.
+    // A 1 MiB payload followed by a truncated frame.
     let mut big = header(2, MIB as u32, 1023);
     big.extend(std::iter::repeat_n(0xAB, MIB));
     big.extend_from_slice(&header(3, 10, 5));

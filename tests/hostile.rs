@@ -34,7 +34,8 @@ fn silent_handshakes_and_half_frames_are_closed_after_their_timeouts() {
     // Handshakes, then sends half a header and stalls.
     let mut half = TcpStream::connect(server.local_addr()).unwrap();
     half.write_all(&hello("default")).unwrap();
-    half.write_all(&[0x44, 0x4D, 1, 1, 9, 0]).unwrap();
+    half.write_all(&[0x44, 0x4D, domi::frame::PROTOCOL_VERSION, 1, 9, 0])
+        .unwrap();
     assert_closed_within(half, Duration::from_millis(300));
     wait_until("the timeouts to be counted", T, || {
         server.stats().closed_timeout >= 2

@@ -20,6 +20,7 @@ fn meta() -> Meta {
         reply_channel: Channel(0),
         source: NodeId::new(3).unwrap(),
         correlation: 42,
+        ext: domi_core::frame::Ext::NONE,
     }
 }
 

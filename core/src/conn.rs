@@ -235,6 +235,7 @@ impl Conn {
             reply_channel: answered.reply_channel,
             source: me,
             correlation: answered.correlation,
+            ext: crate::frame::Ext::NONE,
         };
         self.push(&meta, payload)
     }
@@ -247,6 +248,7 @@ impl Conn {
             reply_channel: Channel(0),
             source: me,
             correlation: 0,
+            ext: crate::frame::Ext::NONE,
         };
         self.push_control(&meta, info, true);
     }

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use rustc_hash::FxHashMap;
@@ -167,6 +168,7 @@ fn answered(me: NodeId, correlation: u64, channel: Channel, reply_channel: Chann
         reply_channel,
         source: me,
         correlation,
+        ext: crate::frame::Ext::NONE,
     }
 }
 
@@ -220,6 +222,7 @@ impl Replier {
                     reply_channel: Channel(0),
                     source: self.me,
                     correlation,
+                    ext: crate::frame::Ext::NONE,
                 };
                 conn.push(&meta, bytes)
                     .map_err(|_| ReplyError::Undeliverable)
@@ -309,6 +312,7 @@ pub struct Request<'a> {
     pub(crate) payload: &'a [u8],
     pub(crate) replier: Replier,
     pub(crate) bus: &'a LocalBus,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl<'a> Request<'a> {
@@ -356,6 +360,31 @@ impl<'a> Request<'a> {
         self.bus
     }
 
+    /// When the caller stops waiting: the remaining time it sent with the
+    /// request, counted from the request's arrival here. `None` for one-way
+    /// messages, `call`s and requests sent without a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The time left until [`Request::deadline`] (zero once it passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// A request made on behalf of this one: it gets this request's
+    /// remaining deadline (or [`NESTED_TIMEOUT`] when this one has none).
+    /// The returned future owns what it needs, so a sync handler can spawn
+    /// it on its shard.
+    pub fn request(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>, BusError>> + 'static {
+        nested(self.bus.clone(), self.deadline, channel, payload.to_vec())
+    }
+
     /// An owned copy for work that must outlive this call (one payload copy).
     pub fn into_owned(self) -> OwnedRequest {
         OwnedRequest {
@@ -363,6 +392,7 @@ impl<'a> Request<'a> {
             payload: self.payload.to_vec(),
             replier: self.replier,
             bus: self.bus.clone(),
+            deadline: self.deadline,
         }
     }
 }
@@ -373,6 +403,7 @@ pub struct OwnedRequest {
     pub(crate) payload: Vec<u8>,
     pub(crate) replier: Replier,
     pub(crate) bus: LocalBus,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl OwnedRequest {
@@ -415,4 +446,41 @@ impl OwnedRequest {
     pub fn bus(&self) -> &LocalBus {
         &self.bus
     }
+
+    /// When the caller stops waiting (see [`Request::deadline`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The time left until [`OwnedRequest::deadline`] (zero once it passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// A request made on behalf of this one, within its remaining deadline
+    /// (see [`Request::request`]).
+    pub async fn request(&self, channel: Channel, payload: &[u8]) -> Result<Vec<u8>, BusError> {
+        self.bus
+            .request_until(channel, payload, nested_deadline(self.deadline))
+            .await
+    }
+}
+
+/// How long a request made from a handler waits when the request being
+/// handled carries no deadline (a one-way message, a `call`).
+pub const NESTED_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn nested_deadline(deadline: Option<Instant>) -> Instant {
+    deadline.unwrap_or_else(|| crate::timeouts::deadline(Instant::now(), NESTED_TIMEOUT))
+}
+
+async fn nested(
+    bus: LocalBus,
+    deadline: Option<Instant>,
+    channel: Channel,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, BusError> {
+    bus.request_until(channel, &payload, nested_deadline(deadline))
+        .await
 }

@@ -288,7 +288,7 @@ mod tests {
     fn golden_bytes() {
         let bytes = info().to_bytes();
         let expected: Vec<u8> = [
-            &[1u8, 1, 7, 0][..],
+            &[PROTOCOL_VERSION, 1, 7, 0][..],
             &42u64.to_le_bytes(),
             &[4, 5, 2, 0],
             b"prod",
@@ -321,7 +321,10 @@ mod tests {
         };
         assert_eq!(
             validate(&ours, &old),
-            Err(HandshakeError::VersionMismatch { ours: 1, theirs: 0 })
+            Err(HandshakeError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 0
+            })
         );
         assert_eq!(validate(&ours, &ours), Err(HandshakeError::SelfConnection));
     }

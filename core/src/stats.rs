@@ -117,6 +117,10 @@ counters! {
     /// Queued requests not run because their caller's connection closed
     /// while they waited.
     overload_abandoned,
+    /// Inbound requests whose deadline passed before their handler started
+    /// (arrived late, or waited in the async-handler queue): never run,
+    /// never answered (their caller has timed out).
+    deadline_expired,
     /// `call`/`notify`/`publish` failures reported after the send returned.
     send_failures,
 }

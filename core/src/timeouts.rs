@@ -14,6 +14,25 @@ pub fn deadline(now: Instant, wait: Duration) -> Instant {
     now + wait.min(MAX_WAIT)
 }
 
+/// A request's remaining time as the wire's deadline extension carries it:
+/// microseconds from `now` to `deadline`, 0 when it passed, saturating at
+/// `u32::MAX` (about 71.6 minutes; see [`crate::frame`]).
+pub fn wire_remaining(now: Instant, deadline: Instant) -> u32 {
+    let us = deadline.saturating_duration_since(now).as_micros();
+    u32::try_from(us).unwrap_or(u32::MAX)
+}
+
+/// The deadline of a request that arrived at `now` with `micros` left.
+pub fn arrival_deadline(now: Instant, micros: u32) -> Instant {
+    now + Duration::from_micros(u64::from(micros))
+}
+
+/// Whether a request whose deadline is `deadline` may still start its
+/// handler at `now` (one without a deadline always may).
+pub fn may_start(now: Instant, deadline: Option<Instant>) -> bool {
+    deadline.is_none_or(|d| now < d)
+}
+
 /// Connection time limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -93,6 +112,23 @@ impl Timeouts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_deadlines_round_trip_and_saturate() {
+        let now = Instant::now();
+        assert_eq!(
+            wire_remaining(now, now + Duration::from_millis(250)),
+            250_000
+        );
+        assert_eq!(wire_remaining(now + Duration::from_secs(1), now), 0);
+        assert_eq!(wire_remaining(now, deadline(now, Duration::MAX)), u32::MAX);
+        let d = arrival_deadline(now, 1_500);
+        assert_eq!(d - now, Duration::from_micros(1_500));
+        assert!(may_start(now, None));
+        assert!(may_start(now, Some(d)));
+        assert!(!may_start(d, Some(d)));
+        assert!(!may_start(d + Duration::from_micros(1), Some(d)));
+    }
 
     #[test]
     fn deadlines_never_overflow() {

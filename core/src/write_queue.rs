@@ -208,6 +208,7 @@ mod tests {
             reply_channel: Channel(0),
             source: NodeId::test(1),
             correlation: corr,
+            ext: crate::frame::Ext::NONE,
         }
     }
 

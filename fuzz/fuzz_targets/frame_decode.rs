@@ -6,7 +6,8 @@
 //! lie within the buffer (`consumed <= buf.len()`) and respect the maximum;
 //! `Incomplete` must ask for at least one byte; an error ends the stream. Every
 //! decoded frame is re-encoded with `frame::encode` and must decode back to the
-//! same meta and payload.
+//! same meta and payload. Seeds include frames with the deadline and route
+//! extensions (`ext-*`), so the flags and extension parser are reached.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run frame_decode -- -max_total_time=60`
 //! from `fuzz/` (or `fuzz/run.sh` for all targets).

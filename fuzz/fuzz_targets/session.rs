@@ -234,6 +234,7 @@ fuzz_target!(|data: &[u8]| {
                     reply_channel: Channel(u16::from(target >> 1)),
                     source,
                     correlation: u64::from(corr % 4),
+                    ext: domi_core::frame::Ext::NONE,
                 };
                 let mut wire = Vec::new();
                 frame::encode(&mut wire, &meta, &payload);

@@ -27,6 +27,7 @@ pub fn hello(cluster: &str) -> Vec<u8> {
         reply_channel: Channel(0),
         source: NodeId::new(999).unwrap(),
         correlation: 0,
+        ext: domi::frame::Ext::NONE,
     };
     let mut out = Vec::new();
     frame::encode(&mut out, &meta, &info.to_bytes());
@@ -69,6 +70,7 @@ pub fn frame_bytes(
         reply_channel: Channel(0),
         source,
         correlation: corr,
+        ext: domi::frame::Ext::NONE,
     };
     let mut out = Vec::new();
     frame::encode(&mut out, &meta, payload);

@@ -676,6 +676,7 @@ impl Session {
             reply_channel: Channel(0),
             source: self.me,
             correlation: 0,
+            ext: crate::frame::Ext::NONE,
         };
         self.out.push_back(Transmit {
             meta,
@@ -702,6 +703,7 @@ impl Session {
             reply_channel: Channel(0),
             source: self.me,
             correlation: 0,
+            ext: crate::frame::Ext::NONE,
         };
         self.out.push_back(Transmit { meta, payload });
     }

@@ -87,6 +87,7 @@ fn wire(kind: FrameKind, channel: Channel, source: NodeId, corr: u64, payload: &
         reply_channel: Channel(9),
         source,
         correlation: corr,
+        ext: crate::frame::Ext::NONE,
     };
     let mut out = Vec::new();
     frame::encode(&mut out, &meta, payload);

@@ -24,6 +24,7 @@ pub(crate) struct Queued {
     payload: Vec<u8>,
     to: ReplyTo,
     handler: Arc<AsyncFn>,
+    deadline: Option<Instant>,
 }
 
 impl LocalBus {
@@ -55,6 +56,16 @@ impl LocalBus {
             }
             return;
         }
+        // The caller's deadline, counted from now (its arrival).
+        let deadline = meta
+            .ext
+            .deadline
+            .map(|us| crate::timeouts::arrival_deadline(Instant::now(), us));
+        // Arrived with no time left (a deadline in the future cannot have
+        // passed yet: it was just counted from now).
+        if meta.ext.deadline == Some(0) && self.expired(&to, deadline) {
+            return;
+        }
         let table = self.handlers();
         let Some(handler) = table.get(meta.channel) else {
             Counters::inc(&self.0.counters.unhandled);
@@ -74,6 +85,7 @@ impl LocalBus {
                     payload,
                     replier,
                     bus: self,
+                    deadline,
                 };
                 if let Err(p) = fault::catch(|| f(&mut req)) {
                     self.on_panic(meta.channel, &p);
@@ -91,6 +103,7 @@ impl LocalBus {
                     payload: payload.to_vec(),
                     to,
                     handler: f.clone(),
+                    deadline,
                 };
                 if forced {
                     self.0.slots.borrow_mut().force(meta.channel);
@@ -131,6 +144,8 @@ impl LocalBus {
                 // can get the answer.
                 Counters::inc(&self.0.counters.overload_abandoned);
                 false
+            } else if self.expired(&item.to, item.deadline) {
+                false
             } else {
                 self.spawn_handler(item)
             };
@@ -149,6 +164,7 @@ impl LocalBus {
             payload,
             to,
             handler,
+            deadline,
         } = item;
         let channel = meta.channel;
         Counters::inc(&self.0.counters.handled);
@@ -158,6 +174,7 @@ impl LocalBus {
             payload,
             replier: Replier::new(to, shared.id, shared.config.max_payload),
             bus: self.clone(),
+            deadline,
         };
         match fault::catch(|| handler(owned)) {
             Ok(fut) => {
@@ -177,6 +194,20 @@ impl LocalBus {
                 false
             }
         }
+    }
+
+    /// Whether a request from another node missed its deadline before its
+    /// handler could start: then it is dropped unanswered (its caller has
+    /// timed out; an answer would only cost bytes) and counted. A request
+    /// of this node's own is left to its caller's timer.
+    fn expired(&self, to: &ReplyTo, deadline: Option<Instant>) -> bool {
+        let remote = matches!(to, ReplyTo::Conn { .. });
+        if !remote || deadline.is_none() || crate::timeouts::may_start(Instant::now(), deadline) {
+            return false;
+        }
+        Counters::inc(&self.0.counters.deadline_expired);
+        debug!("request dropped unrun: its deadline passed before its handler could start");
+        true
     }
 
     fn on_panic(&self, channel: Channel, p: &Panicked) {

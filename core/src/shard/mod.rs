@@ -59,6 +59,8 @@ struct Waiting {
     /// when: what its circuit breaker counts.
     peer: NodeId,
     sent: Instant,
+    /// When the caller stops waiting (what a re-routed copy carries).
+    deadline: Instant,
     tx: oneshot::Sender<Result<Vec<u8>, BusError>>,
 }
 
@@ -232,6 +234,7 @@ impl LocalBus {
             reply_channel: reply,
             source: self.node_id(),
             correlation: corr,
+            ext: crate::frame::Ext::NONE,
         }
     }
 
@@ -457,13 +460,44 @@ impl LocalBus {
     /// `Backpressure` is skipped and the next one tried, inside the same
     /// timeout; so is one whose connection failed before the request left
     /// this node. Dropping the future forgets the request at once.
+    ///
+    /// The remaining time travels with the request: the provider drops it
+    /// unrun if it cannot start its handler in time, and the handler reads
+    /// it as [`crate::Request::deadline`].
     pub async fn request(
         &self,
         channel: Channel,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let result = self.request_inner(channel, payload, timeout).await;
+        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
+        self.request_within(channel, payload, deadline, timeout)
+            .await
+    }
+
+    /// [`LocalBus::request`] with a deadline instead of a timeout (what a
+    /// request made on behalf of another one uses).
+    pub async fn request_until(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, BusError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.request_within(channel, payload, deadline, timeout)
+            .await
+    }
+
+    async fn request_within(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let result = self
+            .request_inner(channel, payload, deadline, timeout)
+            .await;
         if let Err(e) = &result {
             let c = &self.0.counters;
             match e {
@@ -481,10 +515,10 @@ impl LocalBus {
         &self,
         channel: Channel,
         payload: &[u8],
+        deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
         self.check_send(channel, payload.len())?;
-        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
         let mut tried: Vec<NodeId> = Vec::new();
         let mut refused: Option<BusError> = None;
         loop {
@@ -493,7 +527,7 @@ impl LocalBus {
                 // Every provider refused: the last refusal says why.
                 Err(e) => return Err(refused.unwrap_or(e)),
             };
-            let rx = match self.start_request(peer, channel, payload) {
+            let rx = match self.start_request(peer, channel, payload, deadline) {
                 Ok(rx) => rx,
                 // Nothing left for that provider: try the next one.
                 Err(e) if not_sent(&e) => {
@@ -550,12 +584,18 @@ impl LocalBus {
         peer: NodeId,
         channel: Channel,
         payload: &[u8],
+        deadline: Instant,
     ) -> Result<Started, BusError> {
         Counters::inc(&self.0.counters.sent);
         let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        let with_deadline = |mut meta: Meta| {
+            meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
+            meta
+        };
         if peer == self.node_id() {
             self.deliver(
-                self.meta(FrameKind::Request, channel, Channel(0), 0),
+                with_deadline(self.meta(FrameKind::Request, channel, Channel(0), 0)),
                 payload,
                 ReplyTo::Waiter(tx),
             );
@@ -569,14 +609,15 @@ impl LocalBus {
         }
         let conn = self.conn_to(peer)?;
         let corr = self.next_id();
-        let meta = self.meta(FrameKind::Request, channel, Channel(0), corr);
+        let meta = with_deadline(self.meta(FrameKind::Request, channel, Channel(0), corr));
         Self::push_to(&conn, peer, &meta, payload)?;
         self.0.pending.borrow_mut().insert(
             corr,
             Waiting {
                 conn: conn.id,
                 peer,
-                sent: Instant::now(),
+                sent: now,
+                deadline,
                 tx,
             },
         );

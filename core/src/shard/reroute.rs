@@ -72,11 +72,14 @@ impl LocalBus {
     /// Moves a waiting request to the next provider; its waiter keeps
     /// waiting (same correlation, same deadline). A waiter that is gone
     /// (the caller dropped the request) is left alone.
-    fn reroute_request(&self, dead: NodeId, meta: frame::Meta, payload: &[u8]) {
+    fn reroute_request(&self, dead: NodeId, mut meta: frame::Meta, payload: &[u8]) {
         let corr = meta.correlation;
-        if !self.0.pending.borrow().contains_key(&corr) {
+        let Some(deadline) = self.0.pending.borrow().get(&corr).map(|w| w.deadline) else {
             return;
-        }
+        };
+        // The copy carries the time left now, not when the first one was queued.
+        let now = std::time::Instant::now();
+        meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
         let result = self.to_next_provider(meta.channel, &mut vec![dead], |peer| {
             if peer == self.node_id() {
                 // Served here: the waiter is answered by this node's handler
@@ -92,7 +95,7 @@ impl LocalBus {
             if let Some(w) = self.0.pending.borrow_mut().get_mut(&corr) {
                 w.conn = conn.id;
                 w.peer = peer;
-                w.sent = std::time::Instant::now();
+                w.sent = now;
             }
             Ok(())
         });

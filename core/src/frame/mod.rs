@@ -1,20 +1,41 @@
 //! The frame codec: pure, no I/O, no allocation per frame.
 //!
-//! Every frame is a fixed 24-byte little-endian header followed by the payload.
-//! The header is read in place with `zerocopy` (no copy of header or payload):
+//! Every frame is a fixed 24-byte little-endian header followed by the
+//! extensions its flags announce, then the payload. The header is read in
+//! place with `zerocopy` (no copy of header or payload):
 //!
 //! ```text
 //! byte  0..2   magic          u16 LE  0x4D44 ("DM" on the wire)
-//! byte  2      version        u8      PROTOCOL_VERSION (1)
+//! byte  2      version        u8      PROTOCOL_VERSION (2)
 //! byte  3      kind           u8      1 request, 2 one-way, 3 reply, 4 error, 5 control
-//! byte  4..8   payload_len    u32 LE  bytes after the header, <= the configured maximum
+//! byte  4..8   payload_len    u32 LE  bytes after the header (extensions + payload),
+//!                                     <= the configured maximum + MAX_EXT_LEN
 //! byte  8..10  channel        u16 LE  destination channel (control: a reserved channel)
 //! byte 10..12  reply_channel  u16 LE  where a reply goes for `call`; 0 otherwise
 //! byte 12..14  source         u16 LE  sender's node id (0..=1023)
-//! byte 14..16  flags          u16 LE  reserved, sent as 0, ignored on receipt
+//! byte 14..16  flags          u16 LE  which extensions follow the header (below);
+//!                                     an unknown bit is malformed
 //! byte 16..24  correlation    u64 LE  request/reply pairing; 0 = no waiter
-//! byte 24..    payload        payload_len bytes
+//! byte 24..    extensions     in flag-bit order, each present only if its bit is set
+//!              payload        the rest of payload_len
 //! ```
+//!
+//! Extensions (version 2; version 1 had none and sent flags as 0):
+//!
+//! ```text
+//! bit 0  DEADLINE  4 bytes   u32 LE  the caller's remaining time in microseconds
+//!                                    when the frame was queued, saturating at
+//!                                    u32::MAX (about 71.6 minutes).
+//!                                    Requests only.
+//! bit 1  ROUTE     1 + 2n    u8 n (1..=MAX_ROUTE), then n × u16 LE channels:
+//!                                    the pipeline stages after this one, the
+//!                                    next first. Requests and one-way messages only.
+//! ```
+//!
+//! The deadline is relative, so clocks need not agree: the receiver adds it
+//! to the frame's arrival time (transit time is not subtracted, so the
+//! receiver's deadline is never earlier than the caller's). A frame with no
+//! extension is byte for byte what version 1 sent, with version 2.
 //!
 //! [`decode`] tells "need more bytes" apart from "malformed", never panics and
 //! borrows the payload from the input buffer. [`encode`] appends one frame to a
@@ -25,14 +46,26 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::channel::{Channel, NodeId};
 
+mod ext;
+
+pub use ext::{Ext, Route};
+
 /// The magic number opening every frame.
 pub const MAGIC: u16 = 0x4D44;
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 24;
 /// Default maximum payload: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+/// Flag bit: a [`Ext::deadline`] extension follows the header.
+pub const FLAG_DEADLINE: u16 = 1 << 0;
+/// Flag bit: a [`Ext::route`] extension follows (after the deadline, if any).
+pub const FLAG_ROUTE: u16 = 1 << 1;
+/// The most pipeline stages a route extension carries after the current one.
+pub const MAX_ROUTE: usize = 8;
+/// The most bytes extensions add to a payload.
+pub const MAX_EXT_LEN: u32 = 4 + 1 + 2 * MAX_ROUTE as u32;
 
 /// The fixed frame header as it lies on the wire.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -95,6 +128,8 @@ pub struct Meta {
     pub source: NodeId,
     /// Request/reply pairing; 0 means no waiter.
     pub correlation: u64,
+    /// The extensions the frame carries (none for most frames).
+    pub ext: Ext,
 }
 
 /// A decoded frame borrowing its payload from the receive buffer.
@@ -158,6 +193,15 @@ pub enum FrameError {
         /// What was there.
         found: u16,
     },
+    /// The flags announce an extension this build does not know, one the
+    /// frame's kind cannot carry, or one the payload cannot hold.
+    #[error("bad extension (flags {flags:#06x}): {what}")]
+    BadExtension {
+        /// The header's flags.
+        flags: u16,
+        /// What is wrong.
+        what: &'static str,
+    },
 }
 
 /// Decodes the frame at the start of `buf`, borrowing its payload.
@@ -170,18 +214,31 @@ pub fn decode(buf: &[u8], max_payload: u32) -> Result<Decoded<'_>, FrameError> {
             need: HEADER_LEN - buf.len(),
         });
     };
-    let meta = validate(header, max_payload)?;
+    let mut meta = validate(header, max_payload)?;
     let len = header.payload_len.get() as usize;
     if rest.len() < len {
         return Ok(Decoded::Incomplete {
             need: len - rest.len(),
         });
     }
+    let body = &rest[..len];
+    let flags = header.flags.get();
+    let payload = if flags == 0 {
+        body
+    } else {
+        let (ext, at) = Ext::read(flags, meta.kind, body)?;
+        meta.ext = ext;
+        let payload = &body[at..];
+        if payload.len() > max_payload as usize {
+            return Err(FrameError::PayloadTooLarge {
+                len: payload.len() as u32,
+                max: max_payload,
+            });
+        }
+        payload
+    };
     Ok(Decoded::Frame {
-        frame: Frame {
-            meta,
-            payload: &rest[..len],
-        },
+        frame: Frame { meta, payload },
         consumed: HEADER_LEN + len,
     })
 }
@@ -197,11 +254,14 @@ fn validate(h: &Header, max_payload: u32) -> Result<Meta, FrameError> {
     }
     let kind = FrameKind::from_u8(h.kind).ok_or(FrameError::UnknownKind { found: h.kind })?;
     let len = h.payload_len.get();
-    if len > max_payload {
-        return Err(FrameError::PayloadTooLarge {
-            len,
-            max: max_payload,
-        });
+    // Extensions ride on top of the payload bound (zero without them).
+    let max = if h.flags.get() == 0 {
+        max_payload
+    } else {
+        max_payload.saturating_add(MAX_EXT_LEN)
+    };
+    if len > max {
+        return Err(FrameError::PayloadTooLarge { len, max });
     }
     let source = NodeId::new(h.source.get()).ok_or(FrameError::BadSource {
         found: h.source.get(),
@@ -212,6 +272,7 @@ fn validate(h: &Header, max_payload: u32) -> Result<Meta, FrameError> {
         reply_channel: Channel(h.reply_channel.get()),
         source,
         correlation: h.correlation.get(),
+        ext: Ext::NONE,
     })
 }
 
@@ -224,9 +285,10 @@ pub fn encode(out: &mut Vec<u8>, meta: &Meta, payload: &[u8]) {
     encode_parts(out, meta, &[payload]);
 }
 
-/// Appends one frame whose payload is the concatenation of `parts`.
+/// Appends one frame whose payload is the concatenation of `parts`, after
+/// the extensions of `meta.ext`.
 pub fn encode_parts(out: &mut Vec<u8>, meta: &Meta, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len: usize = meta.ext.wire_len() + parts.iter().map(|p| p.len()).sum::<usize>();
     debug_assert!(len <= u32::MAX as usize);
     let header = Header {
         magic: U16::new(MAGIC),
@@ -236,11 +298,12 @@ pub fn encode_parts(out: &mut Vec<u8>, meta: &Meta, parts: &[&[u8]]) {
         channel: U16::new(meta.channel.0),
         reply_channel: U16::new(meta.reply_channel.0),
         source: U16::new(meta.source.get()),
-        flags: U16::new(0),
+        flags: U16::new(meta.ext.flags()),
         correlation: U64::new(meta.correlation),
     };
     out.reserve(HEADER_LEN + len);
     out.extend_from_slice(header.as_bytes());
+    meta.ext.write(out);
     for p in parts {
         out.extend_from_slice(p);
     }
@@ -295,6 +358,7 @@ mod tests {
             reply_channel: Channel(7),
             source: NodeId::test(3),
             correlation: 0x0102_0304_0506_0708,
+            ext: Ext::NONE,
         }
     }
 
@@ -310,7 +374,7 @@ mod tests {
             let mut out = Vec::new();
             encode(&mut out, &meta(kind), b"hi");
             let expected: Vec<u8> = [
-                &[0x44, 0x4D, 1, byte][..],
+                &[0x44, 0x4D, 2, byte][..],
                 &[2, 0, 0, 0],
                 &[50, 0, 7, 0, 3, 0, 0, 0],
                 &[8, 7, 6, 5, 4, 3, 2, 1],
@@ -416,6 +480,69 @@ mod tests {
         assert_eq!(check_len(101, 100), Err((101, 100)));
     }
 
+    #[test]
+    fn golden_bytes_with_extensions() {
+        let mut m = meta(FrameKind::Request);
+        m.ext = Ext {
+            deadline: Some(0x0A0B_0C0D),
+            route: Route::new(&[Channel(0x0102), Channel(0x0304)]).unwrap(),
+        };
+        let mut out = Vec::new();
+        encode(&mut out, &m, b"hi");
+        let expected: Vec<u8> = [
+            &[0x44, 0x4D, 2, 1][..],
+            &[2 + 4 + 5, 0, 0, 0],
+            &[50, 0, 7, 0, 3, 0],
+            &[0b11, 0],
+            &[8, 7, 6, 5, 4, 3, 2, 1],
+            &[0x0D, 0x0C, 0x0B, 0x0A],
+            &[2, 0x02, 0x01, 0x04, 0x03],
+            b"hi",
+        ]
+        .concat();
+        assert_eq!(out, expected);
+        let Decoded::Frame { frame, consumed } = decode(&out, 2).unwrap() else {
+            panic!("expected a frame");
+        };
+        // The payload bound applies to the payload; extensions ride on top.
+        assert_eq!(consumed, out.len());
+        assert_eq!(frame.meta, m);
+        assert_eq!(frame.payload, b"hi");
+        let (next, rest) = frame.meta.ext.route.split_first().unwrap();
+        assert_eq!(next, Channel(0x0102));
+        assert_eq!(rest.channels().collect::<Vec<_>>(), [Channel(0x0304)]);
+        assert!(rest.split_first().unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn bad_extensions_are_typed_errors() {
+        // The payload decoded when the frame is well-formed.
+        let bad = |kind: FrameKind, flags: u16, body: &[u8]| {
+            let mut out = Vec::new();
+            encode(&mut out, &meta(kind), body);
+            out[14..16].copy_from_slice(&flags.to_le_bytes());
+            match decode(&out, 64) {
+                Ok(Decoded::Frame { frame, .. }) => Ok(frame.payload.to_vec()),
+                Ok(Decoded::Incomplete { .. }) => panic!("whole frame"),
+                Err(e) => Err(e),
+            }
+        };
+        let is_bad =
+            |r: Result<Vec<u8>, FrameError>| matches!(r, Err(FrameError::BadExtension { .. }));
+        assert!(is_bad(bad(FrameKind::Request, 1 << 5, b"xxxx")));
+        assert!(is_bad(bad(FrameKind::Reply, FLAG_DEADLINE, b"xxxx")));
+        assert!(is_bad(bad(FrameKind::OneWay, FLAG_DEADLINE, b"xxxx")));
+        assert!(is_bad(bad(FrameKind::Error, FLAG_ROUTE, &[1, 0, 0])));
+        assert!(is_bad(bad(FrameKind::Request, FLAG_DEADLINE, b"xxx")));
+        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[0])));
+        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[9; 19])));
+        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[2, 0, 0, 0])));
+        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[])));
+        // A well-formed route with an empty payload.
+        assert_eq!(bad(FrameKind::OneWay, FLAG_ROUTE, &[1, 5, 0]), Ok(vec![]));
+        assert_eq!(Route::new(&[Channel(1); MAX_ROUTE + 1]), None);
+    }
+
     mod props {
         use super::super::*;
         use proptest::prelude::*;
@@ -427,9 +554,19 @@ mod tests {
         proptest! {
             #[test]
             fn round_trip(kind in any_kind(), ch: u16, rc: u16, src in 0u16..=1023,
-                          corr: u64, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+                          corr: u64, payload in proptest::collection::vec(any::<u8>(), 0..512),
+                          deadline: Option<u32>,
+                          route in proptest::collection::vec(any::<u16>(), 0..=MAX_ROUTE)) {
+                // Only the kinds that may carry an extension get one.
+                let route: Vec<Channel> = route.into_iter().map(Channel).collect();
+                let ext = Ext {
+                    deadline: deadline.filter(|_| kind == FrameKind::Request),
+                    route: Route::new(&route)
+                        .filter(|_| matches!(kind, FrameKind::Request | FrameKind::OneWay))
+                        .unwrap_or(Route::EMPTY),
+                };
                 let m = Meta { kind, channel: Channel(ch), reply_channel: Channel(rc),
-                               source: NodeId::test(src), correlation: corr };
+                               source: NodeId::test(src), correlation: corr, ext };
                 let mut out = Vec::new();
                 encode(&mut out, &m, &payload);
                 let Decoded::Frame { frame, consumed } = decode(&out, 1 << 20).unwrap() else {
