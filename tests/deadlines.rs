@@ -119,7 +119,8 @@ fn a_nested_request_inherits_the_remaining_deadline() {
         )
         .start()
         .unwrap();
-    let nested: Arc<Mutex<Option<Result<Vec<u8>, BusError>>>> = Arc::default();
+    type Outcome = Option<Result<Vec<u8>, BusError>>;
+    let nested: Arc<Mutex<Outcome>> = Arc::default();
     let n = nested.clone();
     let front = small("front")
         .peer(back.local_addr())

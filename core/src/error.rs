@@ -31,6 +31,10 @@ pub enum ErrorCode {
     /// The handler answered with an application error: the payload goes on
     /// with its code and message (see [`encode_application`]).
     Application = 9,
+    /// A later stage of a pipeline (see [`crate::Request::next`]) could
+    /// not be reached or refused the message: this stage ran, so the caller
+    /// does not retry it elsewhere.
+    RouteFailed = 11,
     /// A code this build does not know.
     Unknown = 0xFFFF,
 }
@@ -48,6 +52,7 @@ impl ErrorCode {
             7 => ErrorCode::HandlerPanicked,
             8 => ErrorCode::RateLimited,
             9 => ErrorCode::Application,
+            11 => ErrorCode::RouteFailed,
             _ => ErrorCode::Unknown,
         }
     }
@@ -154,6 +159,20 @@ pub enum BusError {
         code: u16,
         /// The application's message (at most [`MAX_APP_MESSAGE`] bytes).
         message: String,
+    },
+    /// A pipeline route needs between 1 and [`crate::frame::MAX_ROUTE`] + 1
+    /// stages; nothing was sent.
+    #[error("a route of {stages} stages (1 to {} allowed)", crate::frame::MAX_ROUTE + 1)]
+    BadRoute {
+        /// How many stages were given.
+        stages: usize,
+    },
+    /// `next` on a message at the last stage of its route (or sent
+    /// without one): there is no stage to forward to.
+    #[error("the message on {channel} is at the end of its route")]
+    EndOfRoute {
+        /// The channel of the stage that called `next`.
+        channel: Channel,
     },
 }
 

@@ -288,6 +288,39 @@ impl Replier {
     fn expects_reply(&self) -> bool {
         !matches!(self.to, ReplyTo::Nobody)
     }
+
+    /// Whether someone waits for the answer: a remote request (not a
+    /// `call`) or this node's own request.
+    pub(crate) fn waits(&self) -> bool {
+        matches!(self.to, ReplyTo::Waiter(_))
+            || matches!(self.to, ReplyTo::Conn { correlation, .. } if correlation != 0)
+    }
+
+    /// Moves the duty to answer into a new replier; this one is left
+    /// answered (a later `reply` is `AlreadyReplied`).
+    pub(crate) fn take(&mut self) -> Replier {
+        let to = std::mem::replace(&mut self.to, ReplyTo::Nobody);
+        Replier::new(to, self.me, self.max_payload)
+    }
+
+    /// Answers with what a later pipeline stage answered (see
+    /// [`crate::pipeline::upstream`]).
+    pub(crate) fn pass_on(mut self, up: crate::pipeline::Upstream) {
+        use crate::pipeline::Upstream;
+        match up {
+            Upstream::Reply(bytes) => {
+                let _ = self.reply(&bytes);
+            }
+            Upstream::Application { code, message } => {
+                let _ = self.reply_error(code, &message);
+            }
+            Upstream::Code(code) => {
+                std::mem::replace(&mut self.to, ReplyTo::Nobody).fail(self.me, code);
+            }
+            // Nobody waits any more: no answer at all (not `NoReply`).
+            Upstream::Silent => self.to = ReplyTo::Nobody,
+        }
+    }
 }
 
 impl Drop for Replier {
@@ -371,6 +404,31 @@ impl<'a> Request<'a> {
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Hands the message to the next stage of its pipeline (see
+    /// [`crate::pipeline`]): a one-way message goes on as one; a request
+    /// goes on as a request within this one's deadline, and the next
+    /// stages' answer becomes this request's answer (so this handler must
+    /// not reply too: a later `reply` is `AlreadyReplied`).
+    ///
+    /// `EndOfRoute` at the last stage (or for a message sent without a
+    /// route); errors known at once (no provider, payload too large) are
+    /// returned and leave the answer to this handler.
+    pub fn next(&mut self, payload: &[u8]) -> Result<(), BusError> {
+        let route = self.meta.ext.route;
+        self.bus.next_stage(
+            self.meta.channel,
+            route,
+            payload,
+            &mut self.replier,
+            self.deadline,
+        )
+    }
+
+    /// The pipeline stages after this one (empty at the last stage).
+    pub fn route(&self) -> Vec<Channel> {
+        self.meta.ext.route.channels().collect()
     }
 
     /// A request made on behalf of this one: it gets this request's
@@ -458,6 +516,24 @@ impl OwnedRequest {
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
+    /// Hands the message to the next stage of its pipeline (see
+    /// [`Request::next`]).
+    pub fn next(&mut self, payload: &[u8]) -> Result<(), BusError> {
+        let route = self.meta.ext.route;
+        self.bus.next_stage(
+            self.meta.channel,
+            route,
+            payload,
+            &mut self.replier,
+            self.deadline,
+        )
+    }
+
+    /// The pipeline stages after this one (empty at the last stage).
+    pub fn route(&self) -> Vec<Channel> {
+        self.meta.ext.route.channels().collect()
+    }
+
     /// A request made on behalf of this one, within its remaining deadline
     /// (see [`Request::request`]).
     pub async fn request(&self, channel: Channel, payload: &[u8]) -> Result<Vec<u8>, BusError> {
@@ -471,7 +547,7 @@ impl OwnedRequest {
 /// handled carries no deadline (a one-way message, a `call`).
 pub const NESTED_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn nested_deadline(deadline: Option<Instant>) -> Instant {
+pub(crate) fn nested_deadline(deadline: Option<Instant>) -> Instant {
     deadline.unwrap_or_else(|| crate::timeouts::deadline(Instant::now(), NESTED_TIMEOUT))
 }
 

@@ -17,6 +17,9 @@
 //! - [`overload`]: the async-handler cap and its bounded queue, as a pure type.
 //! - [`limiter`]: per-channel rate limits (GCRA on one atomic per channel).
 //! - [`breaker`]: per-peer circuit breakers of a caller, as a pure type.
+//! - [`rendezvous`]: keyed routing (which provider serves a key), pure.
+//! - [`pipeline`]: what a pipeline stage answers the stage before it, pure.
+//! - [`serial`]: handlers that take one sender's messages one at a time.
 //! - [`write_queue`]: a connection's outgoing bytes, and which frames never
 //!   left when it fails (what may be re-routed), as a pure type.
 //! - [`handler`]: sync and async handlers, the request context, the handler table.
@@ -33,7 +36,8 @@
 //!   the per-shard runtime, single-thread wake-ups.
 //! - `shared` (private): what the node handle and its shards share (config,
 //!   directory, handler table, state, down-marks) and the changes to it.
-//! - [`node`]: starting a node; the `Send + Sync` handle for plain threads.
+//! - [`node`]: starting a node; the `Send + Sync` handle for plain threads
+//!   (`sends`, private: its keyed, direct and pipeline sends).
 //!
 //! Decisions (decode, validate, select, back off) are pure functions tested
 //! without io_uring; `conn` and `shard` only move bytes and call them.
@@ -55,7 +59,11 @@ pub mod membership;
 pub mod node;
 mod notify;
 pub mod overload;
+pub mod pipeline;
+pub mod rendezvous;
 pub mod route;
+mod sends;
+pub mod serial;
 pub mod session;
 mod shard;
 mod shared;

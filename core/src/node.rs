@@ -24,7 +24,7 @@ use crate::handler::{Handler, HandlerTable};
 use crate::handshake::{NodeInfo, NodeState};
 use crate::membership::{LocalNode, Membership, MembershipContext, MembershipError};
 use crate::route::{Directory, Peer};
-use crate::shard::{self, Command, LocalBus};
+use crate::shard::{self, Command, LocalBus, Outgoing};
 use crate::shared::Shared;
 use crate::stats::Snapshot;
 
@@ -195,7 +195,7 @@ impl Node {
         Ok(node)
     }
 
-    fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
@@ -273,7 +273,7 @@ impl Node {
         }
     }
 
-    fn pre_check(&self, channel: Channel, len: usize) -> Result<(), BusError> {
+    pub(crate) fn pre_check(&self, channel: Channel, len: usize) -> Result<(), BusError> {
         crate::error::check_send(
             channel,
             len,
@@ -282,7 +282,7 @@ impl Node {
         )
     }
 
-    fn has_provider(&self, channel: Channel, broadcast: bool) -> Result<(), BusError> {
+    pub(crate) fn has_provider(&self, channel: Channel, broadcast: bool) -> Result<(), BusError> {
         let table = self.shared().directory.load();
         let none = if broadcast {
             table.subscribers(channel).is_empty()
@@ -297,12 +297,12 @@ impl Node {
     }
 
     /// Runs `f` on the next shard (round-robin over shards).
-    fn run(&self, f: impl FnOnce(&LocalBus) + Send + 'static) -> Result<(), BusError> {
+    pub(crate) fn run(&self, f: impl FnOnce(&LocalBus) + Send + 'static) -> Result<(), BusError> {
         let i = self.inner.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards();
         self.run_on(i, f)
     }
 
-    fn run_on(
+    pub(crate) fn run_on(
         &self,
         shard: usize,
         f: impl FnOnce(&LocalBus) + Send + 'static,
@@ -332,8 +332,21 @@ impl Node {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
+        self.request_blocking(Outgoing::any(channel), None, payload, timeout)
+    }
+
+    /// A request from a plain thread (on shard `shard`, or the next one),
+    /// blocking until its answer.
+    pub(crate) fn request_blocking(
+        &self,
+        out: Outgoing,
+        shard: Option<usize>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let channel = out.channel;
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.request_with(channel, payload, timeout, None, move |r| {
+        self.request_with(out, shard, payload, timeout, None, move |r| {
             let _ = tx.send(r);
         })?;
         // The shard answers within `timeout`; the grace covers a shard that
@@ -360,9 +373,20 @@ impl Node {
         payload: &[u8],
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, BusError>> + Send + 'static {
+        self.request_future(Outgoing::any(channel), None, payload, timeout)
+    }
+
+    /// A request as a `Send` future (see [`Node::request_async`]).
+    pub(crate) fn request_future(
+        &self,
+        out: Outgoing,
+        shard: Option<usize>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, BusError>> + Send + 'static {
         let (tx, rx) = futures_channel::oneshot::channel();
         let (cancel_tx, cancel_rx) = futures_channel::oneshot::channel::<()>();
-        let started = self.request_with(channel, payload, timeout, Some(cancel_rx), move |r| {
+        let started = self.request_with(out, shard, payload, timeout, Some(cancel_rx), move |r| {
             let _ = tx.send(r);
         });
         // Dropped with the future: the shard sees the cancellation.
@@ -376,18 +400,19 @@ impl Node {
 
     fn request_with(
         &self,
-        channel: Channel,
+        out: Outgoing,
+        shard: Option<usize>,
         payload: &[u8],
         timeout: Duration,
         cancelled: Option<futures_channel::oneshot::Receiver<()>>,
         done: impl FnOnce(Result<Vec<u8>, BusError>) + Send + 'static,
     ) -> Result<(), BusError> {
-        self.pre_check(channel, payload.len())?;
+        self.pre_check(out.channel, payload.len())?;
         let payload = payload.to_vec();
-        self.run(move |bus| {
+        let task = move |bus: &LocalBus| {
             let bus = bus.clone();
             glommio::spawn_local(async move {
-                let request = async { Some(bus.request(channel, &payload, timeout).await) };
+                let request = async { Some(bus.request_for(out, &payload, timeout).await) };
                 let result = match cancelled {
                     // The caller's future was dropped: dropping the request
                     // here frees its slot (its sender half fires `Canceled`).
@@ -401,7 +426,11 @@ impl Node {
                 }
             })
             .detach();
-        })
+        };
+        match shard {
+            Some(i) => self.run_on(i, task),
+            None => self.run(task),
+        }
     }
 
     /// One-way message to one provider. Routing errors known now are
@@ -558,7 +587,12 @@ impl Drop for Inner {
     }
 }
 
-fn failure(op: SendOp, channel: Channel, reply_channel: Channel, error: BusError) -> SendFailure {
+pub(crate) fn failure(
+    op: SendOp,
+    channel: Channel,
+    reply_channel: Channel,
+    error: BusError,
+) -> SendFailure {
     SendFailure {
         op,
         channel,

@@ -122,7 +122,7 @@ impl Ext {
 }
 
 /// The pipeline stages still ahead of a message, the next first (at most
-/// [`MAX_ROUTE`]); kept inline so a [`Meta`] stays `Copy`.
+/// [`MAX_ROUTE`]); kept inline so a [`super::Meta`] stays `Copy`.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Route {
     len: u8,

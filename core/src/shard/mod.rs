@@ -38,9 +38,11 @@ use crate::tls::link::TlsLink;
 mod breakers;
 mod deliver;
 mod inbound;
+mod pipeline;
 mod reroute;
 mod upkeep;
 
+pub(crate) use pipeline::routed;
 pub(crate) use upkeep::run;
 
 /// Work handed to a shard from outside it.
@@ -53,6 +55,36 @@ pub(crate) enum Command {
     Stop,
 }
 
+/// Which provider of a channel a message goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The next one, round-robin.
+    Any,
+    /// The one rendezvous hashing picks for a key hash
+    /// ([`crate::rendezvous`]); the runner-up when it cannot take it.
+    Keyed(u64),
+    /// This node only.
+    To(NodeId),
+}
+
+/// What a request is: where it goes, and the pipeline stages after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) channel: Channel,
+    pub(crate) target: Target,
+    pub(crate) route: crate::frame::Route,
+}
+
+impl Outgoing {
+    pub(crate) fn any(channel: Channel) -> Outgoing {
+        Outgoing {
+            channel,
+            target: Target::Any,
+            route: crate::frame::Route::EMPTY,
+        }
+    }
+}
+
 struct Waiting {
     conn: u64,
     /// The peer the request went to (changed when it is re-routed) and
@@ -61,6 +93,8 @@ struct Waiting {
     sent: Instant,
     /// When the caller stops waiting (what a re-routed copy carries).
     deadline: Instant,
+    /// Which provider it is for (what a re-routed copy keeps).
+    target: Target,
     tx: oneshot::Sender<Result<Vec<u8>, BusError>>,
 }
 
@@ -183,42 +217,65 @@ impl LocalBus {
         std::cell::Ref::map(self.0.table.borrow(), |t| &t.1)
     }
 
-    /// The next provider of `channel`, round-robin, skipping `exclude`.
-    fn pick(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
-        self.pick_with(channel, exclude, false)
+    /// The provider of `channel` that `target` names, skipping `exclude`
+    /// and peers known down.
+    fn pick(
+        &self,
+        channel: Channel,
+        target: Target,
+        exclude: &[NodeId],
+    ) -> Result<NodeId, BusError> {
+        self.pick_with(channel, target, exclude, false)
     }
 
     /// The same for a request: peers whose circuit breaker is open are
     /// skipped too (a half-open one takes this request as its probe).
-    fn pick_for_request(&self, channel: Channel, exclude: &[NodeId]) -> Result<NodeId, BusError> {
+    fn pick_for_request(
+        &self,
+        channel: Channel,
+        target: Target,
+        exclude: &[NodeId],
+    ) -> Result<NodeId, BusError> {
         let breakers = self.0.shared.config.breaker.is_some();
-        self.pick_with(channel, exclude, breakers)
+        self.pick_with(channel, target, exclude, breakers)
     }
 
-    /// One round-robin pass; with `breakers`, open ones are skipped too, and
-    /// when only they stood in the way the error is `CircuitOpen`.
+    /// One selection pass (round-robin, keyed or direct); with `breakers`,
+    /// open ones are skipped too, and when only they stood in the way the
+    /// error is `CircuitOpen`.
     fn pick_with(
         &self,
         channel: Channel,
+        target: Target,
         exclude: &[NodeId],
         breakers: bool,
     ) -> Result<NodeId, BusError> {
         let table = self.table();
         let providers = table.providers(channel);
-        let mut cursors = self.0.cursors.borrow_mut();
-        let cursor = cursors.entry(channel).or_insert(self.0.index);
         let any_down = self.any_down();
         let me = self.node_id();
         let cut_off = Cell::new(false);
-        route::select(providers, cursor, |id| {
+        let skip = |id: NodeId| {
             if exclude.contains(&id) || (any_down && self.is_down(id)) {
                 return true;
             }
             let open = breakers && id != me && !self.breaker_allows(id);
             cut_off.set(cut_off.get() | open);
             open
-        })
-        .ok_or_else(|| {
+        };
+        let picked = match target {
+            Target::Any => {
+                let mut cursors = self.0.cursors.borrow_mut();
+                let cursor = cursors.entry(channel).or_insert(self.0.index);
+                route::select(providers, cursor, skip)
+            }
+            Target::Keyed(key) => crate::rendezvous::select(providers, key, skip),
+            Target::To(id) => providers
+                .contains(&id)
+                .then_some(id)
+                .filter(|&id| !skip(id)),
+        };
+        picked.ok_or_else(|| {
             if cut_off.get() {
                 return BusError::CircuitOpen { channel };
             }
@@ -318,12 +375,13 @@ impl LocalBus {
     pub(super) fn to_next_provider<T>(
         &self,
         channel: Channel,
+        target: Target,
         exclude: &mut Vec<NodeId>,
         mut send: impl FnMut(NodeId) -> Result<T, BusError>,
     ) -> Result<T, BusError> {
         let mut skipped = None;
         loop {
-            let peer = match self.pick(channel, exclude) {
+            let peer = match self.pick(channel, target, exclude) {
                 Ok(p) => p,
                 Err(e) => return Err(skipped.unwrap_or(e)),
             };
@@ -340,7 +398,7 @@ impl LocalBus {
     /// One-way message to one provider of `channel` (round-robin).
     pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
-        self.to_next_provider(channel, &mut Vec::new(), |peer| {
+        self.to_next_provider(channel, Target::Any, &mut Vec::new(), |peer| {
             self.send_one_way(peer, channel, payload, false)
         })
     }
@@ -428,7 +486,7 @@ impl LocalBus {
         self.check_send(channel, payload.len())?;
         crate::error::check_user_channel(reply_channel)?;
         let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
-        self.to_next_provider(channel, &mut Vec::new(), |peer| {
+        self.to_next_provider(channel, Target::Any, &mut Vec::new(), |peer| {
             self.send_to(peer, meta, payload)
         })
     }
@@ -471,7 +529,7 @@ impl LocalBus {
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
         let deadline = crate::timeouts::deadline(Instant::now(), timeout);
-        self.request_within(channel, payload, deadline, timeout)
+        self.request_within(Outgoing::any(channel), payload, deadline, timeout)
             .await
     }
 
@@ -484,20 +542,18 @@ impl LocalBus {
         deadline: Instant,
     ) -> Result<Vec<u8>, BusError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
-        self.request_within(channel, payload, deadline, timeout)
+        self.request_within(Outgoing::any(channel), payload, deadline, timeout)
             .await
     }
 
-    async fn request_within(
+    pub(crate) async fn request_within(
         &self,
-        channel: Channel,
+        out: Outgoing,
         payload: &[u8],
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let result = self
-            .request_inner(channel, payload, deadline, timeout)
-            .await;
+        let result = self.request_inner(out, payload, deadline, timeout).await;
         if let Err(e) = &result {
             let c = &self.0.counters;
             match e {
@@ -513,21 +569,22 @@ impl LocalBus {
 
     async fn request_inner(
         &self,
-        channel: Channel,
+        out: Outgoing,
         payload: &[u8],
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
+        let channel = out.channel;
         self.check_send(channel, payload.len())?;
         let mut tried: Vec<NodeId> = Vec::new();
         let mut refused: Option<BusError> = None;
         loop {
-            let peer = match self.pick_for_request(channel, &tried) {
+            let peer = match self.pick_for_request(channel, out.target, &tried) {
                 Ok(p) => p,
                 // Every provider refused: the last refusal says why.
                 Err(e) => return Err(refused.unwrap_or(e)),
             };
-            let rx = match self.start_request(peer, channel, payload, deadline) {
+            let rx = match self.start_request(peer, out, payload, deadline) {
                 Ok(rx) => rx,
                 // Nothing left for that provider: try the next one.
                 Err(e) if not_sent(&e) => {
@@ -582,15 +639,17 @@ impl LocalBus {
     fn start_request(
         &self,
         peer: NodeId,
-        channel: Channel,
+        out: Outgoing,
         payload: &[u8],
         deadline: Instant,
     ) -> Result<Started, BusError> {
+        let channel = out.channel;
         Counters::inc(&self.0.counters.sent);
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
+            meta.ext.route = out.route;
             meta
         };
         if peer == self.node_id() {
@@ -618,6 +677,7 @@ impl LocalBus {
                 peer,
                 sent: now,
                 deadline,
+                target: out.target,
                 tx,
             },
         );

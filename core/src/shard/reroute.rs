@@ -12,7 +12,7 @@
 
 use tracing::debug;
 
-use super::LocalBus;
+use super::{LocalBus, Target};
 use crate::channel::NodeId;
 use crate::error::{BusError, SendFailure, SendOp};
 use crate::fault;
@@ -53,7 +53,7 @@ impl LocalBus {
                 // Control frames, replies and errors are never re-sent.
                 _ => continue,
             };
-            let sent = self.to_next_provider(meta.channel, &mut vec![dead], |peer| {
+            let sent = self.to_next_provider(meta.channel, Target::Any, &mut vec![dead], |peer| {
                 self.send_to(peer, meta, payload)
             });
             match sent {
@@ -74,13 +74,19 @@ impl LocalBus {
     /// (the caller dropped the request) is left alone.
     fn reroute_request(&self, dead: NodeId, mut meta: frame::Meta, payload: &[u8]) {
         let corr = meta.correlation;
-        let Some(deadline) = self.0.pending.borrow().get(&corr).map(|w| w.deadline) else {
+        let Some((deadline, target)) = self
+            .0
+            .pending
+            .borrow()
+            .get(&corr)
+            .map(|w| (w.deadline, w.target))
+        else {
             return;
         };
         // The copy carries the time left now, not when the first one was queued.
         let now = std::time::Instant::now();
         meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
-        let result = self.to_next_provider(meta.channel, &mut vec![dead], |peer| {
+        let result = self.to_next_provider(meta.channel, target, &mut vec![dead], |peer| {
             if peer == self.node_id() {
                 // Served here: the waiter is answered by this node's handler
                 // (taken out first: the handler runs with no borrow held).
