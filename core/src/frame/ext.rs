@@ -1,7 +1,7 @@
 //! The frame extensions: the optional fields that follow the header when
 //! its flags say so (the bytes are drawn in the [`super`] module docs).
 
-use super::{FrameError, FrameKind, FLAG_DEADLINE, FLAG_ROUTE, MAX_ROUTE};
+use super::{FrameError, FrameKind, FLAG_EXT, MAX_ROUTE};
 use crate::channel::Channel;
 
 /// A frame's optional extensions (see the module docs for their bytes).
@@ -13,6 +13,11 @@ pub struct Ext {
     pub route: Route,
 }
 
+/// Tag of the deadline field.
+const TAG_DEADLINE: u8 = 1;
+/// Tag of the route field.
+const TAG_ROUTE: u8 = 2;
+
 impl Ext {
     /// No extension.
     pub const NONE: Ext = Ext {
@@ -20,104 +25,120 @@ impl Ext {
         route: Route::EMPTY,
     };
 
-    /// The flag bits announcing these extensions.
-    pub fn flags(&self) -> u16 {
-        let mut f = 0;
-        if self.deadline.is_some() {
-            f |= FLAG_DEADLINE;
-        }
-        if !self.route.is_empty() {
-            f |= FLAG_ROUTE;
-        }
-        f
+    /// Whether there is no extension (no block on the wire).
+    pub fn is_empty(&self) -> bool {
+        self.deadline.is_none() && self.route.is_empty()
     }
 
-    /// Bytes these extensions take on the wire.
+    /// The header flags announcing these extensions.
+    pub fn flags(&self) -> u16 {
+        if self.is_empty() {
+            0
+        } else {
+            FLAG_EXT
+        }
+    }
+
+    /// Bytes the extension block takes on the wire (0 without one).
     pub fn wire_len(&self) -> usize {
-        let d = if self.deadline.is_some() { 4 } else { 0 };
+        if self.is_empty() {
+            return 0;
+        }
+        2 + self.fields_len()
+    }
+
+    fn fields_len(&self) -> usize {
+        let d = if self.deadline.is_some() { 2 + 4 } else { 0 };
         let r = if self.route.is_empty() {
             0
         } else {
-            1 + 2 * self.route.len()
+            2 + 2 * self.route.len()
         };
         d + r
     }
 
     pub(super) fn write(&self, out: &mut Vec<u8>) {
+        if self.is_empty() {
+            return;
+        }
+        out.extend_from_slice(&(self.fields_len() as u16).to_le_bytes());
         if let Some(us) = self.deadline {
+            out.extend_from_slice(&[TAG_DEADLINE, 4]);
             out.extend_from_slice(&us.to_le_bytes());
         }
         if !self.route.is_empty() {
-            out.push(self.route.len() as u8);
+            out.extend_from_slice(&[TAG_ROUTE, 2 * self.route.len() as u8]);
             for c in self.route.channels() {
                 out.extend_from_slice(&c.0.to_le_bytes());
             }
         }
     }
 
-    /// Parses the extensions `flags` announce at the start of `body`;
-    /// returns them and how many bytes they took.
+    /// Parses the extension block at the start of `body` (the header's
+    /// flags announced one); returns it and how many bytes it took.
+    /// Fields with a tag this build does not know are skipped.
     pub(super) fn read(
         flags: u16,
         kind: FrameKind,
         body: &[u8],
     ) -> Result<(Ext, usize), FrameError> {
+        let bad = |what| FrameError::BadExtension { flags, what };
+        if flags & !FLAG_EXT != 0 {
+            return Err(bad("reserved flag bit set"));
+        }
+        let len = match body {
+            [a, b, ..] => u16::from_le_bytes([*a, *b]) as usize,
+            _ => return Err(bad("extension block longer than the payload")),
+        };
+        let mut fields = body
+            .get(2..2 + len)
+            .ok_or(bad("extension block longer than the payload"))?;
+        if fields.is_empty() {
+            return Err(bad("empty extension block"));
+        }
         let mut ext = Ext::NONE;
-        let mut at = 0;
-        if flags & !(FLAG_DEADLINE | FLAG_ROUTE) != 0 {
-            return Err(FrameError::BadExtension {
-                flags,
-                what: "unknown flag bit",
-            });
+        let (mut seen_deadline, mut seen_route) = (false, false);
+        while !fields.is_empty() {
+            let [tag, n, rest @ ..] = fields else {
+                return Err(bad("truncated extension field"));
+            };
+            let n = *n as usize;
+            let value = rest
+                .get(..n)
+                .ok_or(bad("extension field longer than its block"))?;
+            match *tag {
+                TAG_DEADLINE => {
+                    if kind != FrameKind::Request {
+                        return Err(bad("deadline on a frame that is not a request"));
+                    }
+                    let v: [u8; 4] = value.try_into().map_err(|_| bad("deadline not 4 bytes"))?;
+                    if std::mem::replace(&mut seen_deadline, true) {
+                        return Err(bad("two deadlines"));
+                    }
+                    ext.deadline = Some(u32::from_le_bytes(v));
+                }
+                TAG_ROUTE => {
+                    if !matches!(kind, FrameKind::Request | FrameKind::OneWay) {
+                        return Err(bad("route on a reply, error or control frame"));
+                    }
+                    if n == 0 || n % 2 != 0 || n / 2 > MAX_ROUTE {
+                        return Err(bad("route of 0, odd or more than MAX_ROUTE stages"));
+                    }
+                    if std::mem::replace(&mut seen_route, true) {
+                        return Err(bad("two routes"));
+                    }
+                    let mut route = Route::EMPTY;
+                    for pair in value.chunks_exact(2) {
+                        route.push(Channel(u16::from_le_bytes([pair[0], pair[1]])));
+                    }
+                    ext.route = route;
+                }
+                // A field of a later version: skipped.
+                _ => {}
+            }
+            fields = &rest[n..];
         }
-        if flags & FLAG_DEADLINE != 0 {
-            if kind != FrameKind::Request {
-                return Err(FrameError::BadExtension {
-                    flags,
-                    what: "deadline on a frame that is not a request",
-                });
-            }
-            let b: [u8; 4] =
-                body.get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or(FrameError::BadExtension {
-                        flags,
-                        what: "deadline longer than the payload",
-                    })?;
-            ext.deadline = Some(u32::from_le_bytes(b));
-            at = 4;
-        }
-        if flags & FLAG_ROUTE != 0 {
-            if !matches!(kind, FrameKind::Request | FrameKind::OneWay) {
-                return Err(FrameError::BadExtension {
-                    flags,
-                    what: "route on a reply, error or control frame",
-                });
-            }
-            let n = *body.get(at).ok_or(FrameError::BadExtension {
-                flags,
-                what: "route longer than the payload",
-            })? as usize;
-            if n == 0 || n > MAX_ROUTE {
-                return Err(FrameError::BadExtension {
-                    flags,
-                    what: "route of 0 or more than MAX_ROUTE stages",
-                });
-            }
-            let hops = body
-                .get(at + 1..at + 1 + 2 * n)
-                .ok_or(FrameError::BadExtension {
-                    flags,
-                    what: "route longer than the payload",
-                })?;
-            let mut route = Route::EMPTY;
-            for pair in hops.chunks_exact(2) {
-                route.push(Channel(u16::from_le_bytes([pair[0], pair[1]])));
-            }
-            ext.route = route;
-            at += 1 + 2 * n;
-        }
-        Ok((ext, at))
+        Ok((ext, 2 + len))
     }
 }
 

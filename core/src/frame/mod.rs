@@ -13,24 +13,31 @@
 //! byte  8..10  channel        u16 LE  destination channel (control: a reserved channel)
 //! byte 10..12  reply_channel  u16 LE  where a reply goes for `call`; 0 otherwise
 //! byte 12..14  source         u16 LE  sender's node id (0..=1023)
-//! byte 14..16  flags          u16 LE  which extensions follow the header (below);
-//!                                     an unknown bit is malformed
+//! byte 14..16  flags          u16 LE  bit 0: an extension block follows (below)
 //! byte 16..24  correlation    u64 LE  request/reply pairing; 0 = no waiter
-//! byte 24..    extensions     in flag-bit order, each present only if its bit is set
+//! byte 24..    extensions     only when flags bit 0 is set (below)
 //!              payload        the rest of payload_len
 //! ```
 //!
-//! Extensions (version 2; version 1 had none and sent flags as 0):
+//! Flags (version 2; version 1 sent 0 and ignored them): bit 0 (`EXT`) says
+//! an extension block follows the header; the other bits are reserved, sent
+//! as 0, and a frame with one set is malformed. The block is type-tagged, so
+//! a later version can add fields that this one skips:
 //!
 //! ```text
-//! bit 0  DEADLINE  4 bytes   u32 LE  the caller's remaining time in microseconds
-//!                                    when the frame was queued, saturating at
-//!                                    u32::MAX (about 71.6 minutes).
-//!                                    Requests only.
-//! bit 1  ROUTE     1 + 2n    u8 n (1..=MAX_ROUTE), then n × u16 LE channels:
-//!                                    the pipeline stages after this one, the
-//!                                    next first. Requests and one-way messages only.
+//! u16 LE       block_len   bytes of fields after this u16 (at least one field)
+//! per field:   u8 tag, u8 len, then len bytes; an unknown tag is skipped,
+//!              a known one twice or with a wrong len is malformed
+//!   tag 1  DEADLINE  len 4    u32 LE  the caller's remaining time in microseconds
+//!                                     when the frame was queued, saturating at
+//!                                     u32::MAX (about 71.6 minutes). Requests only.
+//!   tag 2  ROUTE     len 2n   n × u16 LE channels (1 <= n <= MAX_ROUTE): the
+//!                                     pipeline stages after this one, the next
+//!                                     first. Requests and one-way messages only.
 //! ```
+//!
+//! A request with a deadline, for example, carries 8 more bytes: flags
+//! `01 00`, then `06 00 01 04` and the microseconds.
 //!
 //! The deadline is relative, so clocks need not agree: the receiver adds it
 //! to the frame's arrival time (transit time is not subtracted, so the
@@ -58,14 +65,13 @@ pub const PROTOCOL_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 24;
 /// Default maximum payload: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
-/// Flag bit: a [`Ext::deadline`] extension follows the header.
-pub const FLAG_DEADLINE: u16 = 1 << 0;
-/// Flag bit: a [`Ext::route`] extension follows (after the deadline, if any).
-pub const FLAG_ROUTE: u16 = 1 << 1;
+/// Flag bit: an extension block ([`Ext`]) follows the header.
+pub const FLAG_EXT: u16 = 1 << 0;
 /// The most pipeline stages a route extension carries after the current one.
 pub const MAX_ROUTE: usize = 8;
-/// The most bytes extensions add to a payload.
-pub const MAX_EXT_LEN: u32 = 4 + 1 + 2 * MAX_ROUTE as u32;
+/// The most bytes a received extension block may add to a payload (room
+/// for this version's fields and later ones).
+pub const MAX_EXT_LEN: u32 = 256;
 
 /// The fixed frame header as it lies on the wire.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -491,12 +497,13 @@ mod tests {
         encode(&mut out, &m, b"hi");
         let expected: Vec<u8> = [
             &[0x44, 0x4D, 2, 1][..],
-            &[2 + 4 + 5, 0, 0, 0],
+            &[2 + 2 + 6 + 6, 0, 0, 0],
             &[50, 0, 7, 0, 3, 0],
-            &[0b11, 0],
+            &[1, 0],
             &[8, 7, 6, 5, 4, 3, 2, 1],
-            &[0x0D, 0x0C, 0x0B, 0x0A],
-            &[2, 0x02, 0x01, 0x04, 0x03],
+            &[12, 0],
+            &[1, 4, 0x0D, 0x0C, 0x0B, 0x0A],
+            &[2, 4, 0x02, 0x01, 0x04, 0x03],
             b"hi",
         ]
         .concat();
@@ -512,34 +519,83 @@ mod tests {
         assert_eq!(next, Channel(0x0102));
         assert_eq!(rest.channels().collect::<Vec<_>>(), [Channel(0x0304)]);
         assert!(rest.split_first().unwrap().1.is_empty());
+        // No extension: byte for byte the version 1 layout (flags 0).
+        let mut plain = Vec::new();
+        encode(&mut plain, &meta(FrameKind::Request), b"hi");
+        assert_eq!(plain.len(), HEADER_LEN + 2);
+        assert_eq!(&plain[14..16], &[0, 0]);
+    }
+
+    /// `kind` frame whose flags are `flags` and whose body is `body`; the
+    /// payload decoded when it is well-formed.
+    fn with_body(kind: FrameKind, flags: u16, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::new();
+        encode(&mut out, &meta(kind), body);
+        out[14..16].copy_from_slice(&flags.to_le_bytes());
+        match decode(&out, 64) {
+            Ok(Decoded::Frame { frame, .. }) => Ok(frame.payload.to_vec()),
+            Ok(Decoded::Incomplete { .. }) => panic!("whole frame"),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[test]
+    fn unknown_extension_fields_are_skipped() {
+        // A field of a later version (tag 9), then a deadline, then "hi".
+        let body = [&[10, 0, 9, 2, 0xEE, 0xEE, 1, 4, 5, 0, 0, 0][..], b"hi"].concat();
+        let mut out = Vec::new();
+        encode(&mut out, &meta(FrameKind::Request), &body);
+        out[14] = 1;
+        let Decoded::Frame { frame, .. } = decode(&out, 64).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_eq!(frame.meta.ext.deadline, Some(5));
+        assert_eq!(frame.payload, b"hi");
     }
 
     #[test]
     fn bad_extensions_are_typed_errors() {
-        // The payload decoded when the frame is well-formed.
-        let bad = |kind: FrameKind, flags: u16, body: &[u8]| {
-            let mut out = Vec::new();
-            encode(&mut out, &meta(kind), body);
-            out[14..16].copy_from_slice(&flags.to_le_bytes());
-            match decode(&out, 64) {
-                Ok(Decoded::Frame { frame, .. }) => Ok(frame.payload.to_vec()),
-                Ok(Decoded::Incomplete { .. }) => panic!("whole frame"),
-                Err(e) => Err(e),
-            }
-        };
+        use FrameKind::{Error, OneWay, Reply, Request};
         let is_bad =
             |r: Result<Vec<u8>, FrameError>| matches!(r, Err(FrameError::BadExtension { .. }));
-        assert!(is_bad(bad(FrameKind::Request, 1 << 5, b"xxxx")));
-        assert!(is_bad(bad(FrameKind::Reply, FLAG_DEADLINE, b"xxxx")));
-        assert!(is_bad(bad(FrameKind::OneWay, FLAG_DEADLINE, b"xxxx")));
-        assert!(is_bad(bad(FrameKind::Error, FLAG_ROUTE, &[1, 0, 0])));
-        assert!(is_bad(bad(FrameKind::Request, FLAG_DEADLINE, b"xxx")));
-        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[0])));
-        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[9; 19])));
-        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[2, 0, 0, 0])));
-        assert!(is_bad(bad(FrameKind::OneWay, FLAG_ROUTE, &[])));
-        // A well-formed route with an empty payload.
-        assert_eq!(bad(FrameKind::OneWay, FLAG_ROUTE, &[1, 5, 0]), Ok(vec![]));
+        let deadline = [6, 0, 1, 4, 0, 0, 0, 0];
+        let route = [4, 0, 2, 2, 5, 0];
+        // Reserved flag bits.
+        assert!(is_bad(with_body(Request, 1 << 5, &deadline)));
+        assert!(is_bad(with_body(Request, 0xFFFF, &deadline)));
+        // Fields on kinds that cannot carry them.
+        assert!(is_bad(with_body(Reply, FLAG_EXT, &deadline)));
+        assert!(is_bad(with_body(OneWay, FLAG_EXT, &deadline)));
+        assert!(is_bad(with_body(Error, FLAG_EXT, &route)));
+        // Truncated or inconsistent blocks and fields.
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[])));
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[0])));
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[0, 0])));
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[9, 0, 1, 4, 0])));
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[1, 0, 1])));
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[3, 0, 1, 4, 0])));
+        assert!(is_bad(with_body(Request, FLAG_EXT, &[5, 0, 1, 3, 0, 0, 0])));
+        assert!(is_bad(with_body(OneWay, FLAG_EXT, &[2, 0, 2, 0])));
+        assert!(is_bad(with_body(OneWay, FLAG_EXT, &[5, 0, 2, 3, 1, 0, 0])));
+        assert!(is_bad(with_body(
+            OneWay,
+            FLAG_EXT,
+            &[[20, 0, 2, 18].as_slice(), &[1; 18]].concat()
+        )));
+        // Twice the same field.
+        assert!(is_bad(with_body(
+            Request,
+            FLAG_EXT,
+            &[12, 0, 1, 4, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0]
+        )));
+        assert!(is_bad(with_body(
+            OneWay,
+            FLAG_EXT,
+            &[8, 0, 2, 2, 5, 0, 2, 2, 6, 0]
+        )));
+        // Well-formed, with an empty payload.
+        assert_eq!(with_body(OneWay, FLAG_EXT, &route), Ok(vec![]));
+        assert_eq!(with_body(Request, FLAG_EXT, &deadline), Ok(vec![]));
         assert_eq!(Route::new(&[Channel(1); MAX_ROUTE + 1]), None);
     }
 
