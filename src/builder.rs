@@ -128,6 +128,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Limits everything this node takes in, whatever the channel:
+    /// `per_second` on average, `burst` at once, checked before each
+    /// channel's own limit; over it, as for [`NodeBuilder::rate_limit`].
+    /// Change it later with `Node::set_node_rate_limit`.
+    pub fn node_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.config.node_rate_limit = Some(crate::RateLimit { per_second, burst });
+        self
+    }
+
     /// Circuit breaker settings of this node's requests (on by default with
     /// [`crate::BreakerConfig::default`]: volume 20, 50 % errors over 10 s,
     /// sleep 2 s). See [`domi_core::breaker`].

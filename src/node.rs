@@ -471,6 +471,15 @@ impl Node {
                 value: (p.breaker != "closed") as u8 as f64,
             });
         }
+        if let Some((_, limited)) = self.node_rate_limit() {
+            out.push(Metric {
+                name: "domi_node_rate_limited_total".into(),
+                help: "Messages over this node's node-wide rate limit (requests answered RateLimited, one-way messages dropped), since the limit was set.".into(),
+                kind: MetricKind::Counter,
+                labels: vec![],
+                value: limited as f64,
+            });
+        }
         for (channel, _, limited) in self.rate_limits() {
             out.push(Metric {
                 name: "domi_rate_limited_total".into(),

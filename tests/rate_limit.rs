@@ -143,6 +143,61 @@ fn alone_over_its_limit_a_provider_answers_rate_limited_and_drops_one_way() {
 }
 
 #[test]
+fn the_node_wide_limit_covers_every_channel() {
+    const OTHER: Channel = Channel(71);
+    let pong = |req: &mut domi::Request<'_>| {
+        let _ = req.reply(b"pong");
+    };
+    // Burst 3 at 1/s for the whole node, whatever the channel.
+    let server = small("server")
+        .node_rate_limit(1, 3)
+        .subscribe(CH, Handler::sync(pong))
+        .subscribe(OTHER, Handler::sync(pong))
+        .start()
+        .unwrap();
+    let client = small("client").peer(server.local_addr()).start().unwrap();
+    client.wait_for_provider(OTHER, SETTLE).unwrap();
+    let started = Instant::now();
+    let mut ok = 0;
+    let mut limited = 0;
+    for i in 0..10 {
+        let ch = if i % 2 == 0 { CH } else { OTHER };
+        match client.request(ch, b"x", T) {
+            Ok(_) => ok += 1,
+            Err(BusError::Remote {
+                code: ErrorCode::RateLimited,
+                ..
+            }) => limited += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // One token comes back each second (a slow machine gets more through).
+    let refills = started.elapsed().as_secs() as usize;
+    assert!(ok >= 3 && ok <= 3 + refills, "{ok} admitted");
+    assert_eq!(ok + limited, 10);
+    let (limit, counted) = server.node_rate_limit().unwrap();
+    assert_eq!(
+        limit,
+        RateLimit {
+            per_second: 1,
+            burst: 3
+        }
+    );
+    assert_eq!(counted as usize, limited);
+    // Lifted on the running node: both channels served again.
+    server.set_node_rate_limit(None).unwrap();
+    assert!(client.request(CH, b"x", T).is_ok());
+    assert!(client.request(OTHER, b"x", T).is_ok());
+    assert!(server.node_rate_limit().is_none());
+    assert!(matches!(
+        small("bad").node_rate_limit(0, 1).start(),
+        Err(domi::StartError::Core(domi_core::StartError::Config(
+            domi::ConfigError::RateLimit(domi::InvalidRateLimit { channel: None, .. })
+        )))
+    ));
+}
+
+#[test]
 fn a_zero_limit_does_not_start() {
     let err = small("bad").rate_limit(CH, 10, 0).start();
     assert!(matches!(

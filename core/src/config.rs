@@ -80,6 +80,10 @@ pub struct NodeConfig {
     /// Rate limits of channels served by this node (see [`crate::limiter`];
     /// changeable later with [`crate::Node::set_rate_limit`]).
     pub rate_limits: Vec<(crate::channel::Channel, crate::limiter::RateLimit)>,
+    /// A rate limit on everything this node takes in, whatever the channel
+    /// (checked before the channel's; changeable later with
+    /// [`crate::Node::set_node_rate_limit`]).
+    pub node_rate_limit: Option<crate::limiter::RateLimit>,
     /// Circuit breakers on this node's requests, one per peer per shard
     /// (see [`crate::breaker`]); `None` turns them off. On by default.
     pub breaker: Option<crate::breaker::BreakerConfig>,
@@ -116,6 +120,7 @@ impl NodeConfig {
             max_queued_bytes: 64 << 20,
             channel_concurrency: Vec::new(),
             rate_limits: Vec::new(),
+            node_rate_limit: None,
             breaker: Some(crate::breaker::BreakerConfig::default()),
             on_send_error: None,
             cluster_secret: None,
@@ -180,6 +185,9 @@ impl NodeConfig {
         }
         for &(channel, limit) in &self.rate_limits {
             limit.validate(channel)?;
+        }
+        if let Some(limit) = self.node_rate_limit {
+            limit.validate_node()?;
         }
         if let Some(&(channel, _)) = self.channel_concurrency.iter().find(|(_, n)| *n == 0) {
             return Err(ConfigError::ZeroConcurrency { channel });

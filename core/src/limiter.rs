@@ -1,6 +1,8 @@
 //! Server-side rate limits: a token bucket per channel, shared by all of a
 //! node's shards, so a channel's handler starts at most `per_second` times a
-//! second (after a burst of `burst`) however connections land on shards.
+//! second (after a burst of `burst`) however connections land on shards;
+//! and optionally one for the whole node, which every inbound request and
+//! one-way message passes first, whatever its channel.
 //!
 //! The bucket is GCRA (the generic cell rate algorithm, a token bucket
 //! written as one "theoretical arrival time"): one atomic `u64` and one
@@ -39,10 +41,10 @@ pub struct RateLimit {
 
 /// Why a [`RateLimit`] is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid rate limit for channel {channel}: {per_second}/s, burst {burst} (both at least 1, the rate at most 1,000,000,000)")]
+#[error("invalid rate limit for {}: {per_second}/s, burst {burst} (both at least 1, the rate at most 1,000,000,000)", channel.map_or("the node".to_string(), |c| format!("channel {c}")))]
 pub struct InvalidRateLimit {
-    /// The channel.
-    pub channel: Channel,
+    /// The channel; `None` for the node-wide limit.
+    pub channel: Option<Channel>,
     /// The rate given.
     pub per_second: u32,
     /// The burst given.
@@ -53,6 +55,15 @@ impl RateLimit {
     /// Checks both numbers are at least 1, and the rate at most 10⁹ a
     /// second (the bucket counts in nanoseconds).
     pub fn validate(self, channel: Channel) -> Result<(), InvalidRateLimit> {
+        self.check(Some(channel))
+    }
+
+    /// [`RateLimit::validate`] for the node-wide limit.
+    pub fn validate_node(self) -> Result<(), InvalidRateLimit> {
+        self.check(None)
+    }
+
+    fn check(self, channel: Option<Channel>) -> Result<(), InvalidRateLimit> {
         if self.per_second == 0 || self.burst == 0 || self.per_second > MAX_RATE {
             return Err(InvalidRateLimit {
                 channel,
@@ -151,6 +162,8 @@ pub struct Limits {
     /// Serializes changes, so `any` always matches the map.
     update: std::sync::Mutex<()>,
     map: ArcSwap<FxHashMap<Channel, Arc<Limiter>>>,
+    /// The node-wide limit, if any.
+    node: arc_swap::ArcSwapOption<Limiter>,
 }
 
 impl Limits {
@@ -177,16 +190,46 @@ impl Limits {
         });
         // `rcu` returns the map it replaced; look at the current one.
         drop(map);
-        self.any
-            .store(!self.map.load().is_empty(), Ordering::Release);
+        self.refresh_any();
     }
 
-    /// Whether a message for `channel` arriving at `now` may run.
+    /// Sets (`Some`) or lifts (`None`) the node-wide limit; a new one
+    /// starts with a full bucket.
+    pub fn set_node(&self, limit: Option<RateLimit>) {
+        let _one = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        self.node.store(limit.map(|l| Arc::new(Limiter::new(l))));
+        self.refresh_any();
+    }
+
+    /// The node-wide limit and how many messages it limited.
+    pub fn node(&self) -> Option<(RateLimit, u64)> {
+        self.node.load().as_ref().map(|l| (l.limit(), l.limited()))
+    }
+
+    fn refresh_any(&self) {
+        let any = !self.map.load().is_empty() || self.node.load().is_some();
+        self.any.store(any, Ordering::Release);
+    }
+
+    /// Whether a message for `channel` arriving at `now` may run: the
+    /// node-wide limit first, then the channel's (the clock is read only
+    /// when one applies).
     pub fn admit(&self, channel: Channel, now: impl FnOnce() -> Instant) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return true;
         }
-        self.map.load().get(&channel).is_none_or(|l| l.admit(now()))
+        let mut now = Some(now);
+        let mut at = None;
+        let mut time = || *at.get_or_insert_with(|| (now.take().expect("read once"))());
+        if let Some(node) = self.node.load().as_ref() {
+            if !node.admit(time()) {
+                return false;
+            }
+        }
+        self.map
+            .load()
+            .get(&channel)
+            .is_none_or(|l| l.admit(time()))
     }
 
     /// Every limited channel with its limit and how many messages it
@@ -311,6 +354,37 @@ mod tests {
     }
 
     #[test]
+    fn the_node_limit_applies_to_every_channel_before_the_channels() {
+        let limits = Limits::default();
+        let one = RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        limits.set_node(Some(one));
+        let now = Instant::now();
+        assert!(limits.admit(Channel(1), || now));
+        assert!(limits.admit(Channel(2), || now));
+        assert!(
+            !limits.admit(Channel(3), || now),
+            "the node's burst is spent"
+        );
+        assert_eq!(limits.node(), Some((one, 1)));
+        // A channel limit still applies under the node's.
+        limits.set_node(None);
+        limits.set(Channel(1), Some(one));
+        assert!(limits.admit(Channel(1), || now));
+        assert!(limits.admit(Channel(1), || now));
+        assert!(!limits.admit(Channel(1), || now));
+        assert!(limits.admit(Channel(2), || now));
+        assert_eq!(limits.node(), None);
+        limits.set(Channel(1), None);
+        assert!(
+            !limits.any.load(Ordering::Relaxed),
+            "nothing limited: the fast path"
+        );
+    }
+
+    #[test]
     fn zero_is_refused() {
         let bad = RateLimit {
             per_second: 0,
@@ -318,7 +392,15 @@ mod tests {
         };
         assert!(matches!(
             bad.validate(Channel(3)),
-            Err(InvalidRateLimit { per_second: 0, .. })
+            Err(InvalidRateLimit {
+                per_second: 0,
+                channel: Some(Channel(3)),
+                ..
+            })
+        ));
+        assert!(matches!(
+            bad.validate_node(),
+            Err(InvalidRateLimit { channel: None, .. })
         ));
     }
 }

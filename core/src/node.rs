@@ -525,6 +525,26 @@ impl Node {
         Ok(())
     }
 
+    /// Sets (`Some`) or lifts (`None`) the node-wide rate limit on this
+    /// running node: every inbound request and one-way message, whatever its
+    /// channel, passes it before its channel's limit.
+    pub fn set_node_rate_limit(
+        &self,
+        limit: Option<crate::limiter::RateLimit>,
+    ) -> Result<(), crate::limiter::InvalidRateLimit> {
+        if let Some(l) = limit {
+            l.validate_node()?;
+        }
+        self.shared().limits.set_node(limit);
+        Ok(())
+    }
+
+    /// The node-wide rate limit, and how many messages it refused or
+    /// dropped.
+    pub fn node_rate_limit(&self) -> Option<(crate::limiter::RateLimit, u64)> {
+        self.shared().limits.node()
+    }
+
     /// Every rate-limited channel: its limit, and how many messages it
     /// refused or dropped.
     pub fn rate_limits(&self) -> Vec<(Channel, crate::limiter::RateLimit, u64)> {

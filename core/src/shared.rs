@@ -71,7 +71,11 @@ impl Shared {
             membership: Mutex::new(membership),
             update: Mutex::new(()),
             stopped: AtomicBool::new(false),
-            limits: crate::limiter::Limits::new(&config.rate_limits),
+            limits: {
+                let limits = crate::limiter::Limits::new(&config.rate_limits);
+                limits.set_node(config.node_rate_limit);
+                limits
+            },
             config,
         }
     }
