@@ -35,11 +35,12 @@ pub use builder::NodeBuilder;
 pub use domi_cluster::etcd::{EtcdAuth, EtcdTls, PemSource, PASSWORD_ENV};
 pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
-pub use domi_core::{error, frame, pipeline, rendezvous, route};
+pub use domi_core::{error, frame, pipeline, rendezvous, route, watch};
 pub use domi_core::{
     BreakerConfig, BreakerState, BusError, Channel, ConfigError, ErrorCode, Handler,
     InvalidBreaker, InvalidRateLimit, LocalBus, Membership, MembershipContext, MembershipError,
     NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, RateLimit, ReplyError,
     Request, SendFailure, SendOp, ShardTask, Snapshot, TlsClose, TlsConfig, TlsConfigError,
 };
+pub use domi_core::{Delivery, Watch};
 pub use node::{Node, StartError, StopOutcome};

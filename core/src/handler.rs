@@ -453,6 +453,14 @@ impl<'a> Request<'a> {
             deadline: self.deadline,
         }
     }
+
+    /// Answers with a bus error code instead of a reply (e.g.
+    /// `Backpressure` from a full [`crate::watch::Watch`]); nothing for a
+    /// one-way message or a request already answered.
+    pub(crate) fn fail(&mut self, code: ErrorCode) {
+        let to = std::mem::replace(&mut self.replier.to, ReplyTo::Nobody);
+        to.fail(self.replier.me, code);
+    }
 }
 
 /// A request as an async handler sees it: payload owned.

@@ -38,6 +38,9 @@
 //!   directory, handler table, state, down-marks) and the changes to it.
 //! - [`node`]: starting a node; the `Send + Sync` handle for plain threads
 //!   (`sends`, private: its keyed, direct and pipeline sends).
+//! - [`watch`]: stream consumers: a channel's messages in a bounded queue
+//!   consumed from any executor or thread (`Node::watch`), answerable from
+//!   any thread.
 //!
 //! Decisions (decode, validate, select, back off) are pure functions tested
 //! without io_uring; `conn` and `shard` only move bytes and call them.
@@ -70,6 +73,7 @@ mod shared;
 pub mod stats;
 pub mod timeouts;
 pub mod tls;
+pub mod watch;
 pub mod write_queue;
 
 pub use breaker::{BreakerConfig, BreakerState, InvalidBreaker};
@@ -85,3 +89,4 @@ pub use route::{Directory, Peer, PeerTable};
 pub use shard::LocalBus;
 pub use stats::Snapshot;
 pub use tls::{TlsClose, TlsConfig, TlsConfigError};
+pub use watch::{Delivery, Watch};

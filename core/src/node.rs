@@ -607,6 +607,18 @@ impl Drop for Inner {
     }
 }
 
+/// What [`crate::watch`] reaches of a node: the state its shards share and
+/// their command queues (a `Send` way to run code on one shard).
+impl Node {
+    pub(crate) fn shared_state(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    pub(crate) fn command_senders(&self) -> &[async_channel::Sender<Command>] {
+        &self.inner.senders
+    }
+}
+
 pub(crate) fn failure(
     op: SendOp,
     channel: Channel,

@@ -134,12 +134,24 @@ impl Shared {
 
     /// Stops serving `channel`; returns whether it was served.
     pub(crate) fn unsubscribe(&self, channel: Channel) -> bool {
+        self.unsubscribe_if(channel, |_| true)
+    }
+
+    /// Stops serving `channel` if `is_current` holds for its handler,
+    /// checked under the same lock as every other change (a dropped
+    /// [`crate::watch::Watch`] never removes a handler that replaced its
+    /// own); returns whether it did.
+    pub(crate) fn unsubscribe_if(
+        &self,
+        channel: Channel,
+        is_current: impl FnOnce(&Handler) -> bool,
+    ) -> bool {
         if self.is_stopped() {
             return false;
         }
         let _g = self.update.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.handlers.load();
-        if current.get(channel).is_none() {
+        if !current.get(channel).is_some_and(is_current) {
             return false;
         }
         let table = current.without(channel);

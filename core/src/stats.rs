@@ -123,6 +123,12 @@ counters! {
     deadline_expired,
     /// `call`/`notify`/`publish` failures reported after the send returned.
     send_failures,
+    /// Inbound requests refused with `Backpressure` because the consumer of
+    /// their channel's watch fell behind (its queue was full).
+    watch_refused,
+    /// Inbound one-way messages dropped because the consumer of their
+    /// channel's watch fell behind (its queue was full).
+    watch_dropped,
 }
 
 impl Counters {

@@ -707,6 +707,14 @@ impl LocalBus {
     }
 }
 
+impl LocalBus {
+    /// Bumps one of this shard's counters, from a module outside the shard
+    /// (e.g. [`crate::watch`]).
+    pub(crate) fn count(&self, counter: fn(&Counters) -> &Cell<u64>) {
+        Counters::inc(counter(&self.0.counters));
+    }
+}
+
 /// What a full connection write queue says (see [`not_sent`]).
 const CONN_QUEUE: &str = "connection write queue";
 
