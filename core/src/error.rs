@@ -31,6 +31,10 @@ pub enum ErrorCode {
     /// The handler answered with an application error: the payload goes on
     /// with its code and message (see [`encode_application`]).
     Application = 9,
+    /// The handler could not decode the request's payload (a typed handler,
+    /// see [`crate::typed`]): the caller sent another type, or used another
+    /// codec. Final: another provider would not decode it either.
+    Undecodable = 10,
     /// A code this build does not know.
     Unknown = 0xFFFF,
 }
@@ -48,6 +52,7 @@ impl ErrorCode {
             7 => ErrorCode::HandlerPanicked,
             8 => ErrorCode::RateLimited,
             9 => ErrorCode::Application,
+            10 => ErrorCode::Undecodable,
             _ => ErrorCode::Unknown,
         }
     }

@@ -285,6 +285,18 @@ impl Replier {
     fn expects_reply(&self) -> bool {
         !matches!(self.to, ReplyTo::Nobody)
     }
+
+    /// Answers with a bus error code instead of a reply (at most once, like
+    /// `reply`); e.g. [`ErrorCode::Undecodable`] from a typed handler.
+    pub(crate) fn fail(&mut self, code: ErrorCode) -> Result<(), ReplyError> {
+        match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
+            ReplyTo::Nobody => Err(self.nobody()),
+            to => {
+                to.fail(self.me, code);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Drop for Replier {

@@ -34,6 +34,8 @@
 //! - `shared` (private): what the node handle and its shards share (config,
 //!   directory, handler table, state, down-marks) and the changes to it.
 //! - [`node`]: starting a node; the `Send + Sync` handle for plain threads.
+//! - [`typed`]: typed messages: the `Codec` trait and its codecs (postcard;
+//!   JSON and protobuf behind features), typed handlers and typed sends.
 //!
 //! Decisions (decode, validate, select, back off) are pure functions tested
 //! without io_uring; `conn` and `shard` only move bytes and call them.
@@ -62,6 +64,7 @@ mod shared;
 pub mod stats;
 pub mod timeouts;
 pub mod tls;
+pub mod typed;
 pub mod write_queue;
 
 pub use breaker::{BreakerConfig, BreakerState, InvalidBreaker};
@@ -77,3 +80,4 @@ pub use route::{Directory, Peer, PeerTable};
 pub use shard::LocalBus;
 pub use stats::Snapshot;
 pub use tls::{TlsClose, TlsConfig, TlsConfigError};
+pub use typed::{AppError, Codec, CodecError, TypedError};
