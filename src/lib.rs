@@ -25,6 +25,9 @@
 //! - [`builder`]: `Node::builder(name)`, choosing the membership (static by default).
 //! - [`node`]: the running node's lifecycle: pause/resume, the drain on stop,
 //!   signals, `wait()`, and the admin HTTP server (`domi-admin`).
+//! - [`typed`]: typed messages (`Handler::typed`, `node.request_typed`) over
+//!   a `Codec`: postcard by default, JSON (feature `json`) and protobuf
+//!   (feature `prost`).
 //! - The bus itself lives in `domi-core` (re-exported here), membership in
 //!   `domi-cluster`, the admin HTTP server in `domi-admin`.
 
@@ -35,7 +38,8 @@ pub use builder::NodeBuilder;
 pub use domi_cluster::etcd::{EtcdAuth, EtcdTls, PemSource, PASSWORD_ENV};
 pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
-pub use domi_core::{error, frame, pipeline, rendezvous, route, watch};
+pub use domi_core::{error, frame, pipeline, rendezvous, route, typed, watch};
+pub use domi_core::{AppError, Codec, TypedError};
 pub use domi_core::{
     BreakerConfig, BreakerState, BusError, Channel, ConfigError, ErrorCode, Handler,
     InvalidBreaker, InvalidRateLimit, LocalBus, Membership, MembershipContext, MembershipError,

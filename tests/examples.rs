@@ -1,10 +1,11 @@
 //! End-to-end test of the `server` and `client` examples as separate
-//! processes over loopback: two servers, one client driving load at both.
+//! processes over loopback: two servers, one client driving load at both;
+//! and of the `stringsvc` example (typed protobuf messages), as one process.
 //!
 //! Cargo does not build examples for integration tests, so the test builds
-//! them itself (`cargo build --example server --example client`, same
-//! profile) and runs the binaries from the target directory. Every wait has a
-//! deadline; nothing sleeps "long enough".
+//! them itself (`cargo build --example server --example client --example
+//! stringsvc`, same profile) and runs the binaries from the target directory.
+//! Every wait has a deadline; nothing sleeps "long enough".
 
 mod common;
 
@@ -135,5 +136,31 @@ fn client_fails_without_providers() {
         run.stdout.trim().is_empty(),
         "no summary expected: {}",
         run.stdout
+    );
+}
+
+#[test]
+fn stringsvc_answers_and_reports_empty_input() {
+    let mut svc = example("stringsvc");
+    svc.args(["Hello, wörld", ""]);
+    let run = run_with_deadline(svc, CLIENT_RUN);
+    assert!(
+        run.status.success(),
+        "stringsvc {}; stdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"uppercase("Hello, wörld") = "HELLO, WÖRLD""#,
+            r#"count("Hello, wörld") = 12"#,
+            r#"uppercase("") failed: empty string (code 1)"#,
+            r#"count("") = 0"#,
+        ],
+        "stderr:\n{}",
+        run.stderr
     );
 }

@@ -31,6 +31,10 @@ pub enum ErrorCode {
     /// The handler answered with an application error: the payload goes on
     /// with its code and message (see [`encode_application`]).
     Application = 9,
+    /// The handler could not decode the request's payload (a typed handler,
+    /// see [`crate::typed`]): the caller sent another type, or used another
+    /// codec. Final: another provider would not decode it either.
+    Undecodable = 10,
     /// A later stage of a pipeline (see [`crate::Request::next`]) could
     /// not be reached or refused the message: this stage ran, so the caller
     /// does not retry it elsewhere.
@@ -52,6 +56,7 @@ impl ErrorCode {
             7 => ErrorCode::HandlerPanicked,
             8 => ErrorCode::RateLimited,
             9 => ErrorCode::Application,
+            10 => ErrorCode::Undecodable,
             11 => ErrorCode::RouteFailed,
             _ => ErrorCode::Unknown,
         }

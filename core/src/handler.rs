@@ -315,10 +315,22 @@ impl Replier {
                 let _ = self.reply_error(code, &message);
             }
             Upstream::Code(code) => {
-                std::mem::replace(&mut self.to, ReplyTo::Nobody).fail(self.me, code);
+                let _ = self.fail(code);
             }
             // Nobody waits any more: no answer at all (not `NoReply`).
             Upstream::Silent => self.to = ReplyTo::Nobody,
+        }
+    }
+
+    /// Answers with a bus error code instead of a reply (at most once, like
+    /// `reply`); e.g. [`ErrorCode::Undecodable`] from a typed handler.
+    pub(crate) fn fail(&mut self, code: ErrorCode) -> Result<(), ReplyError> {
+        match std::mem::replace(&mut self.to, ReplyTo::Nobody) {
+            ReplyTo::Nobody => Err(self.nobody()),
+            to => {
+                to.fail(self.me, code);
+                Ok(())
+            }
         }
     }
 }
@@ -458,8 +470,7 @@ impl<'a> Request<'a> {
     /// `Backpressure` from a full [`crate::watch::Watch`]); nothing for a
     /// one-way message or a request already answered.
     pub(crate) fn fail(&mut self, code: ErrorCode) {
-        let to = std::mem::replace(&mut self.replier.to, ReplyTo::Nobody);
-        to.fail(self.replier.me, code);
+        let _ = self.replier.fail(code);
     }
 }
 

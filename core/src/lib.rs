@@ -41,6 +41,8 @@
 //! - [`watch`]: stream consumers: a channel's messages in a bounded queue
 //!   consumed from any executor or thread (`Node::watch`), answerable from
 //!   any thread.
+//! - [`typed`]: typed messages: the `Codec` trait and its codecs (postcard;
+//!   JSON and protobuf behind features), typed handlers and typed sends.
 //!
 //! Decisions (decode, validate, select, back off) are pure functions tested
 //! without io_uring; `conn` and `shard` only move bytes and call them.
@@ -73,6 +75,7 @@ mod shared;
 pub mod stats;
 pub mod timeouts;
 pub mod tls;
+pub mod typed;
 pub mod watch;
 pub mod write_queue;
 
@@ -89,4 +92,5 @@ pub use route::{Directory, Peer, PeerTable};
 pub use shard::LocalBus;
 pub use stats::Snapshot;
 pub use tls::{TlsClose, TlsConfig, TlsConfigError};
+pub use typed::{AppError, Codec, CodecError, TypedError};
 pub use watch::{Delivery, Watch};

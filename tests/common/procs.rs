@@ -1,7 +1,8 @@
 //! Running the `server` and `client` examples as child processes.
 //!
 //! Cargo does not build examples for integration tests, so these helpers
-//! build them (`cargo build --example server --example client`, same profile)
+//! build them (`cargo build --example server --example client --example
+//! stringsvc`, same profile)
 //! and run the binaries from the target directory. Every wait has a deadline.
 
 #![allow(dead_code)]
@@ -20,7 +21,7 @@ pub const CLIENT_RUN: Duration = Duration::from_secs(60);
 /// Deadline for the client to give up on an unreachable peer.
 pub const CLIENT_FAIL: Duration = Duration::from_secs(30);
 
-/// Builds the two examples once per test process; returns the directory
+/// Builds the examples once per test process; returns the directory
 /// holding their binaries.
 pub fn examples_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -29,7 +30,8 @@ pub fn examples_dir() -> &'static PathBuf {
         let release = !cfg!(debug_assertions);
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(&manifest)
-            .args(["build", "--example", "server", "--example", "client"]);
+            .args(["build", "--example", "server", "--example", "client"])
+            .args(["--example", "stringsvc"]);
         // The variables cargo sets for this test run are not the build's:
         // some build scripts (ring's) rebuild when they change, and the next
         // `cargo test` would rebuild again.

@@ -51,9 +51,10 @@ impl LocalBus {
         };
         let outcome = match outcome(result) {
             Some(o) => o,
-            // An application error leaves the window alone, but for a probe
-            // it shows the peer's handler ran: the peer is well.
-            None if matches!(result, Some(Err(BusError::Application { .. })))
+            // An application error (or an undecodable request, or a later
+            // pipeline stage failing) leaves the window alone, but for a
+            // probe it shows the peer answered for itself: it is well.
+            None if result.is_some_and(answered_for_itself)
                 && self.0.breakers.borrow()[peer.index()]
                     .as_ref()
                     .is_some_and(|b| b.state() == BreakerState::HalfOpen) =>
@@ -127,6 +128,19 @@ fn outcome(result: Option<&Result<Vec<u8>, BusError>>) -> Option<Outcome> {
     }
 }
 
+/// An error the peer's own code answered with: the peer is well, and the
+/// request was the problem (or a stage after it).
+fn answered_for_itself(result: &Result<Vec<u8>, BusError>) -> bool {
+    matches!(
+        result,
+        Err(BusError::Application { .. })
+            | Err(BusError::Remote {
+                code: ErrorCode::Undecodable | ErrorCode::RouteFailed,
+                ..
+            })
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +160,13 @@ mod tests {
             Some(Outcome::Failure)
         );
         assert_eq!(outcome(remote(ErrorCode::Unknown).as_ref()), None);
+        for own in [ErrorCode::Undecodable, ErrorCode::RouteFailed] {
+            assert_eq!(outcome(remote(own).as_ref()), None, "{own:?}");
+            assert!(answered_for_itself(&Err(BusError::Remote {
+                peer,
+                code: own
+            })));
+        }
         for refusal in [
             ErrorCode::Paused,
             ErrorCode::RateLimited,
