@@ -332,7 +332,7 @@ fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holde
     // a's lease ends: a cannot re-claim first, whatever the timing.
     let other = etcd.grant(60);
     let usurper = serde_json::json!({
-        "id": id.get(), "name": "usurper", "version": "0", "protocol": 1,
+        "id": id.get(), "name": "usurper", "version": "0", "protocol": domi::frame::PROTOCOL_VERSION,
         "instance": "00000000000000ff", "tcp": "127.0.0.1:9", "http": null,
         "shards": 1, "channels": [60], "state": "serving", "started_at": 1
     })

@@ -300,7 +300,8 @@ fn record_paths(data: &[u8]) -> Result<NodeRecord, RecordError> {
 
 fn record_json(id: &str, instance: &str, tcp: &str, name: &str) -> Vec<u8> {
     format!(
-        r#"{{"id":{id},"name":{name},"version":"0.1.0","protocol":1,"instance":{instance},"tcp":{tcp},"http":null,"shards":2,"channels":[51,50,50],"state":"serving","started_at":99}}"#
+        r#"{{"id":{id},"name":{name},"version":"0.1.0","protocol":{p},"instance":{instance},"tcp":{tcp},"http":null,"shards":2,"channels":[51,50,50],"state":"serving","started_at":99}}"#,
+        p = frame::PROTOCOL_VERSION
     )
     .into_bytes()
 }
