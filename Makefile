@@ -18,6 +18,7 @@ setup:
 	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v ip      >/dev/null || missing="$$missing iproute2"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "make setup: installing$$missing"; \
 		$(SUDO) apt-get update -qq && \

@@ -145,6 +145,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Stops timing handler runs (`domi_handler_duration_seconds` stays
+    /// empty), saving about 45 ns per message; see
+    /// [`domi_core::NodeConfig::handler_durations`].
+    pub fn no_handler_durations(mut self) -> Self {
+        self.config.handler_durations = false;
+        self
+    }
+
     /// Turns the circuit breakers off: requests go to every provider in
     /// turn whatever their recent errors.
     pub fn no_breaker(mut self) -> Self {

@@ -32,6 +32,7 @@
 //!   `domi-cluster`, the admin HTTP server in `domi-admin`.
 
 pub mod builder;
+mod metrics;
 pub mod node;
 
 pub use builder::NodeBuilder;

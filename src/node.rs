@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use domi_admin::{AdminServer, Control, Metric, MetricKind, PeerStatus, Status};
+use domi_admin::{AdminServer, Control, Metric, PeerStatus, Status};
 use domi_core::{BusError, Channel, Handler, Membership, NodeConfig, NodeState};
 use tracing::{error, info, warn};
 
@@ -429,107 +429,7 @@ impl Node {
     }
 
     fn metrics(&self) -> Vec<Metric> {
-        let status = self.status();
-        let mut out: Vec<Metric> = status
-            .counters
-            .iter()
-            // Reported with labels below.
-            .filter(|(k, _)| k.as_str() != "rate_limited" && !k.starts_with("breaker_"))
-            .map(|(k, v)| Metric {
-                name: format!("domi_{k}_total"),
-                help: format!("Counter {k}, summed over shards."),
-                kind: MetricKind::Counter,
-                labels: vec![],
-                value: *v as f64,
-            })
-            .collect();
-        for (to, key) in [
-            ("open", "breaker_opened"),
-            ("half_open", "breaker_half_open"),
-            ("closed", "breaker_closed"),
-        ] {
-            let value = status
-                .counters
-                .iter()
-                .find(|(k, _)| k.as_str() == key)
-                .map_or(0, |(_, v)| *v);
-            out.push(Metric {
-                name: "domi_breaker_transitions_total".into(),
-                help: "Circuit breaker transitions of this node's requests, by the state entered."
-                    .into(),
-                kind: MetricKind::Counter,
-                labels: vec![("to", to.into())],
-                value: value as f64,
-            });
-        }
-        for p in &status.peers {
-            out.push(Metric {
-                name: "domi_breaker_open".into(),
-                help: "1 while this node's circuit breaker of the peer is open or half-open (on any shard).".into(),
-                kind: MetricKind::Gauge,
-                labels: vec![("peer", p.id.to_string())],
-                value: (p.breaker != "closed") as u8 as f64,
-            });
-        }
-        if let Some((_, limited)) = self.node_rate_limit() {
-            out.push(Metric {
-                name: "domi_node_rate_limited_total".into(),
-                help: "Messages over this node's node-wide rate limit (requests answered RateLimited, one-way messages dropped), since the limit was set.".into(),
-                kind: MetricKind::Counter,
-                labels: vec![],
-                value: limited as f64,
-            });
-        }
-        for (channel, _, limited) in self.rate_limits() {
-            out.push(Metric {
-                name: "domi_rate_limited_total".into(),
-                help: "Messages over their channel's rate limit (requests answered RateLimited, one-way messages dropped), since the limit was set.".into(),
-                kind: MetricKind::Counter,
-                labels: vec![("channel", channel.0.to_string())],
-                value: limited as f64,
-            });
-        }
-        let gauge =
-            |name: &str, help: &str, labels: Vec<(&'static str, String)>, value: f64| Metric {
-                name: name.into(),
-                help: help.into(),
-                kind: MetricKind::Gauge,
-                labels,
-                value,
-            };
-        for s in NodeState::ALL.map(NodeState::as_str) {
-            out.push(gauge(
-                "domi_state",
-                "1 for the node's current state.",
-                vec![("state", s.into())],
-                (status.state == s) as u8 as f64,
-            ));
-        }
-        out.push(gauge(
-            "domi_peers",
-            "Other nodes known.",
-            vec![],
-            status.peers.len() as f64,
-        ));
-        out.push(gauge(
-            "domi_peers_connected",
-            "Other nodes with an open connection.",
-            vec![],
-            status.peers.iter().filter(|p| p.connected).count() as f64,
-        ));
-        out.push(gauge(
-            "domi_uptime_seconds",
-            "Seconds since the node started.",
-            vec![],
-            status.uptime_s,
-        ));
-        out.push(gauge(
-            "domi_shards",
-            "Shards.",
-            vec![],
-            status.shards as f64,
-        ));
-        out
+        crate::metrics::collect(self, &self.status())
     }
 }
 

@@ -40,6 +40,6 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 
-pub use metrics::{render, Metric, MetricKind};
+pub use metrics::{render, Metric, MetricKind, Value};
 pub use routes::{route, Endpoint, RouteError};
 pub use server::{AdminError, AdminServer, Control, PeerStatus, Status};

@@ -117,5 +117,40 @@ fn breaker(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, selection, limiter, breaker);
+/// What timing one handler run costs: two reads of the shard's clock and
+/// one histogram update (what `/metrics`' handler durations cost per message).
+fn telemetry(c: &mut Criterion) {
+    let clock = quanta::Clock::new();
+    let mut t = domi_core::telemetry::Telemetry::default();
+    c.bench_function("telemetry: time and count a handler run", |b| {
+        b.iter(|| {
+            let t0 = clock.raw();
+            let took = clock.delta(t0, clock.raw());
+            t.handler(black_box(Channel(50)), took);
+        })
+    });
+    c.bench_function("telemetry: two raw clock reads", |b| {
+        b.iter(|| {
+            let t0 = clock.raw();
+            black_box(clock.raw().wrapping_sub(t0))
+        })
+    });
+    let mut h = domi_core::telemetry::Histogram::default();
+    c.bench_function("telemetry: one histogram observation", |b| {
+        b.iter(|| h.observe(black_box(std::time::Duration::from_nanos(700))))
+    });
+    let mut t = domi_core::telemetry::Telemetry::default();
+    c.bench_function("telemetry: count a request (std clock)", |b| {
+        b.iter(|| {
+            let started = std::time::Instant::now();
+            t.request(
+                black_box(Channel(50)),
+                started.elapsed(),
+                domi_core::telemetry::Outcome::Ok,
+            );
+        })
+    });
+}
+
+criterion_group!(benches, codec, selection, limiter, breaker, telemetry);
 criterion_main!(benches);

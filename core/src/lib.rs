@@ -13,6 +13,8 @@
 //! - [`auth`]: optional cluster-secret challenge–response (HMAC-SHA256).
 //! - [`error`]: `BusError`, `ReplyError`, wire `ErrorCode`s, `SendFailure`
 //!   (what the `on_send_error` hook receives).
+//! - [`telemetry`]: per-channel request and handler durations (histograms)
+//!   and request outcomes, per shard, merged on scrape.
 //! - [`fault`]: catching handler panics per message (the `UnwindSafe` stance).
 //! - [`overload`]: the async-handler cap and its bounded queue, as a pure type.
 //! - [`limiter`]: per-channel rate limits (GCRA on one atomic per channel).
@@ -73,6 +75,7 @@ pub mod session;
 mod shard;
 mod shared;
 pub mod stats;
+pub mod telemetry;
 pub mod timeouts;
 pub mod tls;
 pub mod typed;

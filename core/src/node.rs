@@ -553,15 +553,30 @@ impl Node {
 
     /// Counters summed over every shard.
     pub fn stats(&self) -> Snapshot {
-        let mut total = Snapshot::default();
-        for i in 0..self.shards() {
-            if let Ok(task) = self.spawn_on(i, |bus| async move { bus.counters() }) {
-                if let Some(s) = task.join_timeout(Duration::from_secs(5)) {
-                    total = total + s;
-                }
-            }
+        self.on_every_shard(LocalBus::counters)
+            .into_iter()
+            .fold(Snapshot::default(), |a, b| a + b)
+    }
+
+    /// Per-channel request and handler durations and request outcomes,
+    /// merged over every shard (see [`crate::telemetry`]).
+    pub fn telemetry(&self) -> crate::telemetry::Telemetry {
+        let mut total = crate::telemetry::Telemetry::default();
+        for t in self.on_every_shard(LocalBus::telemetry) {
+            total.merge(&t);
         }
         total
+    }
+
+    /// `f` run on every shard (a shard that does not answer within 5 s
+    /// is left out).
+    fn on_every_shard<T: Send + 'static>(&self, f: fn(&LocalBus) -> T) -> Vec<T> {
+        (0..self.shards())
+            .filter_map(|i| {
+                let task = self.spawn_on(i, move |bus| async move { f(&bus) }).ok()?;
+                task.join_timeout(Duration::from_secs(5))
+            })
+            .collect()
     }
 
     /// Whether [`Node::stop`] was called.

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// A shard's counters (single-threaded; no atomics on the message path).
         #[derive(Default, Debug)]
         pub(crate) struct Counters {
@@ -19,7 +19,7 @@ macro_rules! counters {
         /// A copy of counters, per shard or summed over a node.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Snapshot {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
         }
 
         impl std::ops::Add for Snapshot {
@@ -33,6 +33,14 @@ macro_rules! counters {
             /// Every counter as (name, value), for status and metrics output.
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name),)*]
+            }
+
+            /// What the counter `name` counts (its documentation, one line).
+            pub fn help(name: &str) -> Option<&'static str> {
+                match name {
+                    $(stringify!($name) => Some(concat!($($doc),*).trim_ascii_start()),)*
+                    _ => None,
+                }
             }
         }
     };
@@ -129,6 +137,27 @@ counters! {
     /// Inbound one-way messages dropped because the consumer of their
     /// channel's watch fell behind (its queue was full).
     watch_dropped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_documentation_as_help() {
+        for (name, _) in Snapshot::default().fields() {
+            let help = Snapshot::help(name).unwrap();
+            assert!(
+                help.len() > 10 && !help.starts_with(' '),
+                "{name}: {help:?}"
+            );
+        }
+        assert_eq!(Snapshot::help("frames_in"), Some("Frames received."));
+        assert!(Snapshot::help("writes")
+            .unwrap()
+            .contains("write, so this grows"));
+        assert_eq!(Snapshot::help("nope"), None);
+    }
 }
 
 impl Counters {

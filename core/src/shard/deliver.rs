@@ -87,9 +87,14 @@ impl LocalBus {
                     bus: self,
                     deadline,
                 };
+                let timed = shared.config.handler_durations;
+                let t0 = if timed { self.0.clock.raw() } else { 0 };
                 if let Err(p) = fault::catch(|| f(&mut req)) {
                     self.on_panic(meta.channel, &p);
                     fault::drop_unwound(req);
+                }
+                if timed {
+                    self.handler_ran(meta.channel, t0);
                 }
             }
             Handler::Async(f) => {
@@ -176,12 +181,17 @@ impl LocalBus {
             bus: self.clone(),
             deadline,
         };
+        let timed = shared.config.handler_durations;
+        let t0 = if timed { self.0.clock.raw() } else { 0 };
         match fault::catch(|| handler(owned)) {
             Ok(fut) => {
                 let bus = self.clone();
                 glommio::spawn_local(async move {
                     if let Err(p) = CatchPanic::new(fut).await {
                         bus.on_panic(channel, &p);
+                    }
+                    if timed {
+                        bus.handler_ran(channel, t0);
                     }
                     let next = bus.0.slots.borrow_mut().finish(channel);
                     bus.run_handlers(next);
@@ -208,6 +218,13 @@ impl LocalBus {
         Counters::inc(&self.0.counters.deadline_expired);
         debug!("request dropped unrun: its deadline passed before its handler could start");
         true
+    }
+
+    /// Counts a handler run on `channel` that started at `t0` (the
+    /// shard clock's raw reading) and just ended.
+    fn handler_ran(&self, channel: Channel, t0: u64) {
+        let took = self.0.clock.delta(t0, self.0.clock.raw());
+        self.0.telemetry.borrow_mut().handler(channel, took);
     }
 
     fn on_panic(&self, channel: Channel, p: &Panicked) {

@@ -126,6 +126,10 @@ pub(crate) struct ShardCore {
     /// Membership events for this shard (see [`crate::route::Directory::subscribe`]).
     events: crossbeam_channel::Receiver<PeerEvent>,
     counters: Rc<Counters>,
+    /// Per-channel durations and outcomes ([`crate::telemetry`]).
+    telemetry: RefCell<crate::telemetry::Telemetry>,
+    /// The cheap clock handler runs are timed with (the TSC where stable).
+    clock: quanta::Clock,
     /// Async handlers running now (capped by `max_handlers` and the
     /// per-channel caps) and the messages queued for a slot.
     slots: RefCell<Slots<deliver::Queued>>,
@@ -553,7 +557,13 @@ impl LocalBus {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
+        let started = Instant::now();
         let result = self.request_inner(out, payload, deadline, timeout).await;
+        self.0.telemetry.borrow_mut().request(
+            out.channel,
+            started.elapsed(),
+            crate::telemetry::Outcome::of(&result),
+        );
         if let Err(e) = &result {
             let c = &self.0.counters;
             match e {

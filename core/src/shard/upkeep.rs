@@ -173,6 +173,11 @@ impl LocalBus {
         self.0.counters.snapshot()
     }
 
+    /// This shard's per-channel telemetry so far.
+    pub fn telemetry(&self) -> crate::telemetry::Telemetry {
+        self.0.telemetry.borrow().clone()
+    }
+
     pub(super) fn shutdown(&self) {
         self.0.stopping.raise();
         let conns = self.all_conns();
@@ -226,6 +231,8 @@ pub(crate) async fn run(
         next_id: Cell::new(1),
         events,
         counters: Rc::default(),
+        telemetry: RefCell::default(),
+        clock: quanta::Clock::new(),
         slots: RefCell::new(crate::overload::Slots::new(limits)),
         stopping: Signal::default(),
         announced: Cell::new(0),
