@@ -31,6 +31,7 @@
 //! - The bus itself lives in `domi-core` (re-exported here), membership in
 //!   `domi-cluster`, the admin HTTP server in `domi-admin`.
 
+mod asynchronous;
 pub mod builder;
 mod metrics;
 pub mod node;

@@ -23,6 +23,9 @@ pub enum StartError {
     /// The admin server could not bind.
     #[error(transparent)]
     Admin(#[from] domi_admin::AdminError),
+    /// [`NodeBuilder::start_async`] could not run the start on a thread.
+    #[error("the start thread failed: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Lifecycle settings (admin address, token, drain deadline).
@@ -81,6 +84,8 @@ struct Shared {
     stopping: AtomicBool,
     outcome: Mutex<Option<StopOutcome>>,
     stopped: Condvar,
+    /// Tasks waiting for the stop ([`Node::wait_async`]).
+    stop_wakers: Mutex<Vec<std::task::Waker>>,
 }
 
 /// A running node: everything of [`domi_core::Node`] (through `Deref`), plus
@@ -127,6 +132,7 @@ impl Node {
                 stopping: AtomicBool::new(false),
                 outcome: Mutex::new(None),
                 stopped: Condvar::new(),
+                stop_wakers: Mutex::new(Vec::new()),
             }),
         };
         if let Some(mut server) = admin {
@@ -160,16 +166,7 @@ impl Node {
         count: usize,
         timeout: Duration,
     ) -> Result<(), BusError> {
-        let deadline = domi_core::timeouts::deadline(Instant::now(), timeout);
-        loop {
-            if self.peers().providers(channel).len() >= count {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(BusError::NoProvider { channel });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.shared.core.wait_for_providers(channel, count, timeout)
     }
 
     /// Takes the node out of rotation: peers stop routing new requests here
@@ -263,6 +260,33 @@ impl Node {
                 .wait(outcome)
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Whether the node stopped (how), registering `cx`'s waker otherwise:
+    /// the poll behind [`Node::wait_async`].
+    pub(crate) fn poll_stopped(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<StopOutcome> {
+        let outcome = self
+            .shared
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = *outcome {
+            return std::task::Poll::Ready(o);
+        }
+        // Registered under the outcome's lock, which `finish` takes before
+        // waking: no stop can slip between the check and the registration.
+        let mut wakers = self
+            .shared
+            .stop_wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
     }
 
     /// Drains on SIGINT, SIGTERM or SIGHUP; a second signal exits the
@@ -360,6 +384,16 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         self.shared.stopped.notify_all();
+        let wakers = std::mem::take(
+            &mut *self
+                .shared
+                .stop_wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for w in wakers {
+            w.wake();
+        }
     }
 
     fn status(&self) -> Status {

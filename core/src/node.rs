@@ -558,6 +558,49 @@ impl Node {
             .fold(Snapshot::default(), |a, b| a + b)
     }
 
+    /// Blocks until at least `count` nodes serve `channel` (woken by each
+    /// membership change, no polling); `NoProvider` after `timeout`.
+    pub fn wait_for_providers(
+        &self,
+        channel: Channel,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let directory = &self.shared().directory;
+        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
+        loop {
+            let seen = directory.changes();
+            if directory.load().providers(channel).len() >= count {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BusError::NoProvider { channel });
+            }
+            directory.wait_changed(seen, deadline);
+        }
+    }
+
+    /// A future that ends once at least `count` nodes serve `channel`
+    /// (usable on any executor: it parks no thread; bound it with the
+    /// executor's timeout, e.g. `tokio::time::timeout`).
+    pub fn providers_ready(
+        &self,
+        channel: Channel,
+        count: usize,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let shared = self.inner.shared.clone();
+        async move {
+            let directory = &shared.directory;
+            loop {
+                let seen = directory.changes();
+                if directory.load().providers(channel).len() >= count {
+                    return;
+                }
+                directory.changed(seen).await;
+            }
+        }
+    }
+
     /// Per-channel request and handler durations and request outcomes,
     /// merged over every shard (see [`crate::telemetry`]).
     pub fn telemetry(&self) -> crate::telemetry::Telemetry {

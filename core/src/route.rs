@@ -264,6 +264,11 @@ pub struct Directory {
     table: ArcSwap<PeerTable>,
     write: Mutex<Vec<crossbeam_channel::Sender<PeerEvent>>>,
     changes: AtomicU64,
+    /// Threads waiting for a change ([`Directory::wait_changed`]), woken
+    /// under `write`.
+    changed: std::sync::Condvar,
+    /// Tasks waiting for a change ([`Directory::changed`]).
+    wakers: Mutex<Vec<std::task::Waker>>,
 }
 
 impl Directory {
@@ -294,6 +299,52 @@ impl Directory {
         if !events.is_empty() {
             subscribers.retain(|tx| events.iter().all(|e| tx.send(*e).is_ok()));
         }
+        self.changed.notify_all();
+        drop(subscribers);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Blocks until the change count moves past `seen` or `until` passes;
+    /// returns the count then.
+    pub fn wait_changed(&self, seen: u64, until: std::time::Instant) -> u64 {
+        let mut guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = self.changes();
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if now != seen || left.is_zero() {
+                return now;
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// A future that ends once the change count moves past `seen` (usable
+    /// on any executor; it parks no thread).
+    pub fn changed(&self, seen: u64) -> impl std::future::Future<Output = u64> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.changes() != seen {
+                return std::task::Poll::Ready(self.changes());
+            }
+            {
+                let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+            }
+            // An update between the check and the registration woke the
+            // wakers before this one was added: look again.
+            match self.changes() {
+                n if n != seen => std::task::Poll::Ready(n),
+                _ => std::task::Poll::Pending,
+            }
+        })
     }
 
     /// A channel receiving the events of every later update.
