@@ -37,7 +37,7 @@ mod metrics;
 pub mod node;
 
 pub use builder::NodeBuilder;
-pub use domi_cluster::etcd::{EtcdAuth, EtcdTls, PemSource, PASSWORD_ENV};
+pub use domi_cluster::etcd::{EtcdAuth, EtcdSecurityFlags, EtcdTls, PemSource, PASSWORD_ENV};
 pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{error, frame, pipeline, rendezvous, route, typed, watch};

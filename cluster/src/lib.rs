@@ -11,7 +11,8 @@
 //!   of peer addresses, channels learned from handshakes, heartbeats.
 //! - [`etcd`]: etcd membership: lease, id allocation by transaction, list +
 //!   watch into the peer table, on a discovery thread with its own tokio runtime.
-//!   [`etcd::record`] is its pure data model (keys, JSON record, event application).
+//!   [`etcd::record`] is its pure data model (keys, JSON record, event application);
+//!   [`etcd::ClusterView`] reads and watches the records without joining (for tools).
 //! - `wire` (private): blocking frame I/O over the core codec.
 //!
 //! It never touches a shard: membership runs on threads of its own and only

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use domi::{EtcdAuth, EtcdTls, NodeBuilder};
+use domi::{EtcdConfig, EtcdSecurityFlags, NodeBuilder};
 
 /// How to reach a secured etcd: TLS with a client certificate, and a user.
 #[derive(clap::Args)]
@@ -29,27 +28,20 @@ pub struct EtcdSecurity {
 }
 
 impl EtcdSecurity {
-    /// Sets the TLS and user settings of the etcd membership of `builder`.
+    /// Sets the TLS and user settings of the etcd membership of `builder`
+    /// (checked by `domi::EtcdSecurityFlags`, as `domictl` does).
     pub fn apply(self, endpoints: &[String], builder: NodeBuilder) -> anyhow::Result<NodeBuilder> {
-        if self.etcd_ca.is_none() && endpoints.iter().any(|e| e.starts_with("https://")) {
-            anyhow::bail!(
-                "https:// etcd endpoints need --etcd-ca FILE (the CA that signed etcd's certificate)"
-            );
-        }
-        let tls = self.etcd_ca.map(|ca| {
-            let tls = EtcdTls::new(ca);
-            match (self.etcd_cert, self.etcd_key) {
-                (Some(cert), Some(key)) => tls.with_client_cert(cert, key),
-                _ => tls,
-            }
-        });
-        let auth = match self.etcd_user {
-            Some(user) => Some(EtcdAuth::from_env(user).context("--etcd-user")?),
-            None => None,
+        let flags = EtcdSecurityFlags {
+            ca: self.etcd_ca,
+            cert: self.etcd_cert,
+            key: self.etcd_key,
+            user: self.etcd_user,
         };
+        let mut security = EtcdConfig::new(endpoints.to_vec());
+        flags.apply(&mut security)?;
         Ok(builder.etcd_config(move |c| {
-            c.tls = tls;
-            c.auth = auth;
+            c.tls = security.tls;
+            c.auth = security.auth;
         }))
     }
 }

@@ -217,47 +217,59 @@ impl AttemptError {
                 timeout: config.join_timeout,
                 last_error: e.to_string(),
             },
-            (
-                GiveUp::Permanent,
-                AttemptError::Etcd {
-                    step,
-                    source: etcd_client::Error::GRpcStatus(s),
-                },
-            ) => {
-                let code = i32::from(s.code());
-                match join_policy::refusal(code, s.message()) {
-                    join_policy::Refusal::Credentials => MembershipError::Authentication {
-                        store: store(),
-                        reason: format!(
-                            "{step}: etcd refused the user {:?}: {}",
-                            config.auth.as_ref().map(|a| a.user()).unwrap_or_default(),
-                            s.message()
-                        ),
-                    },
-                    join_policy::Refusal::NoCredentials => MembershipError::Authentication {
-                        store: store(),
-                        reason: format!(
-                            "{step}: etcd at {:?} requires authentication and no user is \
-                             configured (EtcdConfig::auth): {}",
-                            config.endpoints,
-                            s.message()
-                        ),
-                    },
-                    join_policy::Refusal::Other => MembershipError::Refused {
-                        reason: format!(
-                            "{step}: etcd at {:?} answered {:?}: {}",
-                            config.endpoints,
-                            s.code(),
-                            s.message()
-                        ),
-                    },
-                }
+            (GiveUp::Permanent, AttemptError::Etcd { step, source }) => {
+                status_refusal(step, &source, config).unwrap_or_else(|| MembershipError::Config {
+                    reason: format!("etcd at {:?}: {step}: {source}", config.endpoints),
+                })
             }
             (GiveUp::Permanent, e) => MembershipError::Config {
                 reason: format!("etcd at {:?}: {e}", config.endpoints),
             },
         }
     }
+}
+
+/// The error for a refusal etcd answered with a gRPC status during `step`
+/// (`None` when `e` carries no status): a user etcd refused or a missing
+/// user is [`MembershipError::Authentication`], anything else
+/// [`MembershipError::Refused`]. Call it for errors retrying cannot fix.
+pub(super) fn status_refusal(
+    step: impl std::fmt::Display,
+    e: &etcd_client::Error,
+    config: &EtcdConfig,
+) -> Option<MembershipError> {
+    let etcd_client::Error::GRpcStatus(s) = e else {
+        return None;
+    };
+    let store = || format!("etcd at {:?}", config.endpoints);
+    let code = i32::from(s.code());
+    Some(match join_policy::refusal(code, s.message()) {
+        join_policy::Refusal::Credentials => MembershipError::Authentication {
+            store: store(),
+            reason: format!(
+                "{step}: etcd refused the user {:?}: {}",
+                config.auth.as_ref().map(|a| a.user()).unwrap_or_default(),
+                s.message()
+            ),
+        },
+        join_policy::Refusal::NoCredentials => MembershipError::Authentication {
+            store: store(),
+            reason: format!(
+                "{step}: etcd at {:?} requires authentication and no user is \
+                 configured (EtcdConfig::auth): {}",
+                config.endpoints,
+                s.message()
+            ),
+        },
+        join_policy::Refusal::Other => MembershipError::Refused {
+            reason: format!(
+                "{step}: etcd at {:?} answered {:?}: {}",
+                config.endpoints,
+                s.code(),
+                s.message()
+            ),
+        },
+    })
 }
 
 /// What an attempt got to, readable after it was cut short.
@@ -409,7 +421,7 @@ async fn attempt(
 
 /// etcd-client's options for `config`: timeouts, TLS, and the user (whose
 /// token is refreshed whenever etcd says it expired, e.g. after a restart).
-fn connect_options(config: &EtcdConfig, tls: Option<&TlsMaterial>) -> ConnectOptions {
+pub(super) fn connect_options(config: &EtcdConfig, tls: Option<&TlsMaterial>) -> ConnectOptions {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout)
         .with_timeout(config.request_timeout);

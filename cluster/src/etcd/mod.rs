@@ -34,16 +34,30 @@
 //! c.validate()?;
 //! # Ok::<(), domi_core::MembershipError>(())
 //! ```
+//!
+//! Command-line programs take these settings as `--etcd-ca --etcd-cert
+//! --etcd-key --etcd-user` and turn them into the config with
+//! [`EtcdSecurityFlags`].
+//!
+//! ## Reading without joining
+//!
+//! [`ClusterView`] lists and watches a cluster's records with the same
+//! settings and the same error reporting, taking no lease and writing
+//! nothing (for tools such as `domictl`).
 
 mod balance;
 mod discovery;
+mod flags;
 mod join;
 mod join_policy;
 pub mod record;
 mod security;
 mod tls_probe;
+mod view;
 
+pub use flags::EtcdSecurityFlags;
 pub use security::{EtcdAuth, EtcdTls, PemSource, PASSWORD_ENV};
+pub use view::{ClusterView, Listing, RecordChange, RecordWatch};
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
