@@ -19,6 +19,8 @@ setup:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v ip      >/dev/null || missing="$$missing iproute2"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium     >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "make setup: installing$$missing"; \
 		$(SUDO) apt-get update -qq && \

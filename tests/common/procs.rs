@@ -25,51 +25,65 @@ pub const CLIENT_FAIL: Duration = Duration::from_secs(30);
 /// holding their binaries.
 pub fn examples_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let release = !cfg!(debug_assertions);
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(&manifest)
-            .args(["build", "--example", "server", "--example", "client"])
-            .args(["--example", "stringsvc"]);
-        // The variables cargo sets for this test run are not the build's:
-        // some build scripts (ring's) rebuild when they change, and the next
-        // `cargo test` would rebuild again.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key.as_ref())
-            {
-                cmd.env_remove(key.as_ref());
-            }
+    DIR.get_or_init(|| build_examples(&["server", "client", "stringsvc"]))
+}
+
+/// The `chat` example (built on first use, apart from the others: its
+/// web dependencies are only needed by the tests that run it).
+pub fn chat_example() -> Command {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| build_examples(&["chat"]));
+    let path = dir.join(format!("chat{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} was not built", path.display());
+    Command::new(path)
+}
+
+/// Builds `names` (same profile as this test); the directory of their binaries.
+fn build_examples(names: &[&str]) -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let release = !cfg!(debug_assertions);
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(&manifest).arg("build");
+    for name in names {
+        cmd.args(["--example", name]);
+    }
+    // The variables cargo sets for this test run are not the build's:
+    // some build scripts (ring's) rebuild when they change, and the next
+    // `cargo test` would rebuild again.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
         }
-        if release {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building the examples failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => manifest.join(dir), // join keeps an absolute dir as is
-            None => manifest.join("target"),
-        };
-        target
-            .join(if release { "release" } else { "debug" })
-            .join("examples")
-    })
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building the examples failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => manifest.join(dir), // join keeps an absolute dir as is
+        None => manifest.join("target"),
+    };
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("examples")
 }
 
 pub fn example(name: &str) -> Command {
