@@ -145,6 +145,26 @@ impl NodeBuilder {
         self
     }
 
+    /// Sends a trace context with every request and one-way message, so
+    /// the `domi.handler` span on the provider shares the caller's
+    /// `trace_id` (27 bytes more per frame; off by default; see
+    /// [`domi_core::trace`]).
+    pub fn trace_context(mut self) -> Self {
+        self.config.trace_context = true;
+        self
+    }
+
+    /// Sends trace contexts (see [`NodeBuilder::trace_context`]) with ids
+    /// from a tracing backend, and parents handler spans in it: e.g. an
+    /// OpenTelemetry propagator (`examples/tracing.rs`).
+    pub fn trace_propagator(mut self, propagator: impl domi_core::trace::Propagator) -> Self {
+        self.config.trace_context = true;
+        self.config.propagator = Some(domi_core::trace::PropagatorHook(std::sync::Arc::new(
+            propagator,
+        )));
+        self
+    }
+
     /// Stops timing handler runs (`domi_handler_duration_seconds` stays
     /// empty), saving about 45 ns per message; see
     /// [`domi_core::NodeConfig::handler_durations`].

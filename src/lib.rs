@@ -40,7 +40,7 @@ pub use builder::NodeBuilder;
 pub use domi_cluster::etcd::{EtcdAuth, EtcdSecurityFlags, EtcdTls, PemSource, PASSWORD_ENV};
 pub use domi_cluster::{EtcdConfig, EtcdMembership, StaticConfig, StaticMembership};
 pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
-pub use domi_core::{error, frame, pipeline, rendezvous, route, typed, watch};
+pub use domi_core::{error, frame, pipeline, rendezvous, route, trace, typed, watch};
 pub use domi_core::{AppError, Codec, TypedError};
 pub use domi_core::{
     BreakerConfig, BreakerState, BusError, Channel, ConfigError, ErrorCode, Handler,

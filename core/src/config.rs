@@ -91,6 +91,13 @@ pub struct NodeConfig {
     /// reads of the TSC clock and a histogram update: about 45 ns per
     /// message here). On by default; off, handler runs are not timed.
     pub handler_durations: bool,
+    /// Send a trace context with every request and one-way message (the
+    /// frame's trace extension, 27 bytes; see [`crate::trace`]). Off by
+    /// default: nothing is added to any frame.
+    pub trace_context: bool,
+    /// Ties domi's spans to a tracing backend's ids (e.g. OpenTelemetry);
+    /// see [`crate::trace::Propagator`].
+    pub propagator: Option<crate::trace::PropagatorHook>,
     /// Called when a `call`, `notify` or `publish` fails after it returned
     /// (see [`crate::error::SendFailure`]); failures are logged at debug
     /// level when unset.
@@ -127,6 +134,8 @@ impl NodeConfig {
             node_rate_limit: None,
             breaker: Some(crate::breaker::BreakerConfig::default()),
             handler_durations: true,
+            trace_context: false,
+            propagator: None,
             on_send_error: None,
             cluster_secret: None,
             tls: None,

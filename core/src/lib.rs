@@ -30,6 +30,8 @@
 //! - [`timeouts`]: handshake, half-frame, heartbeat and silence decisions.
 //! - [`session`]: the connection protocol as one sans-I/O state machine
 //!   (handshake, authentication, which frame is legal when): frames in, actions out.
+//! - [`trace`]: trace context across nodes (`domi.request` / `domi.handler`
+//!   spans, the frame's trace extension, an OpenTelemetry hook).
 //! - [`tls`]: optional mutual TLS on bus connections: `TlsConfig`, and the
 //!   per-connection record engine (sans-I/O, like the session).
 //! - [`config`]: `NodeConfig` and its validation.
@@ -78,6 +80,7 @@ pub mod stats;
 pub mod telemetry;
 pub mod timeouts;
 pub mod tls;
+pub mod trace;
 pub mod typed;
 pub mod watch;
 pub mod write_queue;

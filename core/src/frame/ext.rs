@@ -3,6 +3,7 @@
 
 use super::{FrameError, FrameKind, FLAG_EXT, MAX_ROUTE};
 use crate::channel::Channel;
+use crate::trace::TraceContext;
 
 /// A frame's optional extensions (see the module docs for their bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -11,23 +12,29 @@ pub struct Ext {
     pub deadline: Option<u32>,
     /// The pipeline stages after this one (requests and one-way messages).
     pub route: Route,
+    /// The sender's trace (requests and one-way messages; see
+    /// [`crate::trace`]).
+    pub trace: Option<TraceContext>,
 }
 
 /// Tag of the deadline field.
 const TAG_DEADLINE: u8 = 1;
 /// Tag of the route field.
 const TAG_ROUTE: u8 = 2;
+/// Tag of the trace-context field.
+const TAG_TRACE: u8 = 3;
 
 impl Ext {
     /// No extension.
     pub const NONE: Ext = Ext {
         deadline: None,
         route: Route::EMPTY,
+        trace: None,
     };
 
     /// Whether there is no extension (no block on the wire).
     pub fn is_empty(&self) -> bool {
-        self.deadline.is_none() && self.route.is_empty()
+        self.deadline.is_none() && self.route.is_empty() && self.trace.is_none()
     }
 
     /// The header flags announcing these extensions.
@@ -54,7 +61,12 @@ impl Ext {
         } else {
             2 + 2 * self.route.len()
         };
-        d + r
+        let t = if self.trace.is_some() {
+            2 + TraceContext::LEN
+        } else {
+            0
+        };
+        d + r + t
     }
 
     pub(super) fn write(&self, out: &mut Vec<u8>) {
@@ -71,6 +83,10 @@ impl Ext {
             for c in self.route.channels() {
                 out.extend_from_slice(&c.0.to_le_bytes());
             }
+        }
+        if let Some(t) = &self.trace {
+            out.extend_from_slice(&[TAG_TRACE, TraceContext::LEN as u8]);
+            out.extend_from_slice(&t.to_bytes());
         }
     }
 
@@ -97,7 +113,7 @@ impl Ext {
             return Err(bad("empty extension block"));
         }
         let mut ext = Ext::NONE;
-        let (mut seen_deadline, mut seen_route) = (false, false);
+        let (mut seen_deadline, mut seen_route, mut seen_trace) = (false, false, false);
         while !fields.is_empty() {
             let [tag, n, rest @ ..] = fields else {
                 return Err(bad("truncated extension field"));
@@ -132,6 +148,18 @@ impl Ext {
                         route.push(Channel(u16::from_le_bytes([pair[0], pair[1]])));
                     }
                     ext.route = route;
+                }
+                TAG_TRACE => {
+                    if !matches!(kind, FrameKind::Request | FrameKind::OneWay) {
+                        return Err(bad("trace context on a reply, error or control frame"));
+                    }
+                    let v: &[u8; TraceContext::LEN] = value
+                        .try_into()
+                        .map_err(|_| bad("trace context not 25 bytes"))?;
+                    if std::mem::replace(&mut seen_trace, true) {
+                        return Err(bad("two trace contexts"));
+                    }
+                    ext.trace = Some(TraceContext::from_bytes(v));
                 }
                 // A field of a later version: skipped.
                 _ => {}

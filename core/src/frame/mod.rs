@@ -34,6 +34,11 @@
 //!   tag 2  ROUTE     len 2n   n × u16 LE channels (1 <= n <= MAX_ROUTE): the
 //!                                     pipeline stages after this one, the next
 //!                                     first. Requests and one-way messages only.
+//!   tag 3  TRACE     len 25   16-byte trace id, 8-byte span id (the sender's
+//!                                     span: the parent of the handler's), 1 byte
+//!                                     W3C trace flags. Requests and one-way
+//!                                     messages, only from nodes with trace context
+//!                                     on (see crate::trace).
 //! ```
 //!
 //! A request with a deadline, for example, carries 8 more bytes: flags
@@ -492,6 +497,7 @@ mod tests {
         m.ext = Ext {
             deadline: Some(0x0A0B_0C0D),
             route: Route::new(&[Channel(0x0102), Channel(0x0304)]).unwrap(),
+            trace: None,
         };
         let mut out = Vec::new();
         encode(&mut out, &m, b"hi");
@@ -519,6 +525,21 @@ mod tests {
         assert_eq!(next, Channel(0x0102));
         assert_eq!(rest.channels().collect::<Vec<_>>(), [Channel(0x0304)]);
         assert!(rest.split_first().unwrap().1.is_empty());
+        // The trace context: tag 3, 25 bytes, after the others.
+        m.ext.trace = Some(crate::trace::TraceContext {
+            trace_id: [0x11; 16],
+            span_id: [0x22; 8],
+            flags: 1,
+        });
+        let mut traced = Vec::new();
+        encode(&mut traced, &m, b"hi");
+        let tail: Vec<u8> = [&[3, 25][..], &[0x11; 16], &[0x22; 8], &[1], b"hi"].concat();
+        assert!(traced.ends_with(&tail));
+        assert_eq!(&traced[HEADER_LEN..HEADER_LEN + 2], &[12 + 27, 0]);
+        let Decoded::Frame { frame, .. } = decode(&traced, 2).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_eq!(frame.meta, m);
         // No extension: byte for byte the version 1 layout (flags 0).
         let mut plain = Vec::new();
         encode(&mut plain, &meta(FrameKind::Request), b"hi");
@@ -612,14 +633,17 @@ mod tests {
             fn round_trip(kind in any_kind(), ch: u16, rc: u16, src in 0u16..=1023,
                           corr: u64, payload in proptest::collection::vec(any::<u8>(), 0..512),
                           deadline: Option<u32>,
-                          route in proptest::collection::vec(any::<u16>(), 0..=MAX_ROUTE)) {
+                          route in proptest::collection::vec(any::<u16>(), 0..=MAX_ROUTE),
+                          trace: Option<([u8; 16], [u8; 8], u8)>) {
                 // Only the kinds that may carry an extension get one.
                 let route: Vec<Channel> = route.into_iter().map(Channel).collect();
+                let carries = matches!(kind, FrameKind::Request | FrameKind::OneWay);
                 let ext = Ext {
                     deadline: deadline.filter(|_| kind == FrameKind::Request),
-                    route: Route::new(&route)
-                        .filter(|_| matches!(kind, FrameKind::Request | FrameKind::OneWay))
-                        .unwrap_or(Route::EMPTY),
+                    route: Route::new(&route).filter(|_| carries).unwrap_or(Route::EMPTY),
+                    trace: trace
+                        .filter(|_| carries)
+                        .map(|(t, s, f)| crate::trace::TraceContext { trace_id: t, span_id: s, flags: f }),
                 };
                 let m = Meta { kind, channel: Channel(ch), reply_channel: Channel(rc),
                                source: NodeId::test(src), correlation: corr, ext };

@@ -89,7 +89,11 @@ impl LocalBus {
                 };
                 let timed = shared.config.handler_durations;
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
-                if let Err(p) = fault::catch(|| f(&mut req)) {
+                let (span, trace) = self.handler_span(&meta);
+                let ran = span.in_scope(|| {
+                    crate::trace::with_current(trace, || fault::catch(|| f(&mut req)))
+                });
+                if let Err(p) = ran {
                     self.on_panic(meta.channel, &p);
                     fault::drop_unwound(req);
                 }
@@ -183,11 +187,15 @@ impl LocalBus {
         };
         let timed = shared.config.handler_durations;
         let t0 = if timed { self.0.clock.raw() } else { 0 };
-        match fault::catch(|| handler(owned)) {
+        let (span, trace) = self.handler_span(&meta);
+        let started =
+            span.in_scope(|| crate::trace::with_current(trace, || fault::catch(|| handler(owned))));
+        match started {
             Ok(fut) => {
                 let bus = self.clone();
+                let fut = crate::trace::Traced::new(fut, span, trace);
                 glommio::spawn_local(async move {
-                    if let Err(p) = CatchPanic::new(fut).await {
+                    if let Err(p) = CatchPanic::new(Box::pin(fut)).await {
                         bus.on_panic(channel, &p);
                     }
                     if timed {
@@ -218,6 +226,32 @@ impl LocalBus {
         Counters::inc(&self.0.counters.deadline_expired);
         debug!("request dropped unrun: its deadline passed before its handler could start");
         true
+    }
+
+    /// The `domi.handler` span of a message, and the trace its handler
+    /// runs in (a child of the sender's, when the message carried one).
+    fn handler_span(&self, meta: &Meta) -> (tracing::Span, Option<crate::trace::TraceContext>) {
+        let span = tracing::debug_span!(
+            "domi.handler",
+            channel = meta.channel.0,
+            source = meta.source.get(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+        );
+        let Some(received) = meta.ext.trace else {
+            return (span, None);
+        };
+        let mine = received.child();
+        if !span.is_disabled() {
+            span.record("trace_id", received.trace_hex());
+            span.record("span_id", mine.span_hex());
+            span.record("parent_span_id", received.span_hex());
+        }
+        if let Some(hook) = &self.0.shared.config.propagator {
+            hook.0.extract(&span, &received);
+        }
+        (span, Some(mine))
     }
 
     /// Counts a handler run on `channel` that started at `t0` (the

@@ -73,6 +73,8 @@ pub(crate) struct Outgoing {
     pub(crate) channel: Channel,
     pub(crate) target: Target,
     pub(crate) route: crate::frame::Route,
+    /// The trace context to send (set when the node sends them).
+    pub(crate) trace: Option<crate::trace::TraceContext>,
 }
 
 impl Outgoing {
@@ -81,6 +83,7 @@ impl Outgoing {
             channel,
             target: Target::Any,
             route: crate::frame::Route::EMPTY,
+            trace: None,
         }
     }
 }
@@ -299,6 +302,17 @@ impl LocalBus {
         }
     }
 
+    /// `meta` with the trace context of what is running now, when this
+    /// node sends trace contexts (see [`crate::trace`]).
+    fn traced(&self, mut meta: Meta) -> Meta {
+        let config = &self.0.shared.config;
+        if config.trace_context {
+            let span = tracing::Span::current();
+            meta.ext.trace = Some(crate::trace::outgoing(config.propagator.as_ref(), &span));
+        }
+        meta
+    }
+
     /// The outbound connection to `peer`, opened if needed. A connection
     /// that is closing (its close not yet handled) takes nothing more:
     /// `PeerLost`, and nothing was sent (see [`LocalBus::to_next_provider`]).
@@ -415,7 +429,7 @@ impl LocalBus {
         publish: bool,
     ) -> Result<(), BusError> {
         Counters::inc(&self.0.counters.sent);
-        let meta = self.meta(FrameKind::OneWay, channel, Channel(0), 0);
+        let meta = self.traced(self.meta(FrameKind::OneWay, channel, Channel(0), 0));
         if peer == self.node_id() {
             self.deliver(meta, payload, ReplyTo::Nobody);
             return Ok(());
@@ -489,7 +503,7 @@ impl LocalBus {
     ) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
         crate::error::check_user_channel(reply_channel)?;
-        let meta = self.meta(FrameKind::Request, channel, reply_channel, 0);
+        let meta = self.traced(self.meta(FrameKind::Request, channel, reply_channel, 0));
         self.to_next_provider(channel, Target::Any, &mut Vec::new(), |peer| {
             self.send_to(peer, meta, payload)
         })
@@ -558,7 +572,25 @@ impl LocalBus {
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
         let started = Instant::now();
-        let result = self.request_inner(out, payload, deadline, timeout).await;
+        let span = tracing::debug_span!(
+            "domi.request",
+            channel = out.channel.0,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let config = &self.0.shared.config;
+        let mut out = out;
+        if config.trace_context {
+            let ctx = crate::trace::outgoing(config.propagator.as_ref(), &span);
+            span.record("trace_id", ctx.trace_hex());
+            span.record("span_id", ctx.span_hex());
+            out.trace = Some(ctx);
+        }
+        let result = tracing::Instrument::instrument(
+            self.request_inner(out, payload, deadline, timeout),
+            span,
+        )
+        .await;
         self.0.telemetry.borrow_mut().request(
             out.channel,
             started.elapsed(),
@@ -660,6 +692,7 @@ impl LocalBus {
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
             meta.ext.route = out.route;
+            meta.ext.trace = out.trace;
             meta
         };
         if peer == self.node_id() {
