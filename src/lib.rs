@@ -21,15 +21,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## What a node offers
+//! - Sends: `request` (blocking) / `request_async` (a `Send` future),
+//!   `notify`, `publish`, the seed's `call`; by key (`request_keyed`,
+//!   `notify_keyed`: rendezvous hashing, see [`rendezvous`]), to one node
+//!   (`request_to`), along a pipeline (`request_route`, `ventilate`; a stage
+//!   calls `req.next`, see [`pipeline`]).
+//! - Handlers: `Handler::sync` (inline, payload borrowed), `asynchronous`,
+//!   `serial` (one sender's messages in order), typed ones (`Handler::typed`
+//!   over a [`Codec`]: postcard by default, JSON with feature `json`,
+//!   protobuf with feature `prost`; see [`typed`]), or a channel consumed as a
+//!   `Stream` / blocking iterator from any thread (`node.watch`, see [`watch`]).
+//! - Failure semantics: typed [`BusError`]s, application errors
+//!   (`req.reply_error`), deadlines that travel with requests
+//!   (`req.deadline()`), rate limits and circuit breakers (see the README's
+//!   Reliability section), traces across nodes (see [`trace`]).
+//! - Lifecycle: pause/resume, the drain on stop, `/status` and `/metrics`;
+//!   async forms for tokio (`start_async`, `stop_when`,
+//!   `wait_for_provider_async`).
+//!
 //! ## Layout
 //! - [`builder`]: `Node::builder(name)`, choosing the membership (static by default).
 //! - [`node`]: the running node's lifecycle: pause/resume, the drain on stop,
-//!   signals, `wait()`, and the admin HTTP server (`domi-admin`).
-//! - [`typed`]: typed messages (`Handler::typed`, `node.request_typed`) over
-//!   a `Codec`: postcard by default, JSON (feature `json`) and protobuf
-//!   (feature `prost`).
-//! - The bus itself lives in `domi-core` (re-exported here), membership in
-//!   `domi-cluster`, the admin HTTP server in `domi-admin`.
+//!   signals, `wait()`, and the admin HTTP server (`domi-admin`); its async
+//!   forms (`asynchronous`, private) and its `/metrics` (`metrics`, private).
+//! - The bus itself lives in `domi-core` (re-exported here: [`typed`],
+//!   [`watch`], [`trace`], [`pipeline`], [`rendezvous`], [`frame`],
+//!   [`error`]), membership in `domi-cluster`, the admin HTTP server in
+//!   `domi-admin`, the operator CLI in `domictl`.
 
 mod asynchronous;
 pub mod builder;
