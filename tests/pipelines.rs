@@ -26,6 +26,12 @@ fn stage(tag: u8, runs: Arc<AtomicUsize>) -> Handler {
         next.push(tag);
         if let Err(e) = req.next(&next) {
             let _ = req.reply_error(500, &e.to_string());
+        } else if req.payload() == b"twice" {
+            let again = req.next(&next);
+            assert!(
+                matches!(again, Err(BusError::AlreadyAnswered { .. })),
+                "{again:?}"
+            );
         }
     })
 }
@@ -146,6 +152,11 @@ fn an_unreachable_stage_fails_the_route_without_running_a_stage_twice() {
         Err(BusError::BadRoute { .. })
     ));
     assert_eq!(l.runs_a.load(Ordering::SeqCst), 1);
+    // Handing a request on twice would run the next stage twice: refused.
+    assert!(matches!(
+        l.client.request_route(&[A, B, C], b"twice", T),
+        Ok(r) if r == b"twiceabc"
+    ));
     // A plain request to a stage has no route: `next` says so, and the
     // stage answers with its own error.
     let r = l.client.request(A, b"x", T);

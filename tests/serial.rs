@@ -97,3 +97,66 @@ fn other_senders_are_not_held_up() {
     );
     assert_eq!(waiting.join().unwrap().as_deref(), Ok(&b"ok"[..]));
 }
+
+#[test]
+fn order_holds_when_the_handler_cap_is_full_and_late_requests_never_run() {
+    // Two handler slots for everything: most messages wait in the queue,
+    // then in their lane; the lane must still hand turns over in order.
+    let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let s = seen.clone();
+    let server = small("server")
+        .max_handlers(2)
+        .subscribe(
+            ORDERED,
+            Handler::serial(move |mut req| {
+                let s = s.clone();
+                async move {
+                    let n = u32::from_le_bytes(req.payload()[..4].try_into().unwrap());
+                    glommio::timer::sleep(Duration::from_micros(100 * u64::from(n % 4))).await;
+                    if req.payload().len() > 4 {
+                        // The slow one: the request queued behind it misses
+                        // its deadline while it waits for its turn.
+                        glommio::timer::sleep(Duration::from_millis(300)).await;
+                    }
+                    s.lock().unwrap().push(n);
+                    if req.expects_reply() {
+                        let _ = req.reply(b"ok");
+                    }
+                }
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client").peer(server.local_addr()).start().unwrap();
+    client.wait_for_provider(ORDERED, SETTLE).unwrap();
+    for n in 0..200u32 {
+        client
+            .notify_keyed(ORDERED, b"k", &n.to_le_bytes())
+            .unwrap();
+    }
+    wait_until("200 messages handled", SETTLE, || {
+        seen.lock().unwrap().len() == 200
+    });
+    assert_eq!(*seen.lock().unwrap(), (0..200).collect::<Vec<u32>>());
+    assert!(server.stats().overload_queued > 0, "the cap was reached");
+
+    let slow = client.request_async(
+        ORDERED,
+        &[&1000u32.to_le_bytes()[..], b"slow"].concat(),
+        Duration::from_secs(5),
+    );
+    let slow = std::thread::spawn(move || futures_lite::future::block_on(slow));
+    wait_until("the slow one runs", SETTLE, || {
+        server.stats().handled == 201
+    });
+    let late = client.request(ORDERED, &1001u32.to_le_bytes(), Duration::from_millis(50));
+    assert!(
+        matches!(late, Err(domi::BusError::Timeout { .. })),
+        "{late:?}"
+    );
+    assert_eq!(slow.join().unwrap().as_deref(), Ok(&b"ok"[..]));
+    wait_until("the late one dropped", SETTLE, || {
+        server.stats().deadline_expired == 1
+    });
+    assert!(!seen.lock().unwrap().contains(&1001), "a late request ran");
+}

@@ -205,8 +205,9 @@ impl Conn {
         self.user_bytes.set(true);
         let c = &self.counters;
         Counters::inc(&c.frames_out);
-        c.bytes_out
-            .set(c.bytes_out.get() + (frame::HEADER_LEN + payload.len()) as u64);
+        c.bytes_out.set(
+            c.bytes_out.get() + (frame::HEADER_LEN + meta.ext.wire_len() + payload.len()) as u64,
+        );
         if meta.kind == FrameKind::Reply {
             Counters::inc(&c.replies);
         }

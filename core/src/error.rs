@@ -172,6 +172,13 @@ pub enum BusError {
         /// How many stages were given.
         stages: usize,
     },
+    /// `next` on a request already answered or already handed on: handing
+    /// it on again would run the next stage twice.
+    #[error("the request on {channel} was already answered or handed on")]
+    AlreadyAnswered {
+        /// The channel of the stage that called `next`.
+        channel: Channel,
+    },
     /// `next` on a message at the last stage of its route (or sent
     /// without one): there is no stage to forward to.
     #[error("the message on {channel} is at the end of its route")]

@@ -296,6 +296,17 @@ impl Replier {
             || matches!(self.to, ReplyTo::Conn { correlation, .. } if correlation != 0)
     }
 
+    /// Gives up the duty to answer without answering (nobody can use it).
+    pub(crate) fn forget(&mut self) {
+        self.to = ReplyTo::Nobody;
+    }
+
+    /// Whether the sender expected an answer and it was given (or handed
+    /// on by `next`).
+    pub(crate) fn answered(&self) -> bool {
+        self.expected && matches!(self.to, ReplyTo::Nobody)
+    }
+
     /// Moves the duty to answer into a new replier; this one is left
     /// answered (a later `reply` is `AlreadyReplied`).
     pub(crate) fn take(&mut self) -> Replier {
@@ -533,6 +544,27 @@ impl OwnedRequest {
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether this request, from another node, can no longer be of use
+    /// now that its turn came (a serial lane): its caller's connection
+    /// closed, or its deadline passed. Then it is dropped unanswered and
+    /// counted, like one that waited in the async-handler queue.
+    pub(crate) fn missed_its_turn(&mut self) -> bool {
+        let ReplyTo::Conn { .. } = &self.replier.to else {
+            return false;
+        };
+        let counter: fn(&crate::stats::Counters) -> &std::cell::Cell<u64> =
+            if self.replier.to.is_gone() {
+                |c| &c.overload_abandoned
+            } else if !crate::timeouts::may_start(Instant::now(), self.deadline) {
+                |c| &c.deadline_expired
+            } else {
+                return false;
+            };
+        self.replier.forget();
+        self.bus.count(counter);
+        true
     }
 
     /// Hands the message to the next stage of its pipeline (see

@@ -212,8 +212,9 @@ impl Limits {
     }
 
     /// Whether a message for `channel` arriving at `now` may run: the
-    /// node-wide limit first, then the channel's (the clock is read only
-    /// when one applies).
+    /// channel's limit first, then the node-wide one, so a flood that its
+    /// channel's limit refuses spends none of the node's budget (the clock
+    /// is read only when one applies).
     pub fn admit(&self, channel: Channel, now: impl FnOnce() -> Instant) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return true;
@@ -221,15 +222,18 @@ impl Limits {
         let mut now = Some(now);
         let mut at = None;
         let mut time = || *at.get_or_insert_with(|| (now.take().expect("read once"))());
-        if let Some(node) = self.node.load().as_ref() {
-            if !node.admit(time()) {
-                return false;
-            }
-        }
-        self.map
+        if !self
+            .map
             .load()
             .get(&channel)
             .is_none_or(|l| l.admit(time()))
+        {
+            return false;
+        }
+        self.node
+            .load()
+            .as_ref()
+            .is_none_or(|node| node.admit(time()))
     }
 
     /// Every limited channel with its limit and how many messages it

@@ -32,27 +32,19 @@ pub fn score(key: u64, node: NodeId) -> u64 {
 /// The provider with the highest score for `key` among those `skip` does
 /// not rule out; `None` when every one is ruled out (or there is none).
 /// Ties (equal scores) go to the lower node id, so the choice never
-/// depends on the list's order.
+/// depends on the list's order. `skip` is asked in score order and only
+/// until one passes, so a check with side effects (a circuit breaker
+/// letting a probe through) only runs for the providers in front of the
+/// chosen one.
 pub fn select(
     providers: &[NodeId],
     key: u64,
     mut skip: impl FnMut(NodeId) -> bool,
 ) -> Option<NodeId> {
-    let mut best: Option<(u64, NodeId)> = None;
-    for &id in providers {
-        if skip(id) {
-            continue;
-        }
-        let s = score(key, id);
-        let better = match best {
-            None => true,
-            Some((bs, bid)) => s > bs || (s == bs && id < bid),
-        };
-        if better {
-            best = Some((s, id));
-        }
-    }
-    best.map(|(_, id)| id)
+    let mut ranked: Vec<(u64, NodeId)> = providers.iter().map(|&id| (score(key, id), id)).collect();
+    // Highest score first; equal scores: the lower id first.
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranked.into_iter().map(|(_, id)| id).find(|&id| !skip(id))
 }
 
 #[cfg(test)]
@@ -118,6 +110,24 @@ mod tests {
         }
         // About 1/9 of the keys.
         assert!((400..=720).contains(&taken), "{taken}");
+    }
+
+    #[test]
+    fn only_providers_ranked_ahead_of_the_choice_are_asked() {
+        let p = ids(0..16);
+        let k = key_hash(b"probe");
+        let first = select(&p, k, |_| false).unwrap();
+        let mut asked = Vec::new();
+        let chosen = select(&p, k, |id| {
+            asked.push(id);
+            id == first
+        })
+        .unwrap();
+        assert_eq!(
+            asked,
+            vec![first, chosen],
+            "the leader, then the runner-up only"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Node {
     /// [`crate::LocalBus::ventilate`]); later failures go to the
     /// `on_send_error` hook.
     pub fn ventilate(&self, stages: &[Channel], payload: &[u8]) -> Result<(), BusError> {
-        let first = *stages.first().ok_or(BusError::BadRoute { stages: 0 })?;
+        let first = routed(stages)?.channel;
         self.pre_check(first, payload.len())?;
         self.has_provider(first, false)?;
         let (stages, payload) = (stages.to_vec(), payload.to_vec());

@@ -158,7 +158,7 @@ impl Outcome {
                 ErrorCode::Backpressure => "remote_backpressure",
                 ErrorCode::HandlerPanicked => "handler_panicked",
                 ErrorCode::RateLimited => "rate_limited",
-                ErrorCode::Application => "application",
+                ErrorCode::Application => "remote_application",
                 ErrorCode::Undecodable => "undecodable",
                 ErrorCode::RouteFailed => "route_failed",
                 ErrorCode::Unknown => "unknown",

@@ -14,9 +14,13 @@ pub fn deadline(now: Instant, wait: Duration) -> Instant {
     now + wait.min(MAX_WAIT)
 }
 
+/// The wire deadline that means "none": a caller that waits 71.6 minutes
+/// or more (`u32::MAX` microseconds) is taken to wait forever.
+pub const NO_DEADLINE: u32 = u32::MAX;
+
 /// A request's remaining time as the wire's deadline extension carries it:
 /// microseconds from `now` to `deadline`, 0 when it passed, saturating at
-/// `u32::MAX` (about 71.6 minutes; see [`crate::frame`]).
+/// [`NO_DEADLINE`] (about 71.6 minutes; see [`crate::frame`]).
 pub fn wire_remaining(now: Instant, deadline: Instant) -> u32 {
     let us = deadline.saturating_duration_since(now).as_micros();
     u32::try_from(us).unwrap_or(u32::MAX)

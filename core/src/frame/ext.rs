@@ -106,6 +106,9 @@ impl Ext {
             [a, b, ..] => u16::from_le_bytes([*a, *b]) as usize,
             _ => return Err(bad("extension block longer than the payload")),
         };
+        if 2 + len > super::MAX_EXT_LEN as usize {
+            return Err(bad("extension block longer than MAX_EXT_LEN"));
+        }
         let mut fields = body
             .get(2..2 + len)
             .ok_or(bad("extension block longer than the payload"))?;

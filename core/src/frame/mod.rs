@@ -30,7 +30,8 @@
 //!              a known one twice or with a wrong len is malformed
 //!   tag 1  DEADLINE  len 4    u32 LE  the caller's remaining time in microseconds
 //!                                     when the frame was queued, saturating at
-//!                                     u32::MAX (about 71.6 minutes). Requests only.
+//!                                     u32::MAX (about 71.6 minutes), which means
+//!                                     "no deadline". Requests only.
 //!   tag 2  ROUTE     len 2n   n × u16 LE channels (1 <= n <= MAX_ROUTE): the
 //!                                     pipeline stages after this one, the next
 //!                                     first. Requests and one-way messages only.

@@ -60,6 +60,7 @@ impl LocalBus {
         let deadline = meta
             .ext
             .deadline
+            .filter(|&us| us != crate::timeouts::NO_DEADLINE)
             .map(|us| crate::timeouts::arrival_deadline(Instant::now(), us));
         // Arrived with no time left (a deadline in the future cannot have
         // passed yet: it was just counted from now).

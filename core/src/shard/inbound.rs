@@ -36,8 +36,10 @@ impl LocalBus {
     pub(super) fn on_frame(&self, conn: &Rc<Conn>, frame: Frame<'_>) -> Result<(), CloseReason> {
         let c = &self.0.counters;
         Counters::inc(&c.frames_in);
-        c.bytes_in
-            .set(c.bytes_in.get() + (HEADER_LEN + frame.payload.len()) as u64);
+        c.bytes_in.set(
+            c.bytes_in.get()
+                + (HEADER_LEN + frame.meta.ext.wire_len() + frame.payload.len()) as u64,
+        );
         if conn.is_closed() {
             return Ok(()); // closing: what is still buffered is not acted on
         }

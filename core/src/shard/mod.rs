@@ -673,6 +673,16 @@ impl LocalBus {
                     }
                     refused = Some(BusError::Remote { peer, code });
                 }
+                // A request this node served itself whose pipeline
+                // stage gave up at the deadline (it answers nobody then).
+                Some(Err(BusError::ShuttingDown))
+                    if Instant::now() >= deadline && !self.0.stopping.is_raised() =>
+                {
+                    return Err(BusError::Timeout {
+                        channel,
+                        after: timeout,
+                    })
+                }
                 Some(r) => return r,
             }
         }

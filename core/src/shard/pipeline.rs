@@ -115,6 +115,11 @@ impl LocalBus {
         replier: &mut Replier,
         deadline: Option<Instant>,
     ) -> Result<(), BusError> {
+        if replier.answered() {
+            // Answered, or handed on already: a second hand-off would run
+            // the next stage twice.
+            return Err(BusError::AlreadyAnswered { channel: here });
+        }
         let (channel, rest) = route
             .split_first()
             .ok_or(BusError::EndOfRoute { channel: here })?;
