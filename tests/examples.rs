@@ -164,3 +164,39 @@ fn stringsvc_answers_and_reports_empty_input() {
         run.stderr
     );
 }
+
+/// The `tracing` example (built with the others) checks its own trace and
+/// exits non-zero on a broken one; this also reads what it printed.
+#[test]
+fn tracing_exports_one_trace_across_three_nodes() {
+    let run = run_with_deadline(example("tracing"), CLIENT_RUN);
+    let context = || {
+        format!(
+            "tracing {}; stdout:\n{}\nstderr:\n{}",
+            run.status, run.stdout, run.stderr
+        )
+    };
+    assert!(run.status.success(), "{}", context());
+    let summary = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("one trace crossing three nodes: "))
+        .unwrap_or_else(|| panic!("no summary line; {}", context()));
+    let trace = summary.split(';').next().unwrap_or_default();
+    assert_eq!(trace.len(), 32, "a trace id expected; {}", context());
+    assert!(
+        summary.ends_with(
+            "checkout → domi.request (client) → domi.handler (front) → \
+             domi.request (front) → domi.handler (back)"
+        ),
+        "{}",
+        context()
+    );
+    // The stdout exporter printed every span of that trace.
+    let exported = run
+        .stdout
+        .lines()
+        .filter(|l| l.trim() == format!("TraceId      : {trace}"))
+        .count();
+    assert_eq!(exported, 5, "{}", context());
+}

@@ -25,7 +25,7 @@ pub const CLIENT_FAIL: Duration = Duration::from_secs(30);
 /// holding their binaries.
 pub fn examples_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build_examples(&["server", "client", "stringsvc"]))
+    DIR.get_or_init(|| build_examples(&["server", "client", "stringsvc", "tracing"]))
 }
 
 /// The `chat` example (built on first use, apart from the others: its
