@@ -409,9 +409,11 @@ impl Node {
     ) -> Result<(), BusError> {
         self.pre_check(out.channel, payload.len())?;
         let payload = payload.to_vec();
+        // The caller's span (on its thread): the request's span is its child.
+        let parent = tracing::Span::current();
         let task = move |bus: &LocalBus| {
             let bus = bus.clone();
-            glommio::spawn_local(async move {
+            let task = async move {
                 let request = async { Some(bus.request_for(out, &payload, timeout).await) };
                 let result = match cancelled {
                     // The caller's future was dropped: dropping the request
@@ -424,8 +426,8 @@ impl Node {
                 if let Some(r) = result {
                     done(r);
                 }
-            })
-            .detach();
+            };
+            glommio::spawn_local(tracing::Instrument::instrument(task, parent)).detach();
         };
         match shard {
             Some(i) => self.run_on(i, task),
