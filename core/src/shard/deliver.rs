@@ -91,9 +91,13 @@ impl LocalBus {
                 let timed = shared.config.handler_durations;
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
                 let (span, trace) = self.handler_span(&meta);
-                let ran = span.in_scope(|| {
-                    crate::trace::with_current(trace, || fault::catch(|| f(&mut req)))
-                });
+                let ran = if trace.is_none() && span.is_disabled() {
+                    fault::catch(|| f(&mut req))
+                } else {
+                    span.in_scope(|| {
+                        crate::trace::with_current(trace, || fault::catch(|| f(&mut req)))
+                    })
+                };
                 if let Err(p) = ran {
                     self.on_panic(meta.channel, &p);
                     fault::drop_unwound(req);

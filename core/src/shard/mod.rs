@@ -291,6 +291,7 @@ impl LocalBus {
         })
     }
 
+    #[inline]
     fn meta(&self, kind: FrameKind, channel: Channel, reply: Channel, corr: u64) -> Meta {
         Meta {
             kind,
@@ -304,13 +305,19 @@ impl LocalBus {
 
     /// `meta` with the trace context of what is running now, when this
     /// node sends trace contexts (see [`crate::trace`]).
+    #[inline]
     fn traced(&self, mut meta: Meta) -> Meta {
         let config = &self.0.shared.config;
         if config.trace_context {
-            let span = tracing::Span::current();
-            meta.ext.trace = Some(crate::trace::outgoing(config.propagator.as_ref(), &span));
+            meta.ext.trace = Some(self.trace_now());
         }
         meta
+    }
+
+    #[cold]
+    fn trace_now(&self) -> crate::trace::TraceContext {
+        let span = tracing::Span::current();
+        crate::trace::outgoing(self.0.shared.config.propagator.as_ref(), &span)
     }
 
     /// The outbound connection to `peer`, opened if needed. A connection
