@@ -276,6 +276,8 @@ pub struct Delivery {
     payload: Vec<u8>,
     /// The parked reply side of a request not answered yet.
     pending: Option<Pending>,
+    /// When the caller stops waiting (requests only).
+    deadline: Option<std::time::Instant>,
     /// The answer to this request was handed to its shard.
     answered: bool,
 }
@@ -287,6 +289,13 @@ const _: fn() = || {
 };
 
 impl Delivery {
+    /// When the caller stops waiting (see [`crate::Request::deadline`]):
+    /// a request still queued past it is of no use to anyone, and its
+    /// answer is dropped by the caller.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
     /// The channel the message was sent to.
     pub fn channel(&self) -> Channel {
         self.channel
@@ -456,6 +465,7 @@ fn handler(ctx: Arc<Ctx>, tx: Sender<Delivery>) -> Handler {
             source: req.source(),
             payload: req.payload().to_vec(),
             pending,
+            deadline: req.deadline(),
             answered: false,
         };
         // The consumer may take the delivery at once, but its answer runs

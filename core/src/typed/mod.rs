@@ -143,9 +143,16 @@ pub struct Context {
     channel: Channel,
     expects_reply: bool,
     bus: LocalBus,
+    deadline: Option<std::time::Instant>,
 }
 
 impl Context {
+    /// When the caller stops waiting (see [`crate::Request::deadline`]);
+    /// a request made for this one should not outlive it.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
     /// The sender's node id.
     pub fn source(&self) -> NodeId {
         self.source

@@ -110,6 +110,7 @@ impl Handler {
                     channel: req.channel(),
                     expects_reply: req.expects_reply(),
                     bus: req.bus().clone(),
+                    deadline: req.deadline(),
                 };
                 f(value, ctx)
             });
@@ -149,6 +150,7 @@ impl Handler {
                 channel: req.channel(),
                 expects_reply: req.expects_reply(),
                 bus: req.bus().clone(),
+                deadline: req.deadline(),
             };
             let result = f(value, ctx);
             answer::<C, Resp>(&codec, req, result);

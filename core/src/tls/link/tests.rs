@@ -337,3 +337,44 @@ mod accounting {
         PKI.get_or_init(TestPki::new)
     }
 }
+
+/// How fast the record engine alone seals and opens bulk data (no socket):
+/// a profiling aid, not a target (`cargo test --release -p domi-core --lib
+/// engine_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn engine_throughput() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    handshake(&mut client, &mut server);
+    let data = vec![7u8; 256 * 1024];
+    let mut plain = vec![0u8; 256 * 1024];
+    let rounds = 400; // 100 MiB
+    let (mut seal_t, mut pull_t) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        let mut written = 0;
+        let mut cipher = Vec::with_capacity(300 * 1024);
+        while written < data.len() {
+            while client.seal(&data[written..]) {}
+            let n = client.records().len();
+            cipher.extend_from_slice(client.records());
+            written += client.wrote(n);
+        }
+        seal_t += t.elapsed();
+        let t = std::time::Instant::now();
+        let mut c = &cipher[..];
+        let mut got = 0;
+        while let Pulled::Plain(n) = server.pull(&mut c, &mut plain).unwrap() {
+            got += n;
+        }
+        assert_eq!(got, data.len());
+        pull_t += t.elapsed();
+    }
+    let mib = (rounds * data.len()) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "seal {:.0} MiB/s, pull {:.0} MiB/s",
+        mib / seal_t.as_secs_f64(),
+        mib / pull_t.as_secs_f64()
+    );
+}
