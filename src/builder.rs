@@ -129,7 +129,7 @@ impl NodeBuilder {
     }
 
     /// Limits everything this node takes in, whatever the channel:
-    /// `per_second` on average, `burst` at once, checked before each
+    /// `per_second` on average, `burst` at once, checked after each
     /// channel's own limit; over it, as for [`NodeBuilder::rate_limit`].
     /// Change it later with `Node::set_node_rate_limit`.
     pub fn node_rate_limit(mut self, per_second: u32, burst: u32) -> Self {

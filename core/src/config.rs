@@ -81,7 +81,7 @@ pub struct NodeConfig {
     /// changeable later with [`crate::Node::set_rate_limit`]).
     pub rate_limits: Vec<(crate::channel::Channel, crate::limiter::RateLimit)>,
     /// A rate limit on everything this node takes in, whatever the channel
-    /// (checked before the channel's; changeable later with
+    /// (checked after the channel's; changeable later with
     /// [`crate::Node::set_node_rate_limit`]).
     pub node_rate_limit: Option<crate::limiter::RateLimit>,
     /// Circuit breakers on this node's requests, one per peer per shard

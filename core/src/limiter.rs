@@ -2,7 +2,7 @@
 //! node's shards, so a channel's handler starts at most `per_second` times a
 //! second (after a burst of `burst`) however connections land on shards;
 //! and optionally one for the whole node, which every inbound request and
-//! one-way message passes first, whatever its channel.
+//! one-way message passes too (after its channel's), whatever its channel.
 //!
 //! The bucket is GCRA (the generic cell rate algorithm, a token bucket
 //! written as one "theoretical arrival time"): one atomic `u64` and one
@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn the_node_limit_applies_to_every_channel_before_the_channels() {
+    fn the_node_limit_applies_to_every_channel_after_the_channels() {
         let limits = Limits::default();
         let one = RateLimit {
             per_second: 1,
@@ -386,6 +386,24 @@ mod tests {
             !limits.any.load(Ordering::Relaxed),
             "nothing limited: the fast path"
         );
+        // Both: what the channel's limit refuses spends none of the node's.
+        let later = now + std::time::Duration::from_secs(60);
+        limits.set_node(Some(one));
+        limits.set(
+            Channel(1),
+            Some(RateLimit {
+                per_second: 1,
+                burst: 1,
+            }),
+        );
+        assert!(limits.admit(Channel(1), || later));
+        assert!(!limits.admit(Channel(1), || later), "the channel's burst");
+        assert!(
+            limits.admit(Channel(2), || later),
+            "the node's second token"
+        );
+        assert!(!limits.admit(Channel(3), || later));
+        assert_eq!(limits.node(), Some((one, 1)));
     }
 
     #[test]

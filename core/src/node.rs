@@ -529,7 +529,7 @@ impl Node {
 
     /// Sets (`Some`) or lifts (`None`) the node-wide rate limit on this
     /// running node: every inbound request and one-way message, whatever its
-    /// channel, passes it before its channel's limit.
+    /// channel, passes it after its channel's limit.
     pub fn set_node_rate_limit(
         &self,
         limit: Option<crate::limiter::RateLimit>,
