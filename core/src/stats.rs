@@ -139,6 +139,12 @@ counters! {
     watch_dropped,
 }
 
+impl Counters {
+    pub(crate) fn inc(c: &Cell<u64>) {
+        c.set(c.get() + 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,11 +163,5 @@ mod tests {
             .unwrap()
             .contains("write, so this grows"));
         assert_eq!(Snapshot::help("nope"), None);
-    }
-}
-
-impl Counters {
-    pub(crate) fn inc(c: &Cell<u64>) {
-        c.set(c.get() + 1);
     }
 }

@@ -1,0 +1,253 @@
+//! The request path of a shard: choosing providers in turn within one
+//! deadline, the waiting requests, their answers and timeouts, and what
+//! each request counts (telemetry, breakers, counters).
+
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::future;
+
+use super::{not_sent, LocalBus, Outgoing, Waiting};
+use crate::channel::{Channel, NodeId};
+use crate::error::BusError;
+use crate::frame::{FrameKind, Meta};
+use crate::handler::ReplyTo;
+use crate::stats::Counters;
+
+impl LocalBus {
+    /// Request/response: one provider's reply, or a typed error within `timeout`.
+    ///
+    /// A provider that answers `Paused`, `ShuttingDown`, `NoHandler` or
+    /// `Backpressure` is skipped and the next one tried, inside the same
+    /// timeout; so is one whose connection failed before the request left
+    /// this node. Dropping the future forgets the request at once.
+    ///
+    /// The remaining time travels with the request: the provider drops it
+    /// unrun if it cannot start its handler in time, and the handler reads
+    /// it as [`crate::Request::deadline`].
+    pub async fn request(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
+        self.request_within(Outgoing::any(channel), payload, deadline, timeout)
+            .await
+    }
+
+    /// [`LocalBus::request`] with a deadline instead of a timeout (what a
+    /// request made on behalf of another one uses).
+    pub async fn request_until(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, BusError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.request_within(Outgoing::any(channel), payload, deadline, timeout)
+            .await
+    }
+
+    pub(crate) async fn request_within(
+        &self,
+        out: Outgoing,
+        payload: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "domi.request",
+            channel = out.channel.0,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let config = &self.0.shared.config;
+        let mut out = out;
+        if config.trace_context {
+            let ctx = crate::trace::outgoing(config.propagator.as_ref(), &span);
+            span.record("trace_id", ctx.trace_hex());
+            span.record("span_id", ctx.span_hex());
+            out.trace = Some(ctx);
+        }
+        let result = tracing::Instrument::instrument(
+            self.request_inner(out, payload, deadline, timeout),
+            span,
+        )
+        .await;
+        self.0.telemetry.borrow_mut().request(
+            out.channel,
+            started.elapsed(),
+            crate::telemetry::Outcome::of(&result),
+        );
+        if let Err(e) = &result {
+            let c = &self.0.counters;
+            match e {
+                BusError::Timeout { .. } => Counters::inc(&c.timeouts),
+                BusError::PeerLost { .. } => Counters::inc(&c.peer_lost),
+                BusError::Remote { .. } => Counters::inc(&c.remote_errors),
+                BusError::Application { .. } => Counters::inc(&c.app_errors),
+                _ => {}
+            }
+        }
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        out: Outgoing,
+        payload: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let channel = out.channel;
+        self.check_send(channel, payload.len())?;
+        let mut tried: Vec<NodeId> = Vec::new();
+        let mut refused: Option<BusError> = None;
+        loop {
+            let peer = match self.pick_for_request(channel, out.target, &tried) {
+                Ok(p) => p,
+                // Every provider refused: the last refusal says why.
+                Err(e) => return Err(refused.unwrap_or(e)),
+            };
+            let rx = match self.start_request(peer, out, payload, deadline) {
+                Ok(rx) => rx,
+                // Nothing left for that provider: try the next one.
+                Err(e) if not_sent(&e) => {
+                    self.breaker_unclaim(peer);
+                    tried.push(peer);
+                    refused = Some(e);
+                    continue;
+                }
+                Err(e) => {
+                    self.breaker_unclaim(peer);
+                    return Err(e);
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match rx {
+                Started::Local(rx) => Self::await_reply(rx, remaining).await,
+                Started::Remote(corr, rx) => {
+                    // Forgets the waiter however this ends: reply, timeout,
+                    // or the caller dropping the future.
+                    let _forget = Forget { bus: self, corr };
+                    let result = Self::await_reply(rx, remaining).await;
+                    if result.is_none() {
+                        // Timed out: count it against the peer it went to
+                        // last (answers are counted where they arrive).
+                        let waiting = self.0.pending.borrow().get(&corr).map(|w| (w.peer, w.sent));
+                        if let Some((peer, sent)) = waiting {
+                            self.breaker_record(peer, sent, None);
+                        }
+                    }
+                    result
+                }
+            };
+            match result {
+                None => {
+                    return Err(BusError::Timeout {
+                        channel,
+                        after: timeout,
+                    })
+                }
+                Some(Err(BusError::Remote { peer, code })) if code.is_retryable() => {
+                    tried.push(peer);
+                    if Instant::now() >= deadline {
+                        return Err(BusError::Remote { peer, code });
+                    }
+                    refused = Some(BusError::Remote { peer, code });
+                }
+                // A request this node served itself whose pipeline
+                // stage gave up at the deadline (it answers nobody then).
+                Some(Err(BusError::ShuttingDown))
+                    if Instant::now() >= deadline && !self.0.stopping.is_raised() =>
+                {
+                    return Err(BusError::Timeout {
+                        channel,
+                        after: timeout,
+                    })
+                }
+                Some(r) => return r,
+            }
+        }
+    }
+
+    fn start_request(
+        &self,
+        peer: NodeId,
+        out: Outgoing,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<Started, BusError> {
+        let channel = out.channel;
+        Counters::inc(&self.0.counters.sent);
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        let with_deadline = |mut meta: Meta| {
+            meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
+            meta.ext.route = out.route;
+            meta.ext.trace = out.trace;
+            meta
+        };
+        if peer == self.node_id() {
+            self.deliver(
+                with_deadline(self.meta(FrameKind::Request, channel, Channel(0), 0)),
+                payload,
+                ReplyTo::Waiter(tx),
+            );
+            return Ok(Started::Local(rx));
+        }
+        if self.0.pending.borrow().len() >= self.0.shared.config.max_pending {
+            Counters::inc(&self.0.counters.backpressure);
+            return Err(BusError::Backpressure {
+                what: "shard request table",
+            });
+        }
+        let conn = self.conn_to(peer)?;
+        let corr = self.next_id();
+        let meta = with_deadline(self.meta(FrameKind::Request, channel, Channel(0), corr));
+        Self::push_to(&conn, peer, &meta, payload)?;
+        self.0.pending.borrow_mut().insert(
+            corr,
+            Waiting {
+                conn: conn.id,
+                peer,
+                sent: now,
+                deadline,
+                target: out.target,
+                tx,
+            },
+        );
+        Ok(Started::Remote(corr, rx))
+    }
+
+    async fn await_reply(
+        rx: oneshot::Receiver<Result<Vec<u8>, BusError>>,
+        within: Duration,
+    ) -> Option<Result<Vec<u8>, BusError>> {
+        let reply = async { Some(rx.await.unwrap_or(Err(BusError::ShuttingDown))) };
+        let timer = async {
+            glommio::timer::sleep(within).await;
+            None
+        };
+        future::or(reply, timer).await
+    }
+}
+
+/// Removes a request's waiter when the request ends, however it ends.
+struct Forget<'a> {
+    bus: &'a LocalBus,
+    corr: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.bus.0.pending.borrow_mut().remove(&self.corr);
+    }
+}
+
+enum Started {
+    Local(oneshot::Receiver<Result<Vec<u8>, BusError>>),
+    Remote(u64, oneshot::Receiver<Result<Vec<u8>, BusError>>),
+}
