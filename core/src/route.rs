@@ -268,7 +268,7 @@ pub struct Directory {
     /// under `write`.
     changed: std::sync::Condvar,
     /// Tasks waiting for a change ([`Directory::changed`]).
-    wakers: Mutex<Vec<std::task::Waker>>,
+    wakers: Mutex<Wakers>,
 }
 
 impl Directory {
@@ -301,8 +301,14 @@ impl Directory {
         }
         self.changed.notify_all();
         drop(subscribers);
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in wakers {
+        let wakers = std::mem::take(
+            &mut self
+                .wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiting,
+        );
+        for (_, w) in wakers {
             w.wake();
         }
     }
@@ -326,25 +332,14 @@ impl Directory {
     }
 
     /// A future that ends once the change count moves past `seen` (usable
-    /// on any executor; it parks no thread).
-    pub fn changed(&self, seen: u64) -> impl std::future::Future<Output = u64> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.changes() != seen {
-                return std::task::Poll::Ready(self.changes());
-            }
-            {
-                let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
-                }
-            }
-            // An update between the check and the registration woke the
-            // wakers before this one was added: look again.
-            match self.changes() {
-                n if n != seen => std::task::Poll::Ready(n),
-                _ => std::task::Poll::Pending,
-            }
-        })
+    /// on any executor; it parks no thread). Dropped before that, it
+    /// leaves no waker behind.
+    pub fn changed(&self, seen: u64) -> Changed<'_> {
+        Changed {
+            directory: self,
+            seen,
+            key: None,
+        }
     }
 
     /// A channel receiving the events of every later update.
@@ -363,10 +358,99 @@ impl Directory {
     }
 }
 
+/// Tasks waiting for a change, by key (so a waiting future that is dropped
+/// takes its waker out).
+#[derive(Debug, Default)]
+struct Wakers {
+    next: u64,
+    waiting: Vec<(u64, std::task::Waker)>,
+}
+
+/// The future of [`Directory::changed`].
+#[derive(Debug)]
+pub struct Changed<'a> {
+    directory: &'a Directory,
+    seen: u64,
+    /// Its entry among the directory's wakers, once registered.
+    key: Option<u64>,
+}
+
+impl std::future::Future for Changed<'_> {
+    type Output = u64;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<u64> {
+        let directory = self.directory;
+        let now = directory.changes();
+        if now != self.seen {
+            return std::task::Poll::Ready(now);
+        }
+        {
+            let mut wakers = directory.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            let key = match self.key {
+                Some(k) => k,
+                None => {
+                    wakers.next += 1;
+                    wakers.next
+                }
+            };
+            match wakers.waiting.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, w)) => w.clone_from(cx.waker()),
+                None => wakers.waiting.push((key, cx.waker().clone())),
+            }
+            self.key = Some(key);
+        }
+        // An update between the check and the registration woke the
+        // wakers before this one was added: look again.
+        match directory.changes() {
+            n if n != self.seen => std::task::Poll::Ready(n),
+            _ => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut wakers = self
+                .directory
+                .wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            wakers.waiting.retain(|(k, _)| *k != key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::frame::PROTOCOL_VERSION;
+
+    #[test]
+    fn a_dropped_wait_leaves_no_waker_and_a_change_ends_a_live_one() {
+        use futures_lite::future::{block_on, poll_once};
+        let d = Directory::new();
+        let seen = d.changes();
+        let mut waiting = Box::pin(d.changed(seen));
+        assert_eq!(block_on(poll_once(&mut waiting)), None);
+        assert_eq!(block_on(poll_once(&mut waiting)), None);
+        assert_eq!(
+            d.wakers.lock().unwrap().waiting.len(),
+            1,
+            "one entry per wait"
+        );
+        drop(waiting);
+        assert!(d.wakers.lock().unwrap().waiting.is_empty());
+        let live = d.changed(seen);
+        std::thread::scope(|s| {
+            s.spawn(|| d.update(|t| t.clone()));
+            assert_eq!(block_on(live), seen + 1);
+        });
+        assert!(d.wakers.lock().unwrap().waiting.is_empty());
+    }
 
     fn peer(id: u16, chans: &[u16], state: NodeState, up: bool) -> Peer {
         Peer {
