@@ -67,7 +67,9 @@ impl Node {
     /// Delivers `channel`'s messages into a bounded queue of `capacity`
     /// (at least 1) and returns its consuming end: a `Stream` for any
     /// executor, a blocking iterator for plain threads (see
-    /// [`crate::watch`]).
+    /// [`crate::watch`]). The queue's slots are allocated at once (about
+    /// a hundred bytes each, payloads apart): size it for the backlog the
+    /// consumer may fall behind by, not for a whole stream.
     ///
     /// The node serves `channel` from now on (replacing any handler it
     /// had) and is announced as its provider. When the consumer falls
