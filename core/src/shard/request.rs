@@ -56,7 +56,11 @@ impl LocalBus {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let started = Instant::now();
+        // Every caller derived `deadline` from `timeout` and the clock just
+        // now: no second clock read for the request's duration.
+        let started = deadline
+            .checked_sub(timeout.min(crate::timeouts::MAX_WAIT))
+            .unwrap_or_else(Instant::now);
         let span = tracing::debug_span!(
             "domi.request",
             channel = out.channel.0,
