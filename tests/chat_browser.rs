@@ -381,6 +381,17 @@ fn two_users_talk_across_gateways_and_survive_a_room_node_kill() {
         carol.say("carol again").await;
         carol.sees("carol again").await;
         assert!(!carol.log().await.contains("bob too"));
+        // At the end, after everything had time to arrive: nothing of the
+        // lobby ever reached the other room.
+        let other = carol.log().await;
+        for line in [
+            "hello from alice",
+            "hi alice, bob here",
+            "still here after the failover",
+            "bob too",
+        ] {
+            assert!(!other.contains(line), "{line:?} reached carol:\n{other}");
+        }
         for u in [&alice, &bob, &carol] {
             assert_eq!(u.data("opens").await, "1", "{} reconnected", u.name);
             assert_eq!(u.text("status").await, "connected", "{}", u.name);
