@@ -425,8 +425,7 @@ impl<'a> Request<'a> {
 
     /// The time left until [`Request::deadline`] (zero once it passed).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        remaining(self.deadline)
     }
 
     /// Hands the message to the next stage of its pipeline (see
@@ -439,14 +438,8 @@ impl<'a> Request<'a> {
     /// route); errors known at once (no provider, payload too large) are
     /// returned and leave the answer to this handler.
     pub fn next(&mut self, payload: &[u8]) -> Result<(), BusError> {
-        let route = self.meta.ext.route;
-        self.bus.next_stage(
-            self.meta.channel,
-            route,
-            payload,
-            &mut self.replier,
-            self.deadline,
-        )
+        self.bus
+            .next_stage(&self.meta, payload, &mut self.replier, self.deadline)
     }
 
     /// The pipeline stages after this one (empty at the last stage).
@@ -542,8 +535,7 @@ impl OwnedRequest {
 
     /// The time left until [`OwnedRequest::deadline`] (zero once it passed).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        remaining(self.deadline)
     }
 
     /// Whether this request, from another node, can no longer be of use
@@ -551,33 +543,18 @@ impl OwnedRequest {
     /// closed, or its deadline passed. Then it is dropped unanswered and
     /// counted, like one that waited in the async-handler queue.
     pub(crate) fn missed_its_turn(&mut self) -> bool {
-        let ReplyTo::Conn { .. } = &self.replier.to else {
-            return false;
-        };
-        let counter: fn(&crate::stats::Counters) -> &std::cell::Cell<u64> =
-            if self.replier.to.is_gone() {
-                |c| &c.overload_abandoned
-            } else if !crate::timeouts::may_start(Instant::now(), self.deadline) {
-                |c| &c.deadline_expired
-            } else {
-                return false;
-            };
-        self.replier.forget();
-        self.bus.count(counter);
-        true
+        let unwanted = self.bus.unwanted(&self.replier.to, self.deadline);
+        if unwanted {
+            self.replier.forget();
+        }
+        unwanted
     }
 
     /// Hands the message to the next stage of its pipeline (see
     /// [`Request::next`]).
     pub fn next(&mut self, payload: &[u8]) -> Result<(), BusError> {
-        let route = self.meta.ext.route;
-        self.bus.next_stage(
-            self.meta.channel,
-            route,
-            payload,
-            &mut self.replier,
-            self.deadline,
-        )
+        self.bus
+            .next_stage(&self.meta, payload, &mut self.replier, self.deadline)
     }
 
     /// The pipeline stages after this one (empty at the last stage).
@@ -597,6 +574,11 @@ impl OwnedRequest {
 /// How long a request made from a handler waits when the request being
 /// handled carries no deadline (a one-way message, a `call`).
 pub const NESTED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The time left until `deadline` (zero once it passed).
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
 
 pub(crate) fn nested_deadline(deadline: Option<Instant>) -> Instant {
     deadline.unwrap_or_else(|| crate::timeouts::deadline(Instant::now(), NESTED_TIMEOUT))

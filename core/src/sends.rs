@@ -49,10 +49,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
         let key = crate::rendezvous::key_hash(key);
-        let out = Outgoing {
-            target: Target::Keyed(key),
-            ..Outgoing::any(channel)
-        };
+        let out = Outgoing::new(channel, Target::Keyed(key));
         self.request_blocking(out, Some(self.shard_of(key)), payload, timeout)
     }
 
@@ -65,10 +62,7 @@ impl Node {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let out = Outgoing {
-            target: Target::To(node),
-            ..Outgoing::any(channel)
-        };
+        let out = Outgoing::new(channel, Target::To(node));
         self.request_blocking(out, None, payload, timeout)
     }
 

@@ -153,16 +153,7 @@ impl LocalBus {
         let mut ready: std::collections::VecDeque<Queued> = ready.into();
         while let Some(item) = ready.pop_front() {
             let channel = item.meta.channel;
-            let running = if item.to.is_gone() {
-                // Its caller's connection closed while it waited: nobody
-                // can get the answer.
-                Counters::inc(&self.0.counters.overload_abandoned);
-                false
-            } else if self.expired(&item.to, item.deadline) {
-                false
-            } else {
-                self.spawn_handler(item)
-            };
+            let running = !self.unwanted(&item.to, item.deadline) && self.spawn_handler(item);
             if !running {
                 ready.extend(self.0.slots.borrow_mut().finish(channel));
             }
@@ -223,6 +214,17 @@ impl LocalBus {
     /// handler could start: then it is dropped unanswered (its caller has
     /// timed out; an answer would only cost bytes) and counted. A request
     /// of this node's own is left to its caller's timer.
+    /// Whether a message that waited (in the async-handler queue or a
+    /// serial lane) is of no use any more: its caller's connection closed
+    /// (nobody can get the answer), or its deadline passed; counted.
+    pub(crate) fn unwanted(&self, to: &ReplyTo, deadline: Option<Instant>) -> bool {
+        if to.is_gone() {
+            Counters::inc(&self.0.counters.overload_abandoned);
+            return true;
+        }
+        self.expired(to, deadline)
+    }
+
     fn expired(&self, to: &ReplyTo, deadline: Option<Instant>) -> bool {
         let remote = matches!(to, ReplyTo::Conn { .. });
         if !remote || deadline.is_none() || crate::timeouts::may_start(Instant::now(), deadline) {

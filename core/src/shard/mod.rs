@@ -80,9 +80,13 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     pub(crate) fn any(channel: Channel) -> Outgoing {
+        Outgoing::new(channel, Target::Any)
+    }
+
+    pub(crate) fn new(channel: Channel, target: Target) -> Outgoing {
         Outgoing {
             channel,
-            target: Target::Any,
+            target,
             route: crate::frame::Route::EMPTY,
             trace: None,
         }

@@ -38,10 +38,7 @@ impl LocalBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let out = Outgoing {
-            target: Target::Keyed(crate::rendezvous::key_hash(key)),
-            ..Outgoing::any(channel)
-        };
+        let out = Outgoing::new(channel, Target::Keyed(crate::rendezvous::key_hash(key)));
         self.request_for(out, payload, timeout).await
     }
 
@@ -54,11 +51,8 @@ impl LocalBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let out = Outgoing {
-            target: Target::To(node),
-            ..Outgoing::any(channel)
-        };
-        self.request_for(out, payload, timeout).await
+        self.request_for(Outgoing::new(channel, Target::To(node)), payload, timeout)
+            .await
     }
 
     /// One-way message along a pipeline: to one provider of `stages[0]`,
@@ -109,12 +103,12 @@ impl LocalBus {
     /// returned, and the replier is left to the handler.
     pub(crate) fn next_stage(
         &self,
-        here: Channel,
-        route: Route,
+        meta: &crate::frame::Meta,
         payload: &[u8],
         replier: &mut Replier,
         deadline: Option<Instant>,
     ) -> Result<(), BusError> {
+        let (here, route) = (meta.channel, meta.ext.route);
         if replier.answered() {
             // Answered, or handed on already: a second hand-off would run
             // the next stage twice.
