@@ -195,7 +195,12 @@ fn twenty_nodes_started_at_once_all_register_with_unique_ids() {
     let took = started.elapsed();
     assert_registered_uniquely(&etcd, "crowd", &nodes);
     let ids: BTreeSet<u16> = nodes.iter().map(|n| n.id().get()).collect();
-    assert_eq!(ids, (0..20).collect(), "the lowest free ids are taken");
+    // A node that loses a race for an id spreads its next choice over the
+    // lowest 2, 4, 8, … free ids: ids stay compact, not spread over 1024.
+    assert!(
+        ids.iter().all(|&id| id < 128),
+        "ids stay among the lowest: {ids:?}"
+    );
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
 

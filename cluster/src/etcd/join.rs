@@ -1,4 +1,5 @@
-//! Joining: connect, take a lease and claim the lowest free id, one bounded
+//! Joining: connect, take a lease and claim a free id (the lowest free one,
+//! spreading out after lost races; see [`record::pick_free`]), one bounded
 //! attempt at a time, retried as [`join_policy`](super::join_policy)
 //! decides; and telling a TLS refusal (a client certificate etcd refuses, a
 //! server certificate we do not trust) apart from a lost connection.
@@ -23,6 +24,7 @@ enum Step {
     Connect,
     Probe,
     GrantLease,
+    KeepLease,
     ListIds,
     ClaimId,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Display for Step {
             Step::Connect => "connecting",
             Step::Probe => "probing the etcd members",
             Step::GrantLease => "granting a lease",
+            Step::KeepLease => "keeping the lease alive while claiming an id",
             Step::ListIds => "listing the taken ids",
             Step::ClaimId => "claiming an id",
         })
@@ -279,7 +282,7 @@ struct Progress {
     lease: Option<i64>,
 }
 
-/// Connects, takes a lease and claims the lowest free id, retrying with
+/// Connects, takes a lease and claims a free id, retrying with
 /// jittered backoff while etcd is unreachable or overloaded, up to the join
 /// timeout (see [`super::join_policy`]).
 pub(crate) async fn join(
@@ -330,6 +333,7 @@ pub(crate) async fn join(
                     instance: local.instance,
                     started_at,
                     left_out,
+                    id_taken: false,
                 });
             }
             Ok(Err(e)) => match &tls {
@@ -381,8 +385,8 @@ pub(crate) async fn join(
     }
 }
 
-/// One join attempt: connects (once per join), takes a lease and claims the
-/// lowest free id. Every request is bounded by the request timeout; the
+/// One join attempt: connects (once per join), takes a lease and claims a
+/// free id. Every request is bounded by the request timeout; the
 /// caller bounds the whole attempt.
 async fn attempt(
     config: &EtcdConfig,
@@ -415,7 +419,7 @@ async fn attempt(
         .map_err(AttemptError::etcd(Step::GrantLease))?
         .id();
     progress.lease = Some(lease);
-    let id = claim_lowest(c, &config.cluster, lease, instance, progress).await?;
+    let id = claim_id(c, config, lease, instance, progress).await?;
     Ok((c.clone(), lease, id))
 }
 
@@ -436,42 +440,84 @@ pub(super) fn connect_options(config: &EtcdConfig, tls: Option<&TlsMaterial>) ->
     opts
 }
 
-/// Claims the lowest free id with one transaction per try
-/// (create-revision = 0 on its id key); tries again when another node wins a race.
-async fn claim_lowest(
+/// Claims a free id: lists the taken ids once, then one transaction per
+/// try (create-revision = 0 on the id's claim key), whose failure branch
+/// lists the taken ids again. The first try takes the lowest free id; after
+/// each lost race the choice spreads over more of the lowest free ids
+/// ([`record::pick_free`]), so a crowd starting together settles in a few
+/// rounds instead of racing for one id at a time. The lease is kept alive
+/// while this goes on.
+async fn claim_id(
     client: &mut Client,
-    cluster: &str,
+    config: &EtcdConfig,
     lease: i64,
     instance: u64,
     progress: &mut Progress,
 ) -> Result<NodeId, AttemptError> {
+    let cluster = config.cluster.as_str();
     let prefix = record::ids_prefix(cluster);
+    let refresh_every = Duration::from_millis((config.ttl_secs.max(1) as u64) * 1000 / 3);
+    let mut refreshed = Instant::now();
+    progress.step = Step::ListIds;
+    let listed = client
+        .get(
+            prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .map_err(AttemptError::etcd(Step::ListIds))?;
+    let mut taken: Vec<NodeId> = listed
+        .kvs()
+        .iter()
+        .filter_map(|kv| record::parse_id(&prefix, kv.key()))
+        .collect();
+    let mut lost = 0u32;
     loop {
-        progress.step = Step::ListIds;
-        let listed = client
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await
-            .map_err(AttemptError::etcd(Step::ListIds))?;
-        let taken = listed
-            .kvs()
-            .iter()
-            .filter_map(|kv| record::parse_id(&prefix, kv.key()));
-        let Some(id) = record::lowest_free(taken) else {
+        let Some(id) = record::pick_free(taken.iter().copied(), lost, fastrand::f64()) else {
             return Err(AttemptError::Full {
                 cluster: cluster.into(),
             });
         };
+        if refreshed.elapsed() >= refresh_every {
+            progress.step = Step::KeepLease;
+            // A streaming call: the client's request timeout does not bound
+            // waiting for the answer, so this does.
+            match tokio::time::timeout(config.request_timeout, keep_alive_once(client, lease)).await
+            {
+                Ok(renewed) => renewed.map_err(AttemptError::etcd(Step::KeepLease))?,
+                Err(_) => {
+                    return Err(AttemptError::TimedOut {
+                        step: Step::KeepLease,
+                        after: config.request_timeout,
+                    })
+                }
+            }
+            refreshed = Instant::now();
+        }
         progress.step = Step::ClaimId;
-        if try_claim(client, cluster, id, lease, instance)
+        match try_claim(client, &prefix, cluster, id, lease, instance)
             .await
             .map_err(AttemptError::etcd(Step::ClaimId))?
         {
-            return Ok(id);
+            None => return Ok(id),
+            Some(now_taken) => {
+                lost = lost.saturating_add(1);
+                debug!(%id, lost, "lost the race for an id; trying another");
+                taken = now_taken;
+            }
         }
-        debug!(%id, "lost the race for an id; trying the next one");
+    }
+}
+
+/// Renews `lease` once.
+async fn keep_alive_once(client: &mut Client, lease: i64) -> EtcdResult<()> {
+    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+    keeper.keep_alive().await?;
+    match stream.message().await? {
+        Some(r) if r.ttl() > 0 => Ok(()),
+        _ => Err(etcd_client::Error::LeaseKeepAliveError(format!(
+            "lease {lease:x} ended while claiming an id"
+        ))),
     }
 }
 
@@ -489,13 +535,16 @@ async fn revoke_within(client: &mut Client, lease: i64, within: Duration) {
     }
 }
 
+/// Claims `id` under `lease` if nobody holds it: `None` when claimed,
+/// otherwise the ids taken now (the failure branch lists them).
 async fn try_claim(
     client: &mut Client,
+    prefix: &str,
     cluster: &str,
     id: NodeId,
     lease: i64,
     instance: u64,
-) -> EtcdResult<bool> {
+) -> EtcdResult<Option<Vec<NodeId>>> {
     let key = record::id_key(cluster, id);
     let txn = Txn::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
@@ -503,6 +552,28 @@ async fn try_claim(
             key.as_str(),
             format!("{instance:016x}"),
             Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
         )]);
-    Ok(client.txn(txn).await?.succeeded())
+    let resp = client.txn(txn).await?;
+    if resp.succeeded() {
+        return Ok(None);
+    }
+    let taken = resp
+        .op_responses()
+        .into_iter()
+        .filter_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        })
+        .flat_map(|g| {
+            g.kvs()
+                .iter()
+                .filter_map(|kv| record::parse_id(prefix, kv.key()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Some(taken))
 }

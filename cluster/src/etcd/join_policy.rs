@@ -1,8 +1,8 @@
 //! How the first registration retries: pure decisions, with the elapsed time,
 //! the attempt count and the jitter draw passed in.
 //!
-//! A node joining through etcd makes attempts (take a lease, claim the lowest
-//! free id). An attempt that fails with an error retrying can fix (etcd
+//! A node joining through etcd makes attempts (take a lease, claim a free
+//! id). An attempt that fails with an error retrying can fix (etcd
 //! unreachable, overloaded, too slow) is retried with jittered exponential
 //! backoff until the join timeout; an error retrying cannot fix (invalid
 //! configuration, a full cluster, authentication refused) ends the join at once.

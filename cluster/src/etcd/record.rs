@@ -56,6 +56,34 @@ pub fn lowest_free(taken: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
         .and_then(|i| NodeId::new(i as u16))
 }
 
+/// The id a node tries to claim after losing `lost` races in a row: the
+/// lowest free id at first (so ids stay compact and freed ids are reused),
+/// then one drawn (`unit` in `[0, 1)`) from the lowest 2, 4, 8, … free ids,
+/// so that many nodes starting together spread out instead of all racing
+/// for the same id. `None` when every id is taken.
+pub fn pick_free(taken: impl IntoIterator<Item = NodeId>, lost: u32, unit: f64) -> Option<NodeId> {
+    let mut used = [false; NodeId::MAX as usize + 1];
+    for id in taken {
+        if let Some(slot) = used.get_mut(id.index()) {
+            *slot = true;
+        }
+    }
+    let free = used.iter().filter(|u| !**u).count();
+    let window = 1usize
+        .checked_shl(lost.min(16))
+        .unwrap_or(usize::MAX)
+        .min(free);
+    if window == 0 {
+        return None;
+    }
+    let nth = ((unit.clamp(0.0, 1.0) * window as f64) as usize).min(window - 1);
+    used.iter()
+        .enumerate()
+        .filter(|(_, u)| !**u)
+        .nth(nth)
+        .and_then(|(i, _)| NodeId::new(i as u16))
+}
+
 /// Who holds a node id's claim key (`/domi/<cluster>/ids/<id>`), as far as
 /// this node is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +121,10 @@ pub fn is_lease_not_found(grpc_code: Option<i32>, message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     match grpc_code {
         Some(GRPC_NOT_FOUND) => message.contains("lease"),
-        _ => message.contains("requested lease not found"),
+        // etcd's own text, and etcd-client's when a keep-alive stream's
+        // first answer says the lease is gone ("lease keep alive error:
+        // lease not found").
+        _ => message.contains("lease not found"),
     }
 }
 
@@ -384,6 +415,21 @@ mod tests {
         assert_eq!(lowest_free([nid(0), nid(2)]), Some(nid(1)));
         assert_eq!(lowest_free([]), Some(nid(0)));
         assert_eq!(lowest_free((0..=1023).map(nid)), None);
+        // pick_free: the lowest at first, then spread over more and more.
+        let taken = [nid(0), nid(2), nid(5)];
+        assert_eq!(pick_free(taken, 0, 0.99), Some(nid(1)));
+        assert_eq!(pick_free(taken, 1, 0.0), Some(nid(1)));
+        assert_eq!(pick_free(taken, 1, 0.99), Some(nid(3)));
+        assert_eq!(pick_free(taken, 2, 0.99), Some(nid(6)));
+        assert_eq!(pick_free(taken, 40, 1.0), Some(nid(1023)));
+        assert_eq!(pick_free((0..=1023).map(nid), 3, 0.5), None);
+        assert_eq!(pick_free((1..=1023).map(nid), 9, 0.99), Some(nid(0)));
+        // Many draws in a window of 8 cover it and stay inside it.
+        let drawn: std::collections::BTreeSet<u16> = (0..64)
+            .filter_map(|i| pick_free([], 3, i as f64 / 64.0))
+            .map(|n| n.get())
+            .collect();
+        assert_eq!(drawn, (0..8).collect());
     }
 
     #[test]
