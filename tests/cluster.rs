@@ -343,7 +343,8 @@ fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holde
     );
     etcd.revoke(a_lease);
 
-    // a notices, finds its id taken, says so, and keeps retrying.
+    // a notices, finds its id taken, says so (an error once, then at debug
+    // level), and keeps retrying.
     wait_until(
         "a to retry its claim three times",
         Duration::from_secs(15),

@@ -1,7 +1,8 @@
 //! The discovery thread: one std thread running a tokio current-thread
 //! runtime that owns every etcd call of the node.
 //!
-//! It joins (takes a lease and claims the lowest free id, retrying an
+//! It joins (takes a lease and claims a free id, the lowest unless it loses
+//! races to other starting nodes, retrying an
 //! unreachable or overloaded etcd up to the join timeout as
 //! [`join_policy`](super::join_policy) decides), keeps the node's record
 //! under one lease, lists the cluster and watches it from the listed
@@ -49,6 +50,17 @@ pub(crate) enum Cmd {
     Leave,
 }
 
+/// The shortest time between two peer-table rebuilds from watch events,
+/// for a table of `peers`: a change after a quiet spell is published at
+/// once, but a storm of joins (every node of a cold-starting cluster
+/// registering) is applied in batches. A rebuild costs time in proportion to
+/// the table, so the spacing grows with it: 100 ms, plus 1 ms per peer, at
+/// most 1 s (a 1024-node cluster's tables rebuild at most once a second
+/// each, instead of once per join).
+fn publish_every(peers: usize) -> Duration {
+    Duration::from_millis(100 + peers.min(900) as u64)
+}
+
 pub(super) type EtcdResult<T> = Result<T, etcd_client::Error>;
 
 /// Why a session with etcd could not be set up.
@@ -94,7 +106,8 @@ fn holder_lease(resp: &etcd_client::TxnResponse) -> Option<i64> {
 /// The streams of one established session.
 struct Session {
     watch: WatchStream,
-    /// Keep-alive of our lease; `None` while another node holds our id.
+    /// Keep-alive of our lease; `None` while another node holds our id (and,
+    /// inside `serve`, while a failed stream is being reopened).
     keep: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
 }
 
@@ -110,6 +123,8 @@ pub(crate) struct Discovery {
     /// Endpoints the join left out of the client's balance (see
     /// [`balance::rebalance`]).
     pub(super) left_out: Vec<String>,
+    /// Whether another node holds our id (logged once as an error).
+    pub(super) id_taken: bool,
 }
 
 impl Discovery {
@@ -129,12 +144,15 @@ impl Discovery {
         let backoff = self.config.backoff;
         let mut attempt = 0u32;
         let mut broken = false;
-        // Endpoints taken out of the client's balance because they did not
-        // accept a connection at the last probe (joining may have begun).
-        let mut left_out = std::mem::take(&mut self.left_out);
         loop {
             let within = self.config.connect_timeout.min(Duration::from_secs(1));
-            balance::rebalance(&self.client, &self.config.endpoints, &mut left_out, within).await;
+            balance::rebalance(
+                &self.client,
+                &self.config.endpoints,
+                &mut self.left_out,
+                within,
+            )
+            .await;
             match self.establish(&ctx).await {
                 Ok(session) => {
                     if broken {
@@ -282,6 +300,18 @@ impl Discovery {
             }
             self.lease = None;
         }
+        // Held by another node: a read says so without a lease to grant and
+        // revoke (writes an overloaded etcd would have to apply).
+        let id_key = record::id_key(&self.config.cluster, self.id);
+        if let Some(kv) = self.client.get(id_key, None).await?.kvs().first() {
+            let holder_lease = kv.lease();
+            if !std::mem::replace(&mut self.id_taken, true) {
+                error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id was taken by another node while our lease was gone; staying out of the cluster's tables and retrying the claim");
+            } else {
+                debug!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is still taken by another node; retrying the claim");
+            }
+            return Ok(None);
+        }
         let lease = self
             .client
             .lease_grant(self.config.ttl_secs, None)
@@ -290,10 +320,12 @@ impl Discovery {
         match self.reclaim_with_record(ctx, lease).await {
             Ok(Claim::Held) => {
                 self.lease = Some(lease);
+                self.id_taken = false;
                 info!(id = %self.id, cluster = %self.config.cluster, lease, "registered again under a new lease");
                 Ok(Some(lease))
             }
             Ok(Claim::Taken { holder_lease }) => {
+                self.id_taken = true;
                 error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id was taken by another node while our lease was gone; staying out of the cluster's tables and retrying the claim");
                 revoke(&mut self.client, lease).await;
                 Ok(None)
@@ -371,6 +403,9 @@ impl Discovery {
         let mut tick = tokio::time::interval(Duration::from_millis(
             (self.config.ttl_secs as u64 * 1000 / 3).max(100),
         ));
+        // Ticks missed while the keep-alive stream was being reopened are not
+        // made up in a burst.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reclaim = async {
             match claim_retry {
                 Some(d) => tokio::time::sleep(d).await,
@@ -378,14 +413,61 @@ impl Discovery {
             }
         };
         tokio::pin!(reclaim);
-        let cluster = self.config.cluster.clone();
-        loop {
+        // When the keep-alive stream failed: when to reopen it, and how
+        // many times in a row it failed.
+        let mut keep_retry: Option<(tokio::time::Instant, u32)> = None;
+        let ttl = Duration::from_secs(self.config.ttl_secs.max(1) as u64);
+        let mut last_ack = tokio::time::Instant::now();
+        let mut pending: Vec<Change> = Vec::new();
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        let mut last_publish: Option<tokio::time::Instant> = None;
+        // When to try again to rewrite our record after an update failed
+        // (commands wait meanwhile; the next write uses the current info).
+        let mut rewrite_at: Option<tokio::time::Instant> = None;
+        let flow = loop {
             tokio::select! {
-                _ = &mut reclaim => return Flow::Reclaim,
+                _ = &mut reclaim => break Flow::Reclaim,
                 _ = tick.tick(), if keep.is_some() => {
+                    // Renewals answered by nothing for a whole TTL: the
+                    // stream is dead without saying so; reopen it (a lease
+                    // that ended then shows as such).
+                    if last_ack.elapsed() > ttl {
+                        let e = etcd_client::Error::LeaseKeepAliveError(format!("no keep-alive answer within {ttl:?}"));
+                        if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
+                            break flow;
+                        }
+                    }
                     if let Some((keeper, _)) = keep.as_mut() {
                         if let Err(e) = keeper.keep_alive().await {
-                            return Flow::Retry(format!("keep-alive: {e}"));
+                            if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
+                                break flow;
+                            }
+                        }
+                    }
+                }
+                _ = async {
+                    match keep_retry {
+                        Some((t, _)) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let failures = keep_retry.map(|(_, n)| n).unwrap_or(0);
+                    keep_retry = None;
+                    match self.reopen_keep_alive().await {
+                        Ok(k) => {
+                            debug!(id = %self.id, failures, "keep-alive stream reopened");
+                            keep = Some(k);
+                        }
+                        Err(e) => {
+                            // Unanswered for a whole TTL: the lease has
+                            // likely ended; let registering find out.
+                            if last_ack.elapsed() > ttl {
+                                break Flow::Retry(format!("keep-alive: no renewal for {ttl:?}; last error: {e}"));
+                            }
+                            keep_retry = Some((tokio::time::Instant::now(), failures));
+                            if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
+                                break flow;
+                            }
                         }
                     }
                 }
@@ -397,40 +479,72 @@ impl Discovery {
                 } => match msg {
                     Ok(Some(r)) if r.ttl() <= 0 => {
                         self.lease = None;
-                        return Flow::Retry("lease expired or revoked".into());
+                        break Flow::Retry("lease expired or revoked".into());
                     }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Flow::Retry("keep-alive stream ended".into()),
-                    Err(e) => return Flow::Retry(format!("keep-alive stream: {e}")),
+                    Ok(Some(_)) => last_ack = tokio::time::Instant::now(),
+                    Ok(None) => {
+                        let e = etcd_client::Error::LeaseKeepAliveError("keep-alive stream ended".into());
+                        if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
+                            break flow;
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
+                            break flow;
+                        }
+                    }
                 },
+                _ = async {
+                    match flush_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    flush_at = None;
+                    last_publish = Some(tokio::time::Instant::now());
+                    self.publish(ctx, &mut pending);
+                }
                 msg = watch.message() => match msg {
                     Ok(Some(resp)) => {
                         if resp.canceled() || resp.compact_revision() > 0 {
-                            return Flow::Retry(format!("watch canceled (compacted at {})", resp.compact_revision()));
+                            break Flow::Retry(format!("watch canceled (compacted at {})", resp.compact_revision()));
                         }
-                        let changes: Vec<Change> = resp.events().iter().filter_map(|ev| {
+                        pending.extend(resp.events().iter().filter_map(|ev| {
                             let kv = ev.kv()?;
                             Some(match ev.event_type() {
                                 EventType::Put => Change::Put { key: kv.key().to_vec(), value: kv.value().to_vec() },
                                 EventType::Delete => Change::Delete { key: kv.key().to_vec() },
                             })
-                        }).collect();
-                        if !changes.is_empty() {
-                            let id = self.id;
-                            ctx.directory.update(|cur| {
-                                let (t, bad) = record::apply_all(&cluster, id, cur, &changes);
-                                for e in bad {
-                                    warn!(error = %e, "ignoring an unusable node record");
-                                }
-                                t
-                            });
+                        }));
+                        // One table rebuild per batch, and batches spaced
+                        // by publish_every: a quiet cluster's change is
+                        // published at once, a storm's are coalesced.
+                        if !pending.is_empty() && flush_at.is_none() {
+                            let now = tokio::time::Instant::now();
+                            let due = last_publish
+                                .map_or(now, |t| t + publish_every(ctx.directory.load().len()));
+                            if due <= now {
+                                last_publish = Some(now);
+                                self.publish(ctx, &mut pending);
+                            } else {
+                                flush_at = Some(due);
+                            }
                         }
                     }
-                    Ok(None) => return Flow::Retry("watch stream ended".into()),
-                    Err(e) => return Flow::Retry(format!("watch: {e}")),
+                    Ok(None) => break Flow::Retry("watch stream ended".into()),
+                    Err(e) => break Flow::Retry(format!("watch: {e}")),
                 },
-                cmd = cmds.recv() => match cmd {
+                cmd = async {
+                    match rewrite_at {
+                        Some(t) => {
+                            tokio::time::sleep_until(t).await;
+                            Some(Cmd::Update)
+                        }
+                        None => cmds.recv().await,
+                    }
+                } => match cmd {
                     Some(Cmd::Update) => {
+                        rewrite_at = None;
                         // Without a lease we hold nothing to write; the record
                         // is written from the current info when we register.
                         let Some(lease) = self.lease else { continue };
@@ -438,26 +552,120 @@ impl Discovery {
                             Ok(Claim::Held) => {}
                             Ok(Claim::Free) => {
                                 self.lease = None;
-                                return Flow::Retry("our lease ended; registering again".into());
+                                break Flow::Retry("our lease ended; registering again".into());
                             }
                             Ok(Claim::Taken { holder_lease }) => {
                                 error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record");
                                 revoke(&mut self.client, lease).await;
                                 self.lease = None;
-                                return Flow::Retry("our node id is held by another node".into());
+                                break Flow::Retry("our node id is held by another node".into());
                             }
                             Err(e) if lease_not_found(&e) => {
                                 self.lease = None;
-                                return Flow::Retry("our lease is gone; registering again".into());
+                                break Flow::Retry("our lease is gone; registering again".into());
                             }
-                            Err(e) => return Flow::Retry(format!("updating the record: {e}")),
+                            // E.g. an overloaded etcd timing the write out:
+                            // the session stays, the write is tried again at
+                            // the next keep-alive tick.
+                            Err(e) => {
+                                let delay = retry_delay(&self.config.backoff, 0);
+                                debug!(id = %self.id, error = %e, retry_in = ?delay, "could not update our record; trying again");
+                                rewrite_at = Some(tokio::time::Instant::now() + delay);
+                            }
                         }
                     }
                     Some(Cmd::Start(_)) => {}
-                    Some(Cmd::Leave) | None => return Flow::Leave,
+                    Some(Cmd::Leave) | None => break Flow::Leave,
                 },
             }
+        };
+        // Changes already received still reach the table, which is kept
+        // while etcd is away (leaving discards it anyway).
+        if !matches!(flow, Flow::Leave) {
+            self.publish(ctx, &mut pending);
         }
+        flow
+    }
+
+    /// A keep-alive failure with `e`. An overloaded etcd times renewals out
+    /// while the lease lives on until its TTL, so the session (and its watch)
+    /// is kept and only the keep-alive stream is reopened, with backoff
+    /// within a third of the TTL; listing every record again would only add
+    /// to etcd's load. A lease etcd no longer knows ends the session
+    /// (`Some`), to register again.
+    fn keep_alive_failed(
+        &mut self,
+        e: &etcd_client::Error,
+        keep: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+        retry: &mut Option<(tokio::time::Instant, u32)>,
+    ) -> Option<Flow> {
+        if lease_not_found(e) || self.lease.is_none() {
+            self.lease = None;
+            return Some(Flow::Retry(format!("keep-alive: {e}")));
+        }
+        let failures = retry.map(|(_, n)| n).unwrap_or(0).saturating_add(1);
+        let cap = Duration::from_millis((self.config.ttl_secs.max(1) as u64) * 1000 / 3);
+        let delay = retry_delay(&self.config.backoff, failures - 1).min(cap);
+        if failures == 1 {
+            warn!(id = %self.id, cluster = %self.config.cluster, error = %e, retry_in = ?delay, "keep-alive failed; reopening its stream, the lease lives until its TTL");
+        } else {
+            debug!(id = %self.id, failures, error = %e, retry_in = ?delay, "keep-alive failed again");
+        }
+        *keep = None;
+        *retry = Some((tokio::time::Instant::now() + delay, failures));
+        None
+    }
+
+    /// Opens a new keep-alive stream for our lease and renews the lease on it,
+    /// within the request timeout (a streaming call, which the client's own
+    /// timeout does not bound). Members that refuse connections are first
+    /// taken out of the client's balance, as when a session is set up.
+    async fn reopen_keep_alive(
+        &mut self,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), etcd_client::Error> {
+        let Some(lease) = self.lease else {
+            return Err(etcd_client::Error::LeaseKeepAliveError(
+                "no lease to keep alive".into(),
+            ));
+        };
+        let within = self.config.connect_timeout.min(Duration::from_secs(1));
+        balance::rebalance(
+            &self.client,
+            &self.config.endpoints,
+            &mut self.left_out,
+            within,
+        )
+        .await;
+        let limit = self.config.request_timeout;
+        let client = &mut self.client;
+        let reopened = async {
+            let (mut keeper, stream) = client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            Ok((keeper, stream))
+        };
+        match tokio::time::timeout(limit, reopened).await {
+            Ok(r) => r,
+            Err(_) => Err(etcd_client::Error::LeaseKeepAliveError(format!(
+                "no answer within {limit:?}"
+            ))),
+        }
+    }
+
+    /// Applies the watch changes gathered so far to the peer table, with one
+    /// rebuild.
+    fn publish(&self, ctx: &MembershipContext, pending: &mut Vec<Change>) {
+        if pending.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(pending);
+        let (cluster, id) = (self.config.cluster.as_str(), self.id);
+        ctx.directory.update(|cur| {
+            let (t, bad) = record::apply_all(cluster, id, cur, &changes);
+            for e in bad {
+                warn!(error = %e, "ignoring an unusable node record");
+            }
+            t
+        });
     }
 
     /// Revokes the lease so every key of the node disappears at once.
@@ -487,4 +695,18 @@ enum Flow {
 
 fn retry_delay(backoff: &Backoff, attempt: u32) -> Duration {
     backoff.delay(attempt, fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuilds_are_spaced_by_the_table_size() {
+        assert_eq!(publish_every(0), Duration::from_millis(100));
+        assert_eq!(publish_every(3), Duration::from_millis(103));
+        assert_eq!(publish_every(400), Duration::from_millis(500));
+        assert_eq!(publish_every(1024), Duration::from_secs(1));
+        assert_eq!(publish_every(usize::MAX), Duration::from_secs(1));
+    }
 }

@@ -94,8 +94,9 @@ pub struct EtcdConfig {
     /// with [`MembershipError::JoinTimedOut`]. Zero means one attempt.
     pub join_timeout: Duration,
     /// Retry backoff between join attempts and while etcd is unreachable,
-    /// and between attempts to claim the node's id again when another node
-    /// holds it.
+    /// between attempts to claim the node's id again when another node
+    /// holds it, and (capped at a third of the TTL) between attempts to
+    /// reopen a failed keep-alive stream or rewrite the record.
     pub backoff: Backoff,
     /// Admin HTTP address written in the record, if any.
     pub http: Option<SocketAddr>,
