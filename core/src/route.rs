@@ -235,18 +235,25 @@ pub enum PeerEvent {
     Changed(NodeId),
 }
 
-/// The events that turn `old` into `new`, in id order.
+/// The events that turn `old` into `new`, in id order. An id now held by
+/// another instance of a node (one left and another took its id, both
+/// within one batch of changes) is `Left` then `Joined`, not `Changed`.
 pub fn diff(old: &PeerTable, new: &PeerTable) -> Vec<PeerEvent> {
     let mut events = Vec::new();
+    let mut rejoined = Vec::new();
     for (id, p) in &old.peers {
         match new.peers.get(id) {
             None => events.push(PeerEvent::Left(*id)),
+            Some(q) if q.info.instance != p.info.instance => {
+                events.push(PeerEvent::Left(*id));
+                rejoined.push(*id);
+            }
             Some(q) if q != p => events.push(PeerEvent::Changed(*id)),
             Some(_) => {}
         }
     }
     for id in new.peers.keys() {
-        if !old.peers.contains_key(id) {
+        if !old.peers.contains_key(id) || rejoined.contains(id) {
             events.push(PeerEvent::Joined(*id));
         }
     }
@@ -557,5 +564,16 @@ mod tests {
             ]
         );
         assert!(diff(&b, &b).is_empty());
+        // Another instance under the same id: it left and a new one joined.
+        let mut again = peer(2, &[9], NodeState::Serving, true);
+        again.info.instance ^= 1;
+        let c = b.with_peer(again);
+        assert_eq!(
+            diff(&b, &c),
+            vec![
+                PeerEvent::Left(NodeId::test(2)),
+                PeerEvent::Joined(NodeId::test(2))
+            ]
+        );
     }
 }

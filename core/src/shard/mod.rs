@@ -147,6 +147,9 @@ pub(crate) struct ShardCore {
     /// How long readers try an empty socket again before arming a poll
     /// (the spin before parking, for pinned shards; zero otherwise).
     read_spin: Duration,
+    /// Wakes the housekeeping task early: a connection opened or a peer was
+    /// marked down while it slept a long idle round.
+    housekeeping: crate::notify::Wake,
 }
 
 /// The bus as seen from inside one shard: send from handlers and shard tasks
@@ -363,6 +366,7 @@ impl LocalBus {
         );
         conn.remote.set(Some(addr));
         self.0.outbound.borrow_mut()[peer.index()] = Some(conn.clone());
+        self.0.housekeeping.notify();
         let bus = self.clone();
         let c = conn.clone();
         glommio::spawn_local(async move {

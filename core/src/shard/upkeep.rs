@@ -44,6 +44,7 @@ impl LocalBus {
         // Every other shard of the node skips it too; this shard retries
         // it and clears the mark when a connection succeeds.
         self.0.shared.set_down(peer, true);
+        self.0.housekeeping.notify();
     }
 
     pub(super) fn clear_down(&self, peer: NodeId) {
@@ -237,6 +238,7 @@ pub(crate) async fn run(
         stopping: Signal::default(),
         announced: Cell::new(0),
         read_spin,
+        housekeeping: crate::notify::Wake::default(),
     }));
     let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeeping(bus.clone()));
@@ -296,6 +298,7 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
                 );
                 conn.attach(stream);
                 bus.0.inbound.borrow_mut().insert(conn.id, conn.clone());
+                bus.0.housekeeping.notify();
                 let b = bus.clone();
                 glommio::spawn_local(async move { b.serve(conn).await }).detach();
             }
@@ -309,13 +312,42 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
 
 async fn housekeeping(bus: LocalBus) {
     while !bus.0.stopping.is_raised() {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let conns = bus.0.inbound.borrow().len() + bus.0.outbound.borrow().iter().flatten().count();
+        let tick = housekeeping_tick(conns, bus.0.downs.get(), &bus.0.shared.config.timeouts);
+        // A connection opened or a peer marked down during a long idle round
+        // cuts it short, so its timeouts and reconnects keep their pace.
+        future::or(glommio::timer::sleep(tick), bus.0.housekeeping.wait()).await;
         bus.apply_peer_events();
         if bus.0.shared.info_epoch.load(Ordering::Acquire) != bus.0.announced.get() {
             bus.announce();
         }
         bus.check_connections();
         bus.retry_down_peers();
+    }
+}
+
+/// How long a shard's housekeeping sleeps between rounds, given its open
+/// connections and down-marked peers: 50 ms while peers are down (their
+/// reconnects are due at backoff times); while connections are open, a
+/// quarter of the shortest connection timeout (handshake, frame, heartbeat,
+/// silence; 125 ms by default); and 1 s with neither: an idle node, one of
+/// hundreds on a host, then wakes once a second instead of twenty times
+/// (membership events only close connections; opening a connection or
+/// marking a peer down wakes the housekeeping at once).
+pub(crate) fn housekeeping_tick(
+    conns: usize,
+    downs: usize,
+    t: &crate::timeouts::Timeouts,
+) -> Duration {
+    const BUSY: Duration = Duration::from_millis(50);
+    const IDLE: Duration = Duration::from_secs(1);
+    if downs > 0 {
+        BUSY
+    } else if conns > 0 {
+        let shortest = t.handshake.min(t.frame).min(t.heartbeat).min(t.silence);
+        (shortest / 4).clamp(Duration::from_millis(1), IDLE)
+    } else {
+        IDLE
     }
 }
 
@@ -327,5 +359,25 @@ fn reader_spin(config: &crate::config::NodeConfig) -> Duration {
     match config.spin_before_park {
         Some(spin) if pinned => spin,
         _ => Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeouts::Timeouts;
+
+    #[test]
+    fn housekeeping_slows_down_when_there_is_nothing_to_watch() {
+        let t = Timeouts::default();
+        assert_eq!(housekeeping_tick(0, 0, &t), Duration::from_secs(1));
+        assert_eq!(housekeeping_tick(3, 0, &t), t.heartbeat / 4);
+        assert_eq!(housekeeping_tick(0, 1, &t), Duration::from_millis(50));
+        assert_eq!(housekeeping_tick(3, 2, &t), Duration::from_millis(50));
+        let fast = Timeouts {
+            handshake: Duration::from_millis(80),
+            ..t
+        };
+        assert_eq!(housekeeping_tick(1, 0, &fast), Duration::from_millis(20));
     }
 }
