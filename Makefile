@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-peers run test bench bench-peers etcd chaos fuzz lint fmt clean
+.PHONY: setup setup-peers run test bench bench-peers scale etcd chaos fuzz lint fmt clean
 
 ETCD_PORT ?= 2379
 
@@ -48,6 +48,7 @@ test: setup
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(CARGO) run -q -p domi-bench -- --quick --reps 1 --out target/bench-quick
+	$(CARGO) run -q -p domi-bench -- cluster --nodes 128 --kill 12 --churn-secs 10 --churn-rate 2 --ttl 10 --check --out target/scale-128
 
 ## bench: throughput, latency and memory against same-run baselines -> target/bench/
 bench: setup
@@ -55,6 +56,11 @@ bench: setup
 	./target/release/domi-bench --reps 3 --out target/bench
 	./target/release/domi-bench scale | tee target/bench/scale.json
 	$(CARGO) bench -p domi-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3 | tee target/bench/micro.txt
+
+## scale: a real cluster of 1024 nodes (processes) on this machine -> target/scale/ (about 10 minutes; `make scale NODES=256` for fewer)
+scale: setup
+	$(CARGO) build --release -p domi-bench
+	./target/release/domi-bench cluster --nodes $(or $(NODES),1024) --out target/scale
 
 ## bench-peers: the same workloads against ZeroMQ and NATS, alternating -> target/bench-peers/
 bench-peers: setup-peers

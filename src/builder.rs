@@ -243,6 +243,13 @@ impl NodeBuilder {
         self.pin_cpus(false).io_memory(1 << 20)
     }
 
+    /// Settings preset for hosts that run many nodes each (hundreds on one
+    /// machine): one unpinned shard (unpinned shards park at once when
+    /// idle), 256 KiB of io_uring memory. Measured by `make scale`.
+    pub fn dense(self) -> Self {
+        self.small().shards(1).io_memory(256 << 10)
+    }
+
     /// Serves `channel` with `handler` from the start.
     pub fn subscribe(mut self, channel: Channel, handler: Handler) -> Self {
         self.subscriptions.push((channel, handler));
@@ -278,7 +285,8 @@ impl NodeBuilder {
     }
 
     /// Joins the cluster through etcd at `endpoints` (e.g. `http://127.0.0.1:2379`)
-    /// instead of a static list: the node gets the lowest free id and learns
+    /// instead of a static list: the node gets a free id (the lowest, unless
+    /// it loses races to nodes starting with it) and learns
     /// its peers from the watch.
     pub fn etcd(mut self, endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.etcd = Some(EtcdConfig::new(endpoints));

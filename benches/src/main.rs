@@ -10,6 +10,7 @@
 //! median of `--reps` repetitions, with min and max in the report.
 
 mod bus;
+mod cluster;
 mod peers;
 mod plot;
 mod policies;
@@ -44,6 +45,12 @@ enum Cmd {
     /// Internal: the server node role (a child process of the bench).
     #[command(hide = true)]
     Server(ServerArgs),
+    /// Internal: a node of the cluster run (a child process of `cluster`).
+    #[command(hide = true)]
+    ScaleNode(cluster::node::NodeArgs),
+    /// A real cluster on this machine (`make scale`): cold start, tables,
+    /// round-robin, mass kill, restart, churn, idle cost.
+    Cluster(cluster::ClusterArgs),
     /// Cluster scale: 1024 records in a private etcd, time until a watcher holds them.
     Scale {
         /// Records to register.
@@ -166,6 +173,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Server(a)) => return server::run(a),
+        Some(Cmd::ScaleNode(a)) => return cluster::node::run(a),
+        Some(Cmd::Cluster(a)) => return cluster::run(a),
         Some(Cmd::Scale { records, channels }) => return scale::run(records, channels),
         None => {}
     }

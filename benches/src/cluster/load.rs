@@ -1,0 +1,118 @@
+//! Load for the cluster run: a fixed number of requests kept in flight from
+//! the driver node, each outcome tallied.
+//!
+//! A request ends in a reply, or in a typed error (`failed`), or only in its
+//! timeout (`lost`: the bus neither answered it nor said why). A killed
+//! provider's requests must fail with a typed error, never be lost.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use domi::{BusError, Node};
+
+use super::node::WORK;
+
+/// How long a request may take before it counts as lost.
+pub const LOST_AFTER: Duration = Duration::from_secs(5);
+
+/// Outcomes so far.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Replies.
+    pub ok: u64,
+    /// Typed errors, by variant.
+    pub failed: BTreeMap<String, u64>,
+    /// Requests that ended only by their timeout.
+    pub lost: u64,
+    /// When the last typed error or loss happened.
+    pub last_failure: Option<Instant>,
+}
+
+impl Tally {
+    /// Typed errors in all.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &Tally) -> Tally {
+        let mut failed = self.failed.clone();
+        for (k, v) in &earlier.failed {
+            if let Some(x) = failed.get_mut(k) {
+                *x -= v;
+            }
+        }
+        failed.retain(|_, v| *v > 0);
+        Tally {
+            ok: self.ok - earlier.ok,
+            failed,
+            lost: self.lost - earlier.lost,
+            last_failure: self.last_failure,
+        }
+    }
+}
+
+/// The name of an error's variant (`PeerLost`, `NoProvider`, …).
+pub fn variant(e: &BusError) -> String {
+    let d = format!("{e:?}");
+    d.split([' ', '(', '{']).next().unwrap_or("?").to_owned()
+}
+
+/// Requests kept in flight by as many threads.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `in_flight` requests in a loop on `node`.
+    pub fn start(node: &Node, in_flight: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let threads = (0..in_flight)
+            .map(|_| {
+                let (node, stop, tally) = (node.clone(), stop.clone(), tally.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = node.request(WORK, b"scale", LOST_AFTER);
+                        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                        match r {
+                            Ok(_) => t.ok += 1,
+                            Err(BusError::Timeout { .. }) => {
+                                t.lost += 1;
+                                t.last_failure = Some(Instant::now());
+                            }
+                            Err(e) => {
+                                *t.failed.entry(variant(&e)).or_default() += 1;
+                                t.last_failure = Some(Instant::now());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            tally,
+            threads,
+        }
+    }
+
+    /// The outcomes so far.
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops and returns every outcome (each thread finishes its request).
+    pub fn finish(mut self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.threads) {
+            let _ = t.join();
+        }
+        self.tally()
+    }
+}
