@@ -71,26 +71,31 @@ pub(crate) fn start_etcd() -> Result<(Etcd, String)> {
     Ok((Etcd(child, dir), format!("http://127.0.0.1:{c}")))
 }
 
+/// A client of the etcd at `endpoint`, once it answers (within 20 s).
+pub(crate) fn connect_etcd(rt: &tokio::runtime::Runtime, endpoint: &str) -> Result<Client> {
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = Client::connect([endpoint], None).await {
+                if c.get("x", None).await.is_ok() {
+                    return Ok(c);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("etcd at {endpoint} did not answer within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
 /// Runs the scale benchmark and prints one JSON line.
 pub fn run(records: u16, channels_each: u16) -> Result<()> {
     let (_etcd, endpoint) = start_etcd()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut client = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = Client::connect([endpoint.as_str()], None).await {
-                if c.get("x", None).await.is_ok() {
-                    return Ok(c);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("etcd did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })?;
+    let mut client = connect_etcd(&rt, &endpoint)?;
     let watcher = Node::builder("watcher")
         .shards(1)
         .small()

@@ -85,20 +85,7 @@ impl Store {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let client = rt.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(mut c) = Client::connect([endpoint], None).await {
-                    if c.get("x", None).await.is_ok() {
-                        return Ok(c);
-                    }
-                }
-                if Instant::now() > deadline {
-                    bail!("etcd did not start");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })?;
+        let client = crate::scale::connect_etcd(&rt, endpoint)?;
         Ok(Store { rt, client })
     }
 

@@ -145,14 +145,7 @@ impl Discovery {
         let mut attempt = 0u32;
         let mut broken = false;
         loop {
-            let within = self.config.connect_timeout.min(Duration::from_secs(1));
-            balance::rebalance(
-                &self.client,
-                &self.config.endpoints,
-                &mut self.left_out,
-                within,
-            )
-            .await;
+            self.rebalance().await;
             match self.establish(&ctx).await {
                 Ok(session) => {
                     if broken {
@@ -587,6 +580,19 @@ impl Discovery {
         flow
     }
 
+    /// Takes members that refuse connections out of the client's balance
+    /// (probing for at most a second; see [`balance::rebalance`]).
+    async fn rebalance(&mut self) {
+        let within = self.config.connect_timeout.min(Duration::from_secs(1));
+        balance::rebalance(
+            &self.client,
+            &self.config.endpoints,
+            &mut self.left_out,
+            within,
+        )
+        .await;
+    }
+
     /// A keep-alive failure with `e`. An overloaded etcd times renewals out
     /// while the lease lives on until its TTL, so the session (and its watch)
     /// is kept and only the keep-alive stream is reopened, with backoff
@@ -618,8 +624,7 @@ impl Discovery {
 
     /// Opens a new keep-alive stream for our lease and renews the lease on it,
     /// within the request timeout (a streaming call, which the client's own
-    /// timeout does not bound). Members that refuse connections are first
-    /// taken out of the client's balance, as when a session is set up.
+    /// timeout does not bound), after rebalancing as a new session does.
     async fn reopen_keep_alive(
         &mut self,
     ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), etcd_client::Error> {
@@ -628,14 +633,7 @@ impl Discovery {
                 "no lease to keep alive".into(),
             ));
         };
-        let within = self.config.connect_timeout.min(Duration::from_secs(1));
-        balance::rebalance(
-            &self.client,
-            &self.config.endpoints,
-            &mut self.left_out,
-            within,
-        )
-        .await;
+        self.rebalance().await;
         let limit = self.config.request_timeout;
         let client = &mut self.client;
         let reopened = async {
