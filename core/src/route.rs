@@ -240,20 +240,19 @@ pub enum PeerEvent {
 /// within one batch of changes) is `Left` then `Joined`, not `Changed`.
 pub fn diff(old: &PeerTable, new: &PeerTable) -> Vec<PeerEvent> {
     let mut events = Vec::new();
-    let mut rejoined = Vec::new();
     for (id, p) in &old.peers {
         match new.peers.get(id) {
             None => events.push(PeerEvent::Left(*id)),
             Some(q) if q.info.instance != p.info.instance => {
                 events.push(PeerEvent::Left(*id));
-                rejoined.push(*id);
+                events.push(PeerEvent::Joined(*id));
             }
             Some(q) if q != p => events.push(PeerEvent::Changed(*id)),
             Some(_) => {}
         }
     }
     for id in new.peers.keys() {
-        if !old.peers.contains_key(id) || rejoined.contains(id) {
+        if !old.peers.contains_key(id) {
             events.push(PeerEvent::Joined(*id));
         }
     }

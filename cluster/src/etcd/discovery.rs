@@ -393,9 +393,7 @@ impl Discovery {
             mut watch,
             mut keep,
         } = session;
-        let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.config.ttl_secs as u64 * 1000 / 3).max(100),
-        ));
+        let mut tick = tokio::time::interval(self.config.renew_every());
         // Ticks missed while the keep-alive stream was being reopened are not
         // made up in a burst.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -409,7 +407,7 @@ impl Discovery {
         // When the keep-alive stream failed: when to reopen it, and how
         // many times in a row it failed.
         let mut keep_retry: Option<(tokio::time::Instant, u32)> = None;
-        let ttl = Duration::from_secs(self.config.ttl_secs.max(1) as u64);
+        let ttl = self.config.ttl();
         let mut last_ack = tokio::time::Instant::now();
         let mut pending: Vec<Change> = Vec::new();
         let mut flush_at: Option<tokio::time::Instant> = None;
@@ -610,8 +608,7 @@ impl Discovery {
             return Some(Flow::Retry(format!("keep-alive: {e}")));
         }
         let failures = retry.map(|(_, n)| n).unwrap_or(0).saturating_add(1);
-        let cap = Duration::from_millis((self.config.ttl_secs.max(1) as u64) * 1000 / 3);
-        let delay = retry_delay(&self.config.backoff, failures - 1).min(cap);
+        let delay = keep_alive_retry(&self.config, failures, fastrand::f64());
         if failures == 1 {
             warn!(id = %self.id, cluster = %self.config.cluster, error = %e, retry_in = ?delay, "keep-alive failed; reopening its stream, the lease lives until its TTL");
         } else {
@@ -691,6 +688,17 @@ enum Flow {
     Retry(String),
 }
 
+/// The wait before reopening a keep-alive stream after `failures` failures
+/// in a row (`unit` in `[0, 1)` is the jitter draw): the join backoff, never
+/// longer than one renewal interval, so the lease gets several tries within
+/// its TTL.
+fn keep_alive_retry(config: &EtcdConfig, failures: u32, unit: f64) -> Duration {
+    config
+        .backoff
+        .delay(failures.saturating_sub(1), unit)
+        .min(config.renew_every())
+}
+
 fn retry_delay(backoff: &Backoff, attempt: u32) -> Duration {
     backoff.delay(attempt, fastrand::f64())
 }
@@ -706,5 +714,20 @@ mod tests {
         assert_eq!(publish_every(400), Duration::from_millis(500));
         assert_eq!(publish_every(1024), Duration::from_secs(1));
         assert_eq!(publish_every(usize::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn keep_alive_reopens_back_off_within_a_renewal_interval() {
+        let c = EtcdConfig::new(["http://127.0.0.1:2379"]);
+        assert_eq!(c.renew_every(), Duration::from_secs(1));
+        assert_eq!(keep_alive_retry(&c, 1, 1.0), Duration::from_millis(100));
+        assert_eq!(keep_alive_retry(&c, 3, 1.0), Duration::from_millis(400));
+        assert_eq!(keep_alive_retry(&c, 9, 1.0), Duration::from_secs(1));
+        let long = EtcdConfig {
+            ttl_secs: 30,
+            ..c.clone()
+        };
+        assert_eq!(long.renew_every(), Duration::from_secs(10));
+        assert_eq!(keep_alive_retry(&long, 9, 1.0), Duration::from_secs(2));
     }
 }

@@ -456,7 +456,7 @@ async fn claim_id(
 ) -> Result<NodeId, AttemptError> {
     let cluster = config.cluster.as_str();
     let prefix = record::ids_prefix(cluster);
-    let refresh_every = Duration::from_millis((config.ttl_secs.max(1) as u64) * 1000 / 3);
+    let refresh_every = config.renew_every();
     let mut refreshed = Instant::now();
     progress.step = Step::ListIds;
     let listed = client

@@ -137,6 +137,17 @@ impl EtcdConfig {
         }
     }
 
+    /// The lease TTL.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs.max(1) as u64)
+    }
+
+    /// How often the lease is renewed: a third of the TTL (at least 100 ms),
+    /// also the longest wait between attempts to reopen a failed keep-alive.
+    pub fn renew_every(&self) -> Duration {
+        (self.ttl() / 3).max(Duration::from_millis(100))
+    }
+
     /// Checks the settings: at least one endpoint, a lease TTL of at least
     /// 1 s, non-zero connect and request timeouts, and a backoff whose base
     /// is non-zero and not above its maximum (a zero delay would hammer etcd

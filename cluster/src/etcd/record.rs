@@ -45,15 +45,7 @@ pub fn parse_id(prefix: &str, key: &[u8]) -> Option<NodeId> {
 
 /// The lowest id in `0..=1023` not in `taken`.
 pub fn lowest_free(taken: impl IntoIterator<Item = NodeId>) -> Option<NodeId> {
-    let mut used = [false; NodeId::MAX as usize + 1];
-    for id in taken {
-        if let Some(slot) = used.get_mut(id.index()) {
-            *slot = true;
-        }
-    }
-    used.iter()
-        .position(|u| !u)
-        .and_then(|i| NodeId::new(i as u16))
+    pick_free(taken, 0, 0.0)
 }
 
 /// The id a node tries to claim after losing `lost` races in a row: the
