@@ -314,25 +314,27 @@ fn a_lost_lease_reregisters_under_the_same_id_and_peers_see_the_node_again() {
 }
 
 #[test]
-fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holder() {
-    logs();
+fn a_node_whose_id_was_taken_while_its_lease_was_gone_takes_a_new_id() {
+    const CH_B: Channel = Channel(52);
     let etcd = Etcd::start();
     let a_builder =
         etcd_node(&etcd, "a", "conflict").etcd_config(fixed_backoff(Duration::from_millis(300)));
-    let (a, _) = serve(a_builder, CH);
-    let b = etcd_node(&etcd, "b", "conflict").start().unwrap();
+    let (a, handled) = serve(a_builder, CH);
+    let (b, _) = serve(etcd_node(&etcd, "b", "conflict"), CH_B);
     b.wait_for_provider(CH, T).unwrap();
-    let id = a.id();
-    let node_key = format!("/domi/conflict/nodes/{}", id.get());
-    let id_key = format!("/domi/conflict/ids/{}", id.get());
+    a.wait_for_provider(CH_B, T).unwrap();
+    assert_eq!(b.request(CH, b"x", T), Ok(b"pong".to_vec()));
+    let old = a.id();
+    let node_key = format!("/domi/conflict/nodes/{}", old.get());
+    let id_key = format!("/domi/conflict/ids/{}", old.get());
     let a_lease = etcd.lease_of(&id_key).expect("a's claim");
-    let a_instance = record(&etcd, "conflict", id).unwrap()["instance"].clone();
+    let a_instance = record(&etcd, "conflict", old).unwrap()["instance"].clone();
 
     // Another node takes the id, claim and record in one transaction, before
     // a's lease ends: a cannot re-claim first, whatever the timing.
     let other = etcd.grant(60);
     let usurper = serde_json::json!({
-        "id": id.get(), "name": "usurper", "version": "0", "protocol": domi::frame::PROTOCOL_VERSION,
+        "id": old.get(), "name": "usurper", "version": "0", "protocol": domi::frame::PROTOCOL_VERSION,
         "instance": "00000000000000ff", "tcp": "127.0.0.1:9", "http": null,
         "shards": 1, "channels": [60], "state": "serving", "started_at": 1
     })
@@ -343,43 +345,60 @@ fn a_node_whose_id_was_taken_while_its_lease_was_gone_never_overwrites_the_holde
     );
     etcd.revoke(a_lease);
 
-    // a notices, finds its id taken, says so (an error once, then at debug
-    // level), and keeps retrying.
-    wait_until(
-        "a to retry its claim three times",
-        Duration::from_secs(15),
-        || log_lines("conflict", id, "taken by another node").len() >= 3,
-    );
-    // A local change while the id is held elsewhere writes nothing either.
-    a.subscribe(Channel(71), Handler::sync(|_| {})).unwrap();
-    let seen = log_lines("conflict", id, "taken by another node").len();
-    wait_until("a to retry again", T, || {
-        log_lines("conflict", id, "taken by another node").len() > seen
+    // a notices and takes a free id: its record, claim and lease move there.
+    wait_until("a to take a new id", Duration::from_secs(15), || {
+        a.id() != old
     });
+    let new = a.id();
+    assert_ne!(new, b.id());
+    wait_until("a's record under its new id", T, || {
+        record(&etcd, "conflict", new).is_some()
+    });
+    let rec = record(&etcd, "conflict", new).unwrap();
+    assert_eq!(rec["instance"], a_instance);
+    assert_eq!(rec["name"], "a");
+    assert_eq!(rec["id"], new.get());
+    let new_node_key = format!("/domi/conflict/nodes/{}", new.get());
+    let new_id_key = format!("/domi/conflict/ids/{}", new.get());
+    let lease = etcd.lease_of(&new_node_key).unwrap();
+    assert!(lease != 0 && lease != a_lease && lease != other);
+    assert_eq!(etcd.lease_of(&new_id_key), Some(lease), "one lease");
+    // The holder's keys are untouched.
     assert_eq!(etcd.get(&node_key).as_deref(), Some(usurper.as_str()));
     assert_eq!(etcd.get(&id_key).as_deref(), Some("00000000000000ff"));
     assert_eq!(etcd.lease_of(&node_key), Some(other));
-    wait_until("b to see the holder's record", T, || {
-        b.peers().get(id).is_some_and(|p| p.info.name == "usurper")
-    });
+    assert_eq!(a.info().id, new);
+    assert_eq!(a.peers().get(new).map(|p| p.info.name.as_str()), Some("a"));
 
-    // When the other node leaves, a claims its id again and is back.
-    etcd.revoke(other);
-    wait_until("a's record back", Duration::from_secs(15), || {
-        record(&etcd, "conflict", id).is_some_and(|r| r["instance"] == a_instance)
+    // Both see each other: b reaches a under its new id, a reaches b over a
+    // connection announcing it.
+    wait_until("b to see a under its new id", T, || {
+        b.peers().get(new).is_some_and(|p| p.info.name == "a")
     });
-    let rec = record(&etcd, "conflict", id).unwrap();
-    assert_eq!(
-        channels_of(&rec),
-        vec![50, 71],
-        "written from a's current info"
-    );
-    let lease = etcd.lease_of(&node_key).unwrap();
-    assert!(lease != 0 && lease != a_lease && lease != other);
-    wait_until("b to see a again", T, || {
-        b.peers().get(id).is_some_and(|p| p.info.name == "a")
+    wait_until("b to see the holder under the old id", T, || {
+        b.peers().get(old).is_some_and(|p| p.info.name == "usurper")
     });
+    let n = handled.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(b.request(CH, b"x", T), Ok(b"pong".to_vec()));
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), n + 5, "a served b");
+    assert_eq!(a.request(CH_B, b"x", T), Ok(b"pong".to_vec()));
+    // A local change is written under the new id.
+    a.subscribe(Channel(71), Handler::sync(|_| {})).unwrap();
     b.wait_for_provider(Channel(71), T).unwrap();
+    assert_eq!(
+        channels_of(&record(&etcd, "conflict", new).unwrap()),
+        vec![50, 71]
+    );
+
+    // When the holder leaves, a keeps its new id.
+    etcd.revoke(other);
+    wait_until("b to see the holder gone", T, || {
+        b.peers().get(old).is_none()
+    });
+    assert_eq!(a.id(), new);
+    assert_eq!(b.request(CH, b"x", T), Ok(b"pong".to_vec()));
 }
 
 #[test]

@@ -209,6 +209,7 @@ impl Probe {
             frame: self.config.silence,
             heartbeat: self.config.heartbeat,
             silence: self.config.silence,
+            idle: domi_core::timeouts::MAX_WAIT,
         };
         let mut session = Session::connect(&self.ctx.local, None, auth::nonce());
         let started = Instant::now();
@@ -223,6 +224,8 @@ impl Probe {
                 read_idle: now.saturating_duration_since(framer.arrived().unwrap_or(started)),
                 write_idle: now.saturating_duration_since(wrote),
                 heartbeat_idle: now.saturating_duration_since(started),
+                // The probe sends no messages and never closes for idleness.
+                use_idle: Duration::ZERO,
             };
             if let Some(close) = session.on_tick(now, &timeouts, &seen) {
                 return Err(close.into());

@@ -49,11 +49,17 @@ pub struct NodeConfig {
     pub connect_timeout: Duration,
     /// Reconnect backoff after a failed connection.
     pub backoff: Backoff,
-    /// Handshake, half-frame, heartbeat and silence limits.
+    /// Handshake, half-frame, heartbeat, silence and idle limits.
     pub timeouts: Timeouts,
     /// Inbound connections accepted per node (split evenly over shards);
     /// more are closed at once and counted.
     pub max_connections: usize,
+    /// Outbound connections kept open per node (split evenly over shards):
+    /// dialling one more first closes the least recently used connection
+    /// that no request waits on. The default, 1024, never binds (a cluster
+    /// has at most 1023 other nodes); a lower cap bounds sockets and buffers
+    /// at the price of reconnecting to peers used less often.
+    pub max_outbound: usize,
     /// Shared cluster secret: when set, every connection proves knowledge of
     /// it both ways (see [`crate::auth`]) and peers without it are refused.
     pub cluster_secret: Option<Vec<u8>>,
@@ -126,6 +132,7 @@ impl NodeConfig {
             backoff: Backoff::default(),
             timeouts: Timeouts::default(),
             max_connections: 4096,
+            max_outbound: 1024,
             max_handlers: 4096,
             max_queued: 16 * 1024,
             max_queued_bytes: 64 << 20,
@@ -188,10 +195,11 @@ impl NodeConfig {
         if self.max_pending == 0
             || self.command_queue == 0
             || self.max_connections == 0
+            || self.max_outbound == 0
             || self.max_handlers == 0
         {
             return Err(ConfigError::ZeroLimit {
-                field: "max_pending/command_queue/max_connections/max_handlers",
+                field: "max_pending/command_queue/max_connections/max_outbound/max_handlers",
             });
         }
         if let Some(b) = &self.breaker {

@@ -72,6 +72,14 @@ pub(crate) enum CloseReason {
     Tls(#[from] TlsClose),
     #[error("closed locally")]
     Local,
+    /// The node took a new id; the connection announced the old one.
+    #[error("this node's id changed from {announced} to {now}")]
+    Renumbered {
+        /// The id the connection announced.
+        announced: NodeId,
+        /// The node's id now.
+        now: NodeId,
+    },
 }
 
 /// One connection: its socket, its write queue, and its protocol state
@@ -100,6 +108,14 @@ pub(crate) struct Conn {
     last_write: Cell<Instant>,
     /// Frames other than heartbeats were queued since the last write.
     user_bytes: Cell<bool>,
+    /// A message was queued since housekeeping last looked (see
+    /// [`Conn::observe`]); a flag, so the send path reads no clock.
+    used: Cell<bool>,
+    /// When housekeeping last saw `used` (or creation).
+    used_at: Cell<Instant>,
+    /// `call`s sent on this connection and not answered yet (their replies
+    /// come back on it, so it must not close for idleness meanwhile).
+    calls: Cell<u32>,
     mid_frame: Cell<bool>,
 }
 
@@ -132,6 +148,9 @@ impl Conn {
             last_read: Cell::new(Instant::now()),
             last_write: Cell::new(Instant::now()),
             user_bytes: Cell::new(false),
+            used: Cell::new(false),
+            used_at: Cell::new(Instant::now()),
+            calls: Cell::new(0),
             mid_frame: Cell::new(false),
         });
         conn.flush_session();
@@ -203,6 +222,10 @@ impl Conn {
             return Err(PushError::Full);
         }
         self.user_bytes.set(true);
+        self.used.set(true);
+        if meta.kind == FrameKind::Request && meta.correlation == 0 {
+            self.calls.set(self.calls.get().saturating_add(1));
+        }
         let c = &self.counters;
         Counters::inc(&c.frames_out);
         c.bytes_out.set(
@@ -609,6 +632,7 @@ impl Conn {
     /// What housekeeping needs to judge this connection at `now`.
     pub(crate) fn observe(&self, now: Instant) -> Observed {
         Observed {
+            use_idle: now.saturating_duration_since(self.last_used(now)),
             open: self.session.borrow().is_open(),
             mid_frame: self.mid_frame.get(),
             age: now.saturating_duration_since(self.created),
@@ -617,6 +641,32 @@ impl Conn {
             // The session remembers its own heartbeats.
             heartbeat_idle: now.saturating_duration_since(self.created),
         }
+    }
+
+    /// A message arrived: the connection is in use.
+    pub(crate) fn mark_used(&self) {
+        self.used.set(true);
+    }
+
+    /// The answer to one of our `call`s arrived (a reply or a refusal).
+    pub(crate) fn call_answered(&self) {
+        self.calls.set(self.calls.get().saturating_sub(1));
+    }
+
+    /// Whether closing this connection now could lose something: bytes not
+    /// yet written, or `call`s whose answers would come back on it.
+    /// (Requests waiting on it are the shard's to check.)
+    pub(crate) fn holds_work(&self) -> bool {
+        self.queued() > 0 || self.calls.get() > 0
+    }
+
+    /// When a message was last queued or received, to housekeeping's
+    /// resolution: `now` if one was since the last look.
+    pub(crate) fn last_used(&self, now: Instant) -> Instant {
+        if self.used.replace(false) {
+            self.used_at.set(now);
+        }
+        self.used_at.get()
     }
 
     /// Bytes queued and not yet written.

@@ -40,6 +40,7 @@
 //!   the per-shard runtime, single-thread wake-ups.
 //! - `shared` (private): what the node handle and its shards share (config,
 //!   directory, handler table, state, down-marks) and the changes to it.
+//! - `fd_limit` (private): raising the process's open-file soft limit once.
 //! - [`node`]: starting a node; the `Send + Sync` handle for plain threads
 //!   (`sends`, private: its keyed, direct and pipeline sends).
 //! - [`watch`]: stream consumers: a channel's messages in a bounded queue
@@ -60,6 +61,7 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod fault;
+mod fd_limit;
 pub mod frame;
 pub mod handler;
 pub mod handshake;

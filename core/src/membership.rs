@@ -7,6 +7,7 @@
 //! a static peer list (the embedded default) and etcd.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,14 +81,34 @@ pub enum MembershipError {
 #[derive(Clone, Debug)]
 pub struct LocalNode {
     pub(crate) info: Arc<Mutex<NodeInfo>>,
+    /// `info.id`, readable without the lock (the shards' data path reads it).
+    id: Arc<AtomicU16>,
     pub(crate) addr: SocketAddr,
     pub(crate) secret: Option<Arc<Vec<u8>>>,
 }
 
 impl LocalNode {
+    pub(crate) fn new(info: NodeInfo, addr: SocketAddr, secret: Option<Arc<Vec<u8>>>) -> Self {
+        LocalNode {
+            id: Arc::new(AtomicU16::new(info.id.get())),
+            info: Arc::new(Mutex::new(info)),
+            addr,
+            secret,
+        }
+    }
+
     /// The node's current id, name, channels and state.
     pub fn info(&self) -> NodeInfo {
-        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().clone()
+    }
+
+    /// The node's current id (see [`MembershipContext::renumber`]).
+    pub fn id(&self) -> NodeId {
+        NodeId::new(self.id.load(Ordering::Acquire)).expect("only valid ids are stored")
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, NodeInfo> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The node's bus address.
@@ -113,6 +134,33 @@ pub struct MembershipContext {
     pub tls: Option<crate::tls::TlsConfig>,
 }
 
+impl MembershipContext {
+    /// Gives the running node a new id, after the membership store gave its
+    /// id to another node (with etcd: our lease ended while etcd could not
+    /// be reached, and a joining node claimed the freed id). The node's own
+    /// peer-table entry moves to `id`; each shard closes the connections
+    /// that announced the old id on its next housekeeping round (requests
+    /// waiting on them fail with `PeerLost`), and new ones announce `id`.
+    /// [`crate::Node::id`] returns `id` from now on.
+    pub fn renumber(&self, id: NodeId) {
+        let mut info = self.local.lock();
+        let old = info.id;
+        if old == id {
+            return;
+        }
+        info.id = id;
+        self.local.id.store(id.get(), Ordering::Release);
+        let peer = crate::route::Peer {
+            info: info.clone(),
+            addr: self.local.addr,
+            up: true,
+        };
+        // Under the info lock, so a concurrent local change cannot put the
+        // old id's entry back.
+        self.directory.update(|t| t.without(old).with_peer(peer));
+    }
+}
+
 /// A source of cluster membership.
 pub trait Membership: Send + 'static {
     /// Chooses this node's id before it starts serving.
@@ -123,4 +171,66 @@ pub trait Membership: Send + 'static {
     fn local_changed(&self, info: &NodeInfo);
     /// Leaves the cluster and stops its threads.
     fn leave(&mut self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Channel;
+    use crate::handshake::NodeState;
+    use crate::route::Peer;
+
+    #[test]
+    fn renumbering_moves_the_local_entry_and_the_id_together() {
+        let info = NodeInfo {
+            version: crate::frame::PROTOCOL_VERSION,
+            cluster: "c".into(),
+            id: NodeId::test(3),
+            name: "me".into(),
+            instance: 7,
+            channels: vec![Channel(50)],
+            state: NodeState::Serving,
+        };
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let directory = Arc::new(Directory::new());
+        let mut other = info.clone();
+        other.id = NodeId::test(4);
+        other.name = "other".into();
+        directory.update(|t| {
+            t.with_peer(Peer {
+                info: info.clone(),
+                addr,
+                up: true,
+            })
+            .with_peer(Peer {
+                info: other.clone(),
+                addr,
+                up: true,
+            })
+        });
+        let ctx = MembershipContext {
+            directory: directory.clone(),
+            local: LocalNode::new(info, addr, None),
+            tls: None,
+        };
+        let events = directory.subscribe();
+        ctx.renumber(NodeId::test(9));
+        assert_eq!(ctx.local.id(), NodeId::test(9));
+        assert_eq!(ctx.local.info().id, NodeId::test(9));
+        let t = directory.snapshot();
+        assert!(t.get(NodeId::test(3)).is_none());
+        assert_eq!(t.get(NodeId::test(9)).unwrap().info.name, "me");
+        assert_eq!(t.get(NodeId::test(4)).unwrap().info.name, "other");
+        assert_eq!(
+            t.providers(Channel(50)),
+            &[NodeId::test(4), NodeId::test(9)]
+        );
+        let seen: Vec<_> = events.try_iter().collect();
+        assert!(seen.contains(&crate::route::PeerEvent::Left(NodeId::test(3))));
+        assert!(seen.contains(&crate::route::PeerEvent::Joined(NodeId::test(9))));
+        // The same id again changes nothing.
+        let epoch = directory.snapshot().epoch();
+        ctx.renumber(NodeId::test(9));
+        assert_eq!(directory.snapshot().epoch(), epoch);
+    }
 }

@@ -128,6 +128,7 @@ impl Node {
     ) -> Result<Node, StartError> {
         config.validate()?;
         crate::fault::install_hook();
+        crate::fd_limit::raise_once();
         let mut table = HandlerTable::default();
         for (ch, h) in subscriptions {
             table = table.with(ch, h)?;
@@ -158,11 +159,11 @@ impl Node {
                 up: true,
             })
         });
-        let local = LocalNode {
-            info: Arc::new(Mutex::new(info.clone())),
+        let local = LocalNode::new(
+            info.clone(),
             addr,
-            secret: config.cluster_secret.clone().map(Arc::new),
-        };
+            config.cluster_secret.clone().map(Arc::new),
+        );
         let tls = config.tls.clone();
         let shared = Arc::new(Shared::new(
             config,
@@ -199,9 +200,11 @@ impl Node {
         &self.inner.shared
     }
 
-    /// This node's id in its cluster.
+    /// This node's id in its cluster. It changes only if the membership
+    /// store gave the id to another node while this one was cut off from it
+    /// (see [`crate::MembershipContext::renumber`]).
     pub fn id(&self) -> NodeId {
-        self.shared().id
+        self.shared().id()
     }
 
     /// The bus address actually bound (port 0 resolved).
@@ -657,7 +660,7 @@ impl Inner {
                 warn!("a shard panicked while stopping");
             }
         }
-        info!(id = %self.shared.id, ms = started.elapsed().as_millis() as u64, "node stopped");
+        info!(id = %self.shared.id(), ms = started.elapsed().as_millis() as u64, "node stopped");
     }
 }
 
@@ -724,7 +727,7 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
             Placement::Unbound
         };
         let mut builder = LocalExecutorBuilder::new(placement)
-            .name(&format!("domi-{}-{i}", shared.id.get()))
+            .name(&format!("domi-{}-{i}", shared.id().get()))
             .io_memory(cfg.io_memory);
         if let Some(spin) = cfg.spin_before_park {
             builder = builder.spin_before_park(spin);

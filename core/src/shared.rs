@@ -22,7 +22,6 @@ use crate::route::{Directory, Peer};
 /// State shared by the shards and the node handle.
 pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
-    pub(crate) id: NodeId,
     /// The address the shards listen on (the advertised one is `local.addr`).
     pub(crate) addr: SocketAddr,
     pub(crate) directory: Arc<Directory>,
@@ -58,7 +57,6 @@ impl Shared {
     ) -> Shared {
         let info = local.info();
         Shared {
-            id: info.id,
             addr: bound,
             directory,
             handlers: ArcSwap::from_pointee(handlers),
@@ -78,6 +76,11 @@ impl Shared {
             },
             config,
         }
+    }
+
+    /// This node's id (see [`crate::MembershipContext::renumber`]).
+    pub(crate) fn id(&self) -> NodeId {
+        self.local.id()
     }
 
     pub(crate) fn local_info(&self) -> NodeInfo {
@@ -191,18 +194,19 @@ impl Shared {
 
     fn local_changed(&self, f: impl FnOnce(&mut NodeInfo)) {
         let info = {
-            let mut info = self.local.info.lock().unwrap_or_else(|e| e.into_inner());
+            let mut info = self.local.lock();
             f(&mut info);
+            let addr = self.local.addr;
+            // Under the info lock, as a renumbering updates the entry.
+            self.directory.update(|t| {
+                t.with_peer(Peer {
+                    info: info.clone(),
+                    addr,
+                    up: true,
+                })
+            });
             info.clone()
         };
-        let addr = self.local.addr;
-        self.directory.update(|t| {
-            t.with_peer(Peer {
-                info: info.clone(),
-                addr,
-                up: true,
-            })
-        });
         self.membership().local_changed(&info);
         // Each shard announces on its next housekeeping tick (it compares
         // `info_epoch`); the node handle also asks them to at once.

@@ -100,6 +100,10 @@ counters! {
     closed_tls,
     /// Inbound connections refused over the connection limit.
     refused_connections,
+    /// Outbound connections this node closed because they were unused
+    /// (`Timeouts::idle`) or least recently used at the outbound cap
+    /// (`NodeConfig::max_outbound`); the next send reconnects.
+    closed_idle,
     /// Handler panics caught (sync or async); each was answered with
     /// `HandlerPanicked` when a reply was expected.
     handler_panics,

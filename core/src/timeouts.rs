@@ -48,6 +48,12 @@ pub struct Timeouts {
     pub heartbeat: Duration,
     /// A connection that received nothing for this long is dead.
     pub silence: Duration,
+    /// An outbound connection that carried no message either way for this
+    /// long closes (the next send reconnects), unless requests wait on it,
+    /// `call`s sent on it are unanswered, or bytes are still queued: peers
+    /// talked to once stop costing heartbeats. [`MAX_WAIT`] or more keeps
+    /// connections open for good.
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -57,6 +63,7 @@ impl Default for Timeouts {
             frame: Duration::from_secs(10),
             heartbeat: Duration::from_millis(500),
             silence: Duration::from_millis(2000),
+            idle: Duration::from_secs(300),
         }
     }
 }
@@ -87,6 +94,9 @@ pub struct Observed {
     pub write_idle: Duration,
     /// Time since this side last sent a heartbeat (or since creation).
     pub heartbeat_idle: Duration,
+    /// Time since a message other than a heartbeat or handshake frame was
+    /// queued or received (or since creation), to housekeeping's resolution.
+    pub use_idle: Duration,
 }
 
 impl Timeouts {
@@ -101,6 +111,24 @@ impl Timeouts {
         // Silent means no progress either way: a peer that still drains our
         // writes is slow, not dead.
         (o.read_idle.min(o.write_idle) >= self.silence).then_some(Expired::Silence)
+    }
+
+    /// Whether an open outbound connection should close for idleness: no
+    /// message either way for [`Timeouts::idle`], and not `busy` (requests
+    /// waiting on it, unanswered `call`s, bytes not yet written).
+    pub fn idle_close_due(&self, o: &Observed, busy: bool) -> bool {
+        o.open && !busy && self.idle < MAX_WAIT && o.use_idle >= self.idle
+    }
+
+    /// The shortest limit housekeeping must watch on a connection; outbound
+    /// ones also send heartbeats and close when idle.
+    pub fn shortest(&self, outbound: bool) -> Duration {
+        let common = self.handshake.min(self.frame).min(self.silence);
+        if outbound {
+            common.min(self.heartbeat).min(self.idle)
+        } else {
+            common
+        }
     }
 
     /// Whether the connecting side should send a heartbeat now: the line
@@ -152,7 +180,41 @@ mod tests {
             read_idle: Duration::from_millis(read),
             write_idle: Duration::from_millis(write),
             heartbeat_idle: Duration::from_millis(age),
+            use_idle: Duration::from_millis(age),
         }
+    }
+
+    #[test]
+    fn idle_outbound_connections_close_unless_busy() {
+        let t = Timeouts {
+            idle: Duration::from_secs(10),
+            ..Timeouts::default()
+        };
+        let used = |ms| Observed {
+            use_idle: Duration::from_millis(ms),
+            ..obs(true, false, 60_000, 100, 100)
+        };
+        assert!(!t.idle_close_due(&used(9_999), false));
+        assert!(t.idle_close_due(&used(10_000), false));
+        assert!(
+            !t.idle_close_due(&used(10_000), true),
+            "requests wait on it"
+        );
+        let opening = Observed {
+            open: false,
+            ..used(60_000)
+        };
+        assert!(!t.idle_close_due(&opening, false));
+        let forever = Timeouts {
+            idle: Duration::MAX,
+            ..t
+        };
+        assert!(!forever.idle_close_due(&used(u64::MAX / 2), false));
+        assert_eq!(
+            Timeouts::default().shortest(true),
+            Duration::from_millis(500)
+        );
+        assert_eq!(Timeouts::default().shortest(false), Duration::from_secs(2));
     }
 
     #[test]

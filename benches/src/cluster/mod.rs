@@ -145,6 +145,8 @@ pub fn run(a: ClusterArgs) -> Result<()> {
     let driver = Node::builder("driver")
         .small()
         .shards(1)
+        // Like the nodes (dense preset): unused connections close.
+        .configure(|c| c.timeouts.idle = domi::builder::DENSE_IDLE)
         .cluster(CLUSTER)
         .etcd([endpoint.clone()])
         .etcd_config(|c| c.ttl_secs = a.ttl)
@@ -326,7 +328,8 @@ pub fn run(a: ClusterArgs) -> Result<()> {
     eprintln!("cluster: churn: {c:?}");
     let total = load.finish();
 
-    // 7. Idle: CPU over 10 s, memory.
+    // 7. Idle: CPU over 10 s while the driver still holds a connection to
+    // every node, then again once those closed unused (DENSE_IDLE); memory.
     pool.reap();
     std::thread::sleep(Duration::from_secs(3));
     let pids = pool.pids();
@@ -334,6 +337,11 @@ pub fn run(a: ClusterArgs) -> Result<()> {
     all.push(etcd_pid);
     all.push(std::process::id());
     let window = Duration::from_secs(10);
+    let open_conns = connected_peers(&driver);
+    let cpu_connected = procs::cpu_usage(&all, window);
+    let closed_after = wait_for(domi::builder::DENSE_IDLE * 2, || {
+        connected_peers(&driver) == 0
+    });
     let cpu_nodes_etcd = procs::cpu_usage(&all, window);
     let cpu_etcd = procs::cpu_usage(&[etcd_pid], Duration::from_secs(5));
     let sorted = |f: fn(u32) -> Option<u64>| {
@@ -350,6 +358,9 @@ pub fn run(a: ClusterArgs) -> Result<()> {
         "idle".into(),
         json!({
             "cpu_cluster_and_etcd": cpu_nodes_etcd,
+            "cpu_connected": cpu_connected,
+            "driver_connections": open_conns,
+            "connections_closed_after_s": closed_after.map(|d| d.as_secs_f64()),
             "cpu_etcd": cpu_etcd,
             "node_rss_median_mib": rss.get(rss.len() / 2).map(|&b| mib(b)),
             "node_rss_max_mib": rss.last().map(|&b| mib(b)),
@@ -386,6 +397,28 @@ pub fn run(a: ClusterArgs) -> Result<()> {
         bail!("the cluster run failed: {}", failures.join("; "));
     }
     Ok(())
+}
+
+/// How many peers the driver's shard holds a connection to.
+fn connected_peers(driver: &Node) -> usize {
+    driver
+        .spawn_on(0, |bus| async move { bus.connected_peers().len() })
+        .ok()
+        .and_then(|j| j.join_timeout(Duration::from_secs(5)))
+        .unwrap_or(usize::MAX)
+}
+
+/// Polls `done` every 100 ms until it holds (the time it took) or `limit`
+/// passes (`None`).
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 fn unix_now() -> u64 {
@@ -582,7 +615,11 @@ fn markdown(r: &Value) -> String {
         ("churn: lost requests", &r["churn"]["lost"]),
         ("churn: failed requests", &r["churn"]["failed"]),
         (
-            "idle CPU, all nodes (driver included) + etcd (CPUs)",
+            "idle CPU, all nodes (driver included) + etcd, driver connected to every node (CPUs)",
+            &r["idle"]["cpu_connected"],
+        ),
+        (
+            "idle CPU, all nodes (driver included) + etcd, unused connections closed (CPUs)",
             &r["idle"]["cpu_cluster_and_etcd"],
         ),
         ("idle CPU, etcd alone (CPUs)", &r["idle"]["cpu_etcd"]),

@@ -35,7 +35,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, error, info, warn};
 
 use super::balance;
-use super::join::{explain_tls, revoke, tls_refusal};
+use super::join::{self, explain_tls, revoke, tls_refusal};
 use super::record::{self, Change, Claim, NodeRecord};
 use super::security::TlsMaterial;
 use super::EtcdConfig;
@@ -123,8 +123,9 @@ pub(crate) struct Discovery {
     /// Endpoints the join left out of the client's balance (see
     /// [`balance::rebalance`]).
     pub(super) left_out: Vec<String>,
-    /// Whether another node holds our id (logged once as an error).
-    pub(super) id_taken: bool,
+    /// Whether we hold no id because another node took ours and none is
+    /// free (logged once as an error).
+    pub(super) stranded: bool,
 }
 
 impl Discovery {
@@ -293,17 +294,11 @@ impl Discovery {
             }
             self.lease = None;
         }
-        // Held by another node: a read says so without a lease to grant and
-        // revoke (writes an overloaded etcd would have to apply).
+        // Held by another node: a read says so before a lease is granted.
         let id_key = record::id_key(&self.config.cluster, self.id);
         if let Some(kv) = self.client.get(id_key, None).await?.kvs().first() {
             let holder_lease = kv.lease();
-            if !std::mem::replace(&mut self.id_taken, true) {
-                error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id was taken by another node while our lease was gone; staying out of the cluster's tables and retrying the claim");
-            } else {
-                debug!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is still taken by another node; retrying the claim");
-            }
-            return Ok(None);
+            return self.take_new_id(ctx, None, holder_lease).await;
         }
         let lease = self
             .client
@@ -313,15 +308,12 @@ impl Discovery {
         match self.reclaim_with_record(ctx, lease).await {
             Ok(Claim::Held) => {
                 self.lease = Some(lease);
-                self.id_taken = false;
+                self.stranded = false;
                 info!(id = %self.id, cluster = %self.config.cluster, lease, "registered again under a new lease");
                 Ok(Some(lease))
             }
             Ok(Claim::Taken { holder_lease }) => {
-                self.id_taken = true;
-                error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id was taken by another node while our lease was gone; staying out of the cluster's tables and retrying the claim");
-                revoke(&mut self.client, lease).await;
-                Ok(None)
+                self.take_new_id(ctx, Some(lease), holder_lease).await
             }
             Ok(Claim::Free) => {
                 // The key vanished between the comparison and the read; try again later.
@@ -331,6 +323,58 @@ impl Discovery {
             Err(e) => {
                 revoke(&mut self.client, lease).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Our id was given to another node (under `holder_lease`) while our
+    /// lease was gone: claims a free id under `lease` (or a new one), moves
+    /// the running node to it ([`MembershipContext::renumber`]) and writes
+    /// our record. `None` when no id is free: the node stays out of the
+    /// tables and tries again later.
+    async fn take_new_id(
+        &mut self,
+        ctx: &MembershipContext,
+        lease: Option<i64>,
+        holder_lease: i64,
+    ) -> EtcdResult<Option<i64>> {
+        let lease = match lease {
+            Some(l) => l,
+            None => self
+                .client
+                .lease_grant(self.config.ttl_secs, None)
+                .await?
+                .id(),
+        };
+        let claimed =
+            join::claim_free_id(&mut self.client, &self.config, lease, self.instance).await;
+        let id = match claimed {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                if !std::mem::replace(&mut self.stranded, true) {
+                    error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id was given to another node while our lease was gone, and no other id is free; staying out of the cluster's tables and retrying");
+                }
+                revoke(&mut self.client, lease).await;
+                return Ok(None);
+            }
+            Err(e) => {
+                revoke(&mut self.client, lease).await;
+                return Err(e);
+            }
+        };
+        let old = std::mem::replace(&mut self.id, id);
+        self.stranded = false;
+        ctx.renumber(id);
+        warn!(old = %old, id = %id, cluster = %self.config.cluster, holder_lease, lease, "our node id was given to another node while our lease was gone; this node now has a new id (its connections reopen under it)");
+        // The claim hangs on `lease` now: a failed write is retried by the
+        // next registration, which finds the claim held.
+        self.lease = Some(lease);
+        match self.put_record_if_held(ctx, lease).await? {
+            Claim::Held => Ok(Some(lease)),
+            Claim::Free | Claim::Taken { .. } => {
+                // The lease ended within the last few calls.
+                self.lease = None;
+                Ok(None)
             }
         }
     }

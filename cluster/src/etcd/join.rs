@@ -333,7 +333,7 @@ pub(crate) async fn join(
                     instance: local.instance,
                     started_at,
                     left_out,
-                    id_taken: false,
+                    stranded: false,
                 });
             }
             Ok(Err(e)) => match &tls {
@@ -506,6 +506,26 @@ async fn claim_id(
                 taken = now_taken;
             }
         }
+    }
+}
+
+/// Claims a free id under `lease` for a running node whose id was taken
+/// (see [`claim_id`]): `None` when every id is taken.
+pub(super) async fn claim_free_id(
+    client: &mut Client,
+    config: &EtcdConfig,
+    lease: i64,
+    instance: u64,
+) -> EtcdResult<Option<NodeId>> {
+    let mut progress = Progress {
+        step: Step::ListIds,
+        lease: Some(lease),
+    };
+    match claim_id(client, config, lease, instance, &mut progress).await {
+        Ok(id) => Ok(Some(id)),
+        Err(AttemptError::Full { .. }) => Ok(None),
+        Err(AttemptError::Etcd { source, .. }) => Err(source),
+        Err(e) => Err(etcd_client::Error::LeaseKeepAliveError(e.to_string())),
     }
 }
 

@@ -397,6 +397,14 @@ impl Session {
         self.peer
     }
 
+    /// The node id this side announced: known from the start on the
+    /// connecting side, once the peer's HELLO arrived on the accepting side.
+    pub fn me(&self) -> Option<NodeId> {
+        let announced = matches!(self.role, Role::Connect { .. })
+            || !matches!(self.state, State::AwaitHello { .. });
+        announced.then_some(self.me)
+    }
+
     /// Whether user frames must wait: the connecting side authenticates and
     /// the accepting side has not proved itself yet. Without a secret, user
     /// frames may follow the HELLO at once.

@@ -665,6 +665,7 @@ fn observed(age: u64, read: u64, write: u64) -> Observed {
         read_idle: Duration::from_millis(read),
         write_idle: Duration::from_millis(write),
         heartbeat_idle: Duration::from_millis(age),
+        use_idle: Duration::from_millis(age),
     }
 }
 
@@ -794,14 +795,29 @@ fn the_identity_is_not_consulted_once_open() {
 
 #[test]
 fn a_local_node_is_an_identity() {
-    let local = LocalNode {
-        info: std::sync::Arc::new(std::sync::Mutex::new(info(1, 10))),
-        addr: "127.0.0.1:1".parse().unwrap(),
-        secret: Some(std::sync::Arc::new(SECRET.to_vec())),
-    };
+    let local = LocalNode::new(
+        info(1, 10),
+        "127.0.0.1:1".parse().unwrap(),
+        Some(std::sync::Arc::new(SECRET.to_vec())),
+    );
     let mut c = Session::connect(&local, Some(NodeId::test(2)), [1; 16]);
     assert!(c.holds_user_frames());
     let hello = c.poll_transmit().unwrap();
     assert_eq!(hello.meta.source, NodeId::test(1));
     assert_eq!(hello.payload.len(), info(1, 10).to_bytes().len() + 16);
+}
+
+#[test]
+fn each_side_knows_the_id_it_announced() {
+    let mut c = End::connect(info(1, 10), None, Some(NodeId::test(2)));
+    let mut s = End::accept(info(2, 20), None);
+    assert_eq!(c.s.me(), Some(NodeId::test(1)));
+    assert_eq!(
+        s.s.me(),
+        None,
+        "the accepting side announces once a HELLO came"
+    );
+    let hello = c.drain();
+    s.feed(&hello);
+    assert_eq!(s.s.me(), Some(NodeId::test(2)));
 }

@@ -32,7 +32,7 @@ impl LocalBus {
     /// a slot, or refuses it).
     pub(super) fn deliver(&self, meta: Meta, payload: &[u8], to: ReplyTo) {
         let shared = &self.0.shared;
-        let me = shared.id;
+        let me = shared.id();
         let expects = !matches!(to, ReplyTo::Nobody);
         let state = shared.state();
         if state != NodeState::Serving && meta.kind == FrameKind::Request {
@@ -177,7 +177,7 @@ impl LocalBus {
         let owned = OwnedRequest {
             meta,
             payload,
-            replier: Replier::new(to, shared.id, shared.config.max_payload),
+            replier: Replier::new(to, shared.id(), shared.config.max_payload),
             bus: self.clone(),
             deadline,
         };
@@ -277,7 +277,7 @@ impl LocalBus {
     pub(super) fn refuse_queued(&self, code: ErrorCode) {
         let queued = self.0.slots.borrow_mut().drain_queue();
         for item in queued {
-            item.to.fail(self.0.shared.id, code);
+            item.to.fail(self.0.shared.id(), code);
         }
     }
 

@@ -60,6 +60,7 @@ impl LocalBus {
                 debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "connection open");
             }
             Action::Deliver(frame) => {
+                conn.mark_used();
                 let meta = frame.meta;
                 let to = if meta.kind == FrameKind::OneWay {
                     ReplyTo::Nobody
@@ -75,12 +76,15 @@ impl LocalBus {
             }
             Action::CallReply(frame) => {
                 // The reply to a `call` of ours, for our reply-channel handler.
+                conn.mark_used();
+                conn.call_answered();
                 self.deliver(frame.meta, frame.payload, ReplyTo::Nobody);
             }
             Action::Complete {
                 correlation,
                 result,
             } => {
+                conn.mark_used();
                 let peer = conn.peer().unwrap_or(frame.meta.source);
                 let result = result
                     .map(<[u8]>::to_vec)
@@ -94,6 +98,8 @@ impl LocalBus {
             } => {
                 // A `call` this node sent was refused (nothing ran) or its
                 // handler panicked: the error names the call's channels.
+                conn.mark_used();
+                conn.call_answered();
                 let peer = frame.meta.source;
                 self.send_failed(crate::error::SendFailure {
                     op: crate::error::SendOp::Call,
@@ -139,7 +145,7 @@ impl LocalBus {
         conn.release();
         let c = &self.0.counters;
         let kind = match &reason {
-            CloseReason::Eof | CloseReason::Local => None,
+            CloseReason::Eof | CloseReason::Local | CloseReason::Renumbered { .. } => None,
             CloseReason::Io(_) => Some(None),
             CloseReason::Frame(_) => Some(Some(&c.closed_malformed)),
             CloseReason::Session(close) => Some(Some(match close {
@@ -175,9 +181,11 @@ impl LocalBus {
                     let slot = &mut out[peer.index()];
                     if slot.as_ref().map(|c| c.id) == Some(conn.id) {
                         *slot = None;
+                        self.0.outbound_open.set(self.0.outbound_open.get() - 1);
                     }
                 }
-                if !matches!(reason, CloseReason::Local) {
+                // Closed by us (stopping, renumbered): the peer is not down.
+                if !matches!(reason, CloseReason::Local | CloseReason::Renumbered { .. }) {
                     self.mark_down(peer);
                 }
                 // Frames that never reached the kernel go to the next

@@ -122,6 +122,8 @@ pub(crate) struct ShardCore {
     table: RefCell<(u64, Arc<PeerTable>)>,
     /// Outbound connections, indexed by node id (`0..=1023`).
     outbound: RefCell<Vec<Option<Rc<Conn>>>>,
+    /// How many slots of `outbound` are taken.
+    outbound_open: Cell<usize>,
     inbound: RefCell<FxHashMap<u64, Rc<Conn>>>,
     cursors: RefCell<FxHashMap<Channel, usize>>,
     /// Circuit breakers of this shard's requests, indexed by peer id.
@@ -161,7 +163,7 @@ pub struct LocalBus(Rc<ShardCore>);
 impl LocalBus {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
-        self.0.shared.id
+        self.0.shared.id()
     }
 
     /// This node's current info (name, channels served, state).
@@ -365,7 +367,9 @@ impl LocalBus {
             self.0.counters.clone(),
         );
         conn.remote.set(Some(addr));
+        self.make_room_for_outbound();
         self.0.outbound.borrow_mut()[peer.index()] = Some(conn.clone());
+        self.0.outbound_open.set(self.0.outbound_open.get() + 1);
         self.0.housekeeping.notify();
         let bus = self.clone();
         let c = conn.clone();

@@ -63,18 +63,97 @@ impl LocalBus {
 
     /// Lets each connection's session judge it at `now`: expired ones
     /// (handshake, half frame, silence) close; idle outbound ones send a
-    /// heartbeat.
+    /// heartbeat, or close once unused for [`Timeouts::idle`] with nothing
+    /// waiting on them. Connections that announced an id the node no longer
+    /// has (see [`crate::MembershipContext::renumber`]) close.
+    ///
+    /// [`Timeouts::idle`]: crate::timeouts::Timeouts::idle
     pub(super) fn check_connections(&self) {
         let now = Instant::now();
         let t = self.0.shared.config.timeouts;
-        let conns = self.all_conns();
-        for conn in conns {
+        let me = self.node_id();
+        let mut idle: Vec<NodeId> = Vec::new();
+        // Judging a connection only queues frames and raises flags: the
+        // tables are not touched meanwhile.
+        let out = self.0.outbound.borrow();
+        let inb = self.0.inbound.borrow();
+        for conn in out.iter().flatten().chain(inb.values()) {
+            let announced = conn.session.borrow().me();
+            if let Some(announced) = announced.filter(|&a| a != me) {
+                debug!(%announced, now = %me, "closing a connection opened under our old id");
+                conn.fail(CloseReason::Renumbered { announced, now: me });
+                continue;
+            }
             let seen = conn.observe(now);
+            if conn.dir == Dir::Outbound
+                && t.idle_close_due(&seen, conn.holds_work() || self.has_waiters(conn))
+            {
+                if let Some(peer) = conn.peer() {
+                    idle.push(peer);
+                }
+                continue;
+            }
             let close = conn.session.borrow_mut().on_tick(now, &t, &seen);
             conn.flush_session();
             if let Some(close) = close {
                 conn.fail(CloseReason::Session(close));
             }
+        }
+        drop((out, inb));
+        for peer in idle {
+            debug!(%peer, idle = ?t.idle, "closing an idle connection");
+            self.close_unused(peer);
+        }
+    }
+
+    /// Before dialling: at the outbound cap ([`NodeConfig::max_outbound`],
+    /// split over the shards), closes the least recently used connection
+    /// that nothing waits on. With none such, the cap is exceeded rather
+    /// than a send refused.
+    ///
+    /// [`NodeConfig::max_outbound`]: crate::config::NodeConfig::max_outbound
+    pub(super) fn make_room_for_outbound(&self) {
+        let cfg = &self.0.shared.config;
+        let cap = cfg.max_outbound.div_ceil(cfg.shards.max(1)).max(1);
+        if self.0.outbound_open.get() < cap {
+            return;
+        }
+        let now = Instant::now();
+        let victim = self
+            .0
+            .outbound
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|c| c.is_open() && !c.holds_work() && !self.has_waiters(c))
+            .min_by_key(|c| c.last_used(now))
+            .and_then(|c| c.peer());
+        match victim {
+            Some(peer) => {
+                debug!(%peer, cap, "outbound connection cap reached; closing the least recently used");
+                self.close_unused(peer);
+            }
+            None => debug!(
+                cap,
+                "outbound connection cap reached, but every connection is busy"
+            ),
+        }
+    }
+
+    /// Whether requests wait for answers on `conn`.
+    pub(super) fn has_waiters(&self, conn: &Conn) -> bool {
+        self.0.pending.borrow().values().any(|w| w.conn == conn.id)
+    }
+
+    /// Takes the connection to `peer` out of the table, so the next send
+    /// dials a new one, and closes it: a local close, which marks no peer
+    /// down.
+    pub(super) fn close_unused(&self, peer: NodeId) {
+        let conn = self.0.outbound.borrow_mut()[peer.index()].take();
+        if let Some(conn) = conn {
+            self.0.outbound_open.set(self.0.outbound_open.get() - 1);
+            Counters::inc(&self.0.counters.closed_idle);
+            conn.close();
         }
     }
 
@@ -223,6 +302,7 @@ pub(crate) async fn run(
         index,
         table: RefCell::new((u64::MAX, Arc::new(PeerTable::new()))),
         outbound: RefCell::new(vec![None; NodeId::MAX as usize + 1]),
+        outbound_open: Cell::new(0),
         inbound: RefCell::default(),
         cursors: RefCell::default(),
         breakers: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
@@ -312,8 +392,12 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
 
 async fn housekeeping(bus: LocalBus) {
     while !bus.0.stopping.is_raised() {
-        let conns = bus.0.inbound.borrow().len() + bus.0.outbound.borrow().iter().flatten().count();
-        let tick = housekeeping_tick(conns, bus.0.downs.get(), &bus.0.shared.config.timeouts);
+        let tick = housekeeping_tick(
+            bus.0.outbound_open.get(),
+            bus.0.inbound.borrow().len(),
+            bus.0.downs.get(),
+            &bus.0.shared.config.timeouts,
+        );
         // A connection opened or a peer marked down during a long idle round
         // cuts it short, so its timeouts and reconnects keep their pace.
         future::or(glommio::timer::sleep(tick), bus.0.housekeeping.wait()).await;
@@ -327,15 +411,18 @@ async fn housekeeping(bus: LocalBus) {
 }
 
 /// How long a shard's housekeeping sleeps between rounds, given its open
-/// connections and down-marked peers: 50 ms while peers are down (their
-/// reconnects are due at backoff times); while connections are open, a
-/// quarter of the shortest connection timeout (handshake, frame, heartbeat,
-/// silence; 125 ms by default); and 1 s with neither: an idle node, one of
-/// hundreds on a host, then wakes once a second instead of twenty times
-/// (membership events only close connections; opening a connection or
-/// marking a peer down wakes the housekeeping at once).
+/// connections (`outbound` dialled, `inbound` accepted) and down-marked
+/// peers: 50 ms while peers are down (their reconnects are due at backoff
+/// times); while connections are open, a quarter of the shortest limit to
+/// watch on them ([`Timeouts::shortest`](crate::timeouts::Timeouts::shortest):
+/// 125 ms by default with outbound ones, which send heartbeats; 500 ms with
+/// accepted ones only); at most 1 s, which is also the pace with neither: an
+/// idle node, one of hundreds on a host, wakes once a second (membership
+/// events only close connections; opening a connection or marking a peer
+/// down wakes the housekeeping at once).
 pub(crate) fn housekeeping_tick(
-    conns: usize,
+    outbound: usize,
+    inbound: usize,
     downs: usize,
     t: &crate::timeouts::Timeouts,
 ) -> Duration {
@@ -343,9 +430,8 @@ pub(crate) fn housekeeping_tick(
     const IDLE: Duration = Duration::from_secs(1);
     if downs > 0 {
         BUSY
-    } else if conns > 0 {
-        let shortest = t.handshake.min(t.frame).min(t.heartbeat).min(t.silence);
-        (shortest / 4).clamp(Duration::from_millis(1), IDLE)
+    } else if outbound + inbound > 0 {
+        (t.shortest(outbound > 0) / 4).clamp(Duration::from_millis(1), IDLE)
     } else {
         IDLE
     }
@@ -370,14 +456,30 @@ mod tests {
     #[test]
     fn housekeeping_slows_down_when_there_is_nothing_to_watch() {
         let t = Timeouts::default();
-        assert_eq!(housekeeping_tick(0, 0, &t), Duration::from_secs(1));
-        assert_eq!(housekeeping_tick(3, 0, &t), t.heartbeat / 4);
-        assert_eq!(housekeeping_tick(0, 1, &t), Duration::from_millis(50));
-        assert_eq!(housekeeping_tick(3, 2, &t), Duration::from_millis(50));
+        assert_eq!(housekeeping_tick(0, 0, 0, &t), Duration::from_secs(1));
+        assert_eq!(housekeeping_tick(3, 0, 0, &t), t.heartbeat / 4);
+        assert_eq!(housekeeping_tick(3, 5, 0, &t), t.heartbeat / 4);
+        assert_eq!(
+            housekeeping_tick(0, 5, 0, &t),
+            t.silence / 4,
+            "accepted connections send no heartbeats"
+        );
+        assert_eq!(housekeeping_tick(0, 0, 1, &t), Duration::from_millis(50));
+        assert_eq!(housekeeping_tick(3, 0, 2, &t), Duration::from_millis(50));
         let fast = Timeouts {
             handshake: Duration::from_millis(80),
             ..t
         };
-        assert_eq!(housekeeping_tick(1, 0, &fast), Duration::from_millis(20));
+        assert_eq!(housekeeping_tick(1, 0, 0, &fast), Duration::from_millis(20));
+        let slow = Timeouts {
+            heartbeat: Duration::from_secs(2),
+            silence: Duration::from_secs(6),
+            ..t
+        };
+        assert_eq!(
+            housekeeping_tick(1, 1, 0, &slow),
+            Duration::from_millis(500)
+        );
+        assert_eq!(housekeeping_tick(0, 1, 0, &slow), Duration::from_secs(1));
     }
 }
