@@ -41,7 +41,7 @@ fn an_unused_connection_closes_and_the_next_send_reconnects() {
         .subscribe(
             SLOW,
             Handler::asynchronous(|mut req| async move {
-                glommio::timer::sleep(Duration::from_millis(900)).await;
+                glommio::timer::sleep(Duration::from_millis(1500)).await;
                 let _ = req.reply(b"late");
             }),
         )
@@ -49,14 +49,14 @@ fn an_unused_connection_closes_and_the_next_send_reconnects() {
         .unwrap();
     let client = small("client")
         .peer(server.local_addr())
-        .configure(|c| c.timeouts.idle = Duration::from_millis(300))
+        .configure(|c| c.timeouts.idle = Duration::from_secs(1))
         .start()
         .unwrap();
     client.wait_for_provider(CH, T).unwrap();
     assert_eq!(client.request(CH, b"x", T), Ok(b"pong".to_vec()));
     assert_eq!(connected(&client), vec![server.id()]);
 
-    // Unused for 300 ms: closed, by this node, without marking the peer down.
+    // Unused for 1 s: closed, by this node, without marking the peer down.
     wait_until("the unused connection to close", T, || {
         connected(&client).is_empty()
     });
@@ -69,12 +69,13 @@ fn an_unused_connection_closes_and_the_next_send_reconnects() {
     assert_eq!(connected(&client), vec![server.id()]);
     assert_eq!(handled.load(Ordering::SeqCst), 2);
 
-    // A request waiting three idle periods keeps its connection.
+    // A request waiting one and a half idle periods keeps its connection.
     let closed = closed_idle(&client);
     assert_eq!(client.request(SLOW, b"x", T), Ok(b"late".to_vec()));
     assert_eq!(closed_idle(&client), closed);
 
-    // So does a `call`, whose reply comes back on it.
+    // So does a `call`, whose reply comes back on it (for up to twice the
+    // idle time: a call's handler need not answer).
     const REPLY: Channel = Channel(52);
     let replies = Arc::new(AtomicUsize::new(0));
     let r = replies.clone();
@@ -96,6 +97,21 @@ fn an_unused_connection_closes_and_the_next_send_reconnects() {
         connected(&client).is_empty()
     });
     assert_eq!(closed_idle(&client), closed + 1);
+
+    // A call its handler never answers holds the connection for twice the
+    // idle time, not for good.
+    const SILENT: Channel = Channel(53);
+    server.subscribe(SILENT, Handler::sync(|_| {})).unwrap();
+    client.wait_for_provider(SILENT, T).unwrap();
+    client.call(SILENT, b"x", REPLY).unwrap();
+    wait_until("the connection to reopen", T, || {
+        connected(&client) == vec![server.id()]
+    });
+    wait_until("the unanswered call's connection to close", T, || {
+        connected(&client).is_empty()
+    });
+    assert_eq!(closed_idle(&client), closed + 2);
+    assert_eq!(replies.load(Ordering::SeqCst), 1);
 }
 
 #[test]

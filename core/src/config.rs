@@ -54,11 +54,12 @@ pub struct NodeConfig {
     /// Inbound connections accepted per node (split evenly over shards);
     /// more are closed at once and counted.
     pub max_connections: usize,
-    /// Outbound connections kept open per node (split evenly over shards):
-    /// dialling one more first closes the least recently used connection
-    /// that no request waits on. The default, 1024, never binds (a cluster
-    /// has at most 1023 other nodes); a lower cap bounds sockets and buffers
-    /// at the price of reconnecting to peers used less often.
+    /// Outbound connections each shard keeps open (each shard dials its own
+    /// connection to a peer): dialling one more first closes the least
+    /// recently used one that nothing depends on. The default, 1024, never
+    /// binds (a cluster has at most 1023 other nodes); a lower cap bounds
+    /// sockets and buffers at the price of reconnecting to peers used less
+    /// often.
     pub max_outbound: usize,
     /// Shared cluster secret: when set, every connection proves knowledge of
     /// it both ways (see [`crate::auth`]) and peers without it are refused.

@@ -212,6 +212,20 @@ impl Conn {
         if self.is_closed() {
             return Err(PushError::Closed);
         }
+        // A frame carries the id its connection announced: the node may have
+        // taken a new id since `meta` was made (see
+        // `MembershipContext::renumber`), and the peer refuses any other.
+        let stamped;
+        let meta = match self.session.borrow().me() {
+            Some(me) if me != meta.source => {
+                stamped = Meta {
+                    source: me,
+                    ..*meta
+                };
+                &stamped
+            }
+            _ => meta,
+        };
         if self
             .queue
             .borrow_mut()
@@ -653,11 +667,15 @@ impl Conn {
         self.calls.set(self.calls.get().saturating_sub(1));
     }
 
-    /// Whether closing this connection now could lose something: bytes not
-    /// yet written, or `call`s whose answers would come back on it.
-    /// (Requests waiting on it are the shard's to check.)
-    pub(crate) fn holds_work(&self) -> bool {
-        self.queued() > 0 || self.calls.get() > 0
+    /// Whether `call`s sent on this connection are unanswered.
+    pub(crate) fn unanswered_calls(&self) -> bool {
+        self.calls.get() > 0
+    }
+
+    /// Whether a message was queued or received since housekeeping last
+    /// looked.
+    pub(crate) fn used_since_last_look(&self) -> bool {
+        self.used.get()
     }
 
     /// When a message was last queued or received, to housekeeping's

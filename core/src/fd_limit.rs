@@ -1,6 +1,6 @@
-//! The process's open-file limit: a node may hold two sockets per peer (one
-//! dialled, one accepted) for up to 1023 peers, more than the usual soft
-//! limit of 1024 descriptors. The first node started in a process raises the
+//! The process's open-file limit: each shard of a node may hold two sockets
+//! per peer (one dialled, one accepted) for up to 1023 peers, more than the
+//! usual soft limit of 1024 descriptors. The first node started in a process raises the
 //! soft limit to the hard one, as the Go runtime does at start-up; the hard
 //! limit is never touched.
 

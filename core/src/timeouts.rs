@@ -49,10 +49,12 @@ pub struct Timeouts {
     /// A connection that received nothing for this long is dead.
     pub silence: Duration,
     /// An outbound connection that carried no message either way for this
-    /// long closes (the next send reconnects), unless requests wait on it,
-    /// `call`s sent on it are unanswered, or bytes are still queued: peers
-    /// talked to once stop costing heartbeats. [`MAX_WAIT`] or more keeps
-    /// connections open for good.
+    /// long closes (the next send reconnects), unless requests wait on it or
+    /// bytes are still queued; with `call`s sent on it unanswered, it waits
+    /// twice as long (a call's reply comes back on it; one answered later
+    /// than that is dropped, as a call's handler need not answer at all).
+    /// Peers talked to once stop costing heartbeats. [`MAX_WAIT`] or more
+    /// keeps connections open for good.
     pub idle: Duration,
 }
 
@@ -114,10 +116,22 @@ impl Timeouts {
     }
 
     /// Whether an open outbound connection should close for idleness: no
-    /// message either way for [`Timeouts::idle`], and not `busy` (requests
-    /// waiting on it, unanswered `call`s, bytes not yet written).
-    pub fn idle_close_due(&self, o: &Observed, busy: bool) -> bool {
-        o.open && !busy && self.idle < MAX_WAIT && o.use_idle >= self.idle
+    /// message either way for [`Timeouts::idle`] (twice that while `call`s
+    /// sent on it are unanswered, as a call's handler need not answer), and
+    /// not `busy()` (requests waiting on it, bytes not yet written), asked
+    /// only once the time is up.
+    pub fn idle_close_due(
+        &self,
+        o: &Observed,
+        unanswered_calls: bool,
+        busy: impl FnOnce() -> bool,
+    ) -> bool {
+        let limit = if unanswered_calls {
+            self.idle.saturating_mul(2)
+        } else {
+            self.idle
+        };
+        o.open && limit < MAX_WAIT && o.use_idle >= limit && !busy()
     }
 
     /// The shortest limit housekeeping must watch on a connection; outbound
@@ -194,22 +208,35 @@ mod tests {
             use_idle: Duration::from_millis(ms),
             ..obs(true, false, 60_000, 100, 100)
         };
-        assert!(!t.idle_close_due(&used(9_999), false));
-        assert!(t.idle_close_due(&used(10_000), false));
+        let idle = || false;
+        assert!(!t.idle_close_due(&used(9_999), false, idle));
+        assert!(t.idle_close_due(&used(10_000), false, idle));
         assert!(
-            !t.idle_close_due(&used(10_000), true),
+            !t.idle_close_due(&used(10_000), false, || true),
             "requests wait on it"
         );
+        assert!(
+            !t.idle_close_due(&used(19_999), true, idle),
+            "a call may still be answered"
+        );
+        assert!(t.idle_close_due(&used(20_000), true, idle));
+        let mut asked = false;
+        assert!(!t.idle_close_due(&used(5_000), false, || {
+            asked = true;
+            false
+        }));
+        assert!(!asked, "busy is asked only once the time is up");
         let opening = Observed {
             open: false,
             ..used(60_000)
         };
-        assert!(!t.idle_close_due(&opening, false));
+        assert!(!t.idle_close_due(&opening, false, idle));
         let forever = Timeouts {
             idle: Duration::MAX,
             ..t
         };
-        assert!(!forever.idle_close_due(&used(u64::MAX / 2), false));
+        assert!(!forever.idle_close_due(&used(u64::MAX / 2), false, idle));
+        assert!(!forever.idle_close_due(&used(u64::MAX / 2), true, idle));
         assert_eq!(
             Timeouts::default().shortest(true),
             Duration::from_millis(500)

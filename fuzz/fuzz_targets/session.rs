@@ -257,6 +257,7 @@ fuzz_target!(|data: &[u8]| {
                     read_idle: ms(read),
                     write_idle: ms(write),
                     heartbeat_idle: ms(age),
+                    use_idle: ms(age),
                 };
                 let end = if target & 1 == 0 {
                     &mut server

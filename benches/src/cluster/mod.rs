@@ -340,7 +340,9 @@ pub fn run(a: ClusterArgs) -> Result<()> {
     let open_conns = connected_peers(&driver);
     let cpu_connected = procs::cpu_usage(&all, Duration::from_secs(5));
     let still_open = connected_peers(&driver);
-    let closed_after = wait_for(domi::builder::DENSE_IDLE * 2, || connected_peers(&driver) == 0);
+    let closed_after = wait_for(domi::builder::DENSE_IDLE * 2, || {
+        connected_peers(&driver) == 0
+    });
     let cpu_nodes_etcd = procs::cpu_usage(&all, Duration::from_secs(10));
     let cpu_etcd = procs::cpu_usage(&[etcd_pid], Duration::from_secs(5));
     let sorted = |f: fn(u32) -> Option<u64>| {

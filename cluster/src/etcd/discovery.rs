@@ -18,10 +18,11 @@
 //! id's claim key: `lease(ids/<id>) == our lease` for updates, and
 //! `create_revision(ids/<id>) == 0` (claim and record together) when
 //! registering again under a new lease. When another node took the id while
-//! our lease was gone, the id cannot change (it is baked into the running
-//! node's wire identity), so the node logs an error, writes nothing, stays
-//! out of the cluster's tables, keeps listing and watching (it still works as
-//! a client), and retries the claim with backoff until the id is free again.
+//! our lease was gone, the node claims a free id the way joining does and
+//! moves the running node to it ([`MembershipContext::renumber`]): its
+//! connections reopen under the new id. Only when no id is free does it stay
+//! out of the cluster's tables (still listing and watching, so it works as a
+//! client) and retry with backoff.
 
 use std::time::Duration;
 
@@ -106,8 +107,9 @@ fn holder_lease(resp: &etcd_client::TxnResponse) -> Option<i64> {
 /// The streams of one established session.
 struct Session {
     watch: WatchStream,
-    /// Keep-alive of our lease; `None` while another node holds our id (and,
-    /// inside `serve`, while a failed stream is being reopened).
+    /// Keep-alive of our lease; `None` while we hold no id (another node
+    /// took ours and none is free) and, inside `serve`, while a failed stream
+    /// is being reopened.
     keep: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
 }
 
@@ -273,9 +275,10 @@ impl Discovery {
         Ok(claim_outcome(&resp, lease))
     }
 
-    /// Makes sure we hold our id under a live lease with our record written.
-    /// Returns the lease, or `None` when another node holds our id (nothing
-    /// was written then).
+    /// Makes sure we hold an id under a live lease with our record written:
+    /// ours, or a free one when another node took ours (see
+    /// [`Self::take_new_id`]). Returns the lease, or `None` when we hold no
+    /// id (nothing was written then).
     async fn register(&mut self, ctx: &MembershipContext) -> EtcdResult<Option<i64>> {
         if let Some(lease) = self.lease {
             match self.put_record_if_held(ctx, lease).await {
@@ -294,10 +297,15 @@ impl Discovery {
             }
             self.lease = None;
         }
-        // Held by another node: a read says so before a lease is granted.
+        // Held already: a read says so before a lease is granted.
         let id_key = record::id_key(&self.config.cluster, self.id);
         if let Some(kv) = self.client.get(id_key, None).await?.kvs().first() {
             let holder_lease = kv.lease();
+            if kv.value() == format!("{:016x}", self.instance).as_bytes() {
+                // Our own claim, from a registration whose answer we missed
+                // (timed out, yet applied): keep its lease.
+                return self.adopt(ctx, holder_lease).await;
+            }
             return self.take_new_id(ctx, None, holder_lease).await;
         }
         let lease = self
@@ -327,6 +335,21 @@ impl Discovery {
         }
     }
 
+    /// Our id's claim hangs on `lease`, one of ours whose grant or claim we
+    /// saw fail: keep that lease and write our record under it (`None` when
+    /// it ended meanwhile; the next registration claims again).
+    async fn adopt(&mut self, ctx: &MembershipContext, lease: i64) -> EtcdResult<Option<i64>> {
+        match self.put_record_if_held(ctx, lease).await? {
+            Claim::Held => {
+                self.lease = Some(lease);
+                self.stranded = false;
+                info!(id = %self.id, cluster = %self.config.cluster, lease, "registered again under a lease of ours found holding our id");
+                Ok(Some(lease))
+            }
+            Claim::Free | Claim::Taken { .. } => Ok(None),
+        }
+    }
+
     /// Our id was given to another node (under `holder_lease`) while our
     /// lease was gone: claims a free id under `lease` (or a new one), moves
     /// the running node to it ([`MembershipContext::renumber`]) and writes
@@ -338,6 +361,10 @@ impl Discovery {
         lease: Option<i64>,
         holder_lease: i64,
     ) -> EtcdResult<Option<i64>> {
+        if lease.is_none() && self.stranded && !self.any_id_free().await? {
+            // Still full: no lease to grant and revoke for nothing.
+            return Ok(None);
+        }
         let lease = match lease {
             Some(l) => l,
             None => self
@@ -364,8 +391,13 @@ impl Discovery {
         };
         let old = std::mem::replace(&mut self.id, id);
         self.stranded = false;
-        ctx.renumber(id);
-        warn!(old = %old, id = %id, cluster = %self.config.cluster, holder_lease, lease, "our node id was given to another node while our lease was gone; this node now has a new id (its connections reopen under it)");
+        if id == old {
+            // The other node left meanwhile, and ours was the lowest free id.
+            info!(%id, cluster = %self.config.cluster, lease, "registered again under a new lease");
+        } else {
+            ctx.renumber(id);
+            warn!(old = %old, id = %id, cluster = %self.config.cluster, holder_lease, lease, "our node id was given to another node while our lease was gone; this node now has a new id (its connections reopen under it)");
+        }
         // The claim hangs on `lease` now: a failed write is retried by the
         // next registration, which finds the claim held.
         self.lease = Some(lease);
@@ -377,6 +409,23 @@ impl Discovery {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether any id is free (one keys-only read).
+    async fn any_id_free(&mut self) -> EtcdResult<bool> {
+        let prefix = record::ids_prefix(&self.config.cluster);
+        let listed = self
+            .client
+            .get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let taken = listed
+            .kvs()
+            .iter()
+            .filter_map(|kv| record::parse_id(&prefix, kv.key()));
+        Ok(record::pick_free(taken, 0, 0.0).is_some())
     }
 
     /// Registers (re-claiming the id under a new lease if the old one is
@@ -590,10 +639,11 @@ impl Discovery {
                                 break Flow::Retry("our lease ended; registering again".into());
                             }
                             Ok(Claim::Taken { holder_lease }) => {
-                                error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record");
+                                warn!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record, registering again");
                                 revoke(&mut self.client, lease).await;
                                 self.lease = None;
-                                break Flow::Retry("our node id is held by another node".into());
+                                // Registering finds out whose it is at once.
+                                break Flow::Reclaim;
                             }
                             Err(e) if lease_not_found(&e) => {
                                 self.lease = None;
@@ -726,7 +776,7 @@ impl Discovery {
 enum Flow {
     /// The node leaves: revoke and stop.
     Leave,
-    /// We do not hold our id: try to claim it again now (the backoff already ran).
+    /// We do not hold an id: register again now (any backoff already ran).
     Reclaim,
     /// The session broke: wait with backoff and establish a new one.
     Retry(String),

@@ -94,9 +94,9 @@ pub struct EtcdConfig {
     /// with [`MembershipError::JoinTimedOut`]. Zero means one attempt.
     pub join_timeout: Duration,
     /// Retry backoff between join attempts and while etcd is unreachable,
-    /// between attempts to claim the node's id again when another node
-    /// holds it, and (capped at a third of the TTL) between attempts to
-    /// reopen a failed keep-alive stream or rewrite the record.
+    /// between attempts to claim an id while none is free (after another
+    /// node took ours), and (capped at a third of the TTL) between attempts
+    /// to reopen a failed keep-alive stream or rewrite the record.
     pub backoff: Backoff,
     /// Admin HTTP address written in the record, if any.
     pub http: Option<SocketAddr>,

@@ -72,7 +72,8 @@ impl LocalBus {
         let now = Instant::now();
         let t = self.0.shared.config.timeouts;
         let me = self.node_id();
-        let mut idle: Vec<NodeId> = Vec::new();
+        // Outbound connections to take out of the table, and why.
+        let mut detach: Vec<(NodeId, CloseReason)> = Vec::new();
         // Judging a connection only queues frames and raises flags: the
         // tables are not touched meanwhile.
         let out = self.0.outbound.borrow();
@@ -81,15 +82,22 @@ impl LocalBus {
             let announced = conn.session.borrow().me();
             if let Some(announced) = announced.filter(|&a| a != me) {
                 debug!(%announced, now = %me, "closing a connection opened under our old id");
-                conn.fail(CloseReason::Renumbered { announced, now: me });
+                let reason = CloseReason::Renumbered { announced, now: me };
+                match (conn.dir, conn.peer()) {
+                    (Dir::Outbound, Some(peer)) => detach.push((peer, reason)),
+                    _ => conn.fail(reason),
+                }
                 continue;
             }
             let seen = conn.observe(now);
             if conn.dir == Dir::Outbound
-                && t.idle_close_due(&seen, conn.holds_work() || self.has_waiters(conn))
+                && conn.is_open()
+                && t.idle_close_due(&seen, conn.unanswered_calls(), || {
+                    conn.queued() > 0 || self.has_waiters(conn)
+                })
             {
                 if let Some(peer) = conn.peer() {
-                    idle.push(peer);
+                    detach.push((peer, CloseReason::Local));
                 }
                 continue;
             }
@@ -100,34 +108,45 @@ impl LocalBus {
             }
         }
         drop((out, inb));
-        for peer in idle {
-            debug!(%peer, idle = ?t.idle, "closing an idle connection");
-            self.close_unused(peer);
+        for (peer, reason) in detach {
+            if matches!(reason, CloseReason::Local) {
+                debug!(%peer, idle = ?t.idle, "closing an unused connection");
+                self.close_unused(peer);
+            } else {
+                self.detach_outbound(peer, reason);
+            }
         }
     }
 
-    /// Before dialling: at the outbound cap ([`NodeConfig::max_outbound`],
-    /// split over the shards), closes the least recently used connection
-    /// that nothing waits on. With none such, the cap is exceeded rather
-    /// than a send refused.
+    /// Before dialling: at the outbound cap ([`NodeConfig::max_outbound`]),
+    /// closes the least recently used connection that nothing depends on
+    /// (not used since housekeeping last looked, no request waiting, no
+    /// unanswered `call`, nothing queued). With none such, the cap is
+    /// exceeded rather than a send refused.
     ///
     /// [`NodeConfig::max_outbound`]: crate::config::NodeConfig::max_outbound
     pub(super) fn make_room_for_outbound(&self) {
-        let cfg = &self.0.shared.config;
-        let cap = cfg.max_outbound.div_ceil(cfg.shards.max(1)).max(1);
+        let cap = self.0.shared.config.max_outbound;
         if self.0.outbound_open.get() < cap {
             return;
         }
         let now = Instant::now();
-        let victim = self
+        let mut candidates: Vec<(Instant, Rc<Conn>)> = self
             .0
             .outbound
             .borrow()
             .iter()
             .flatten()
-            .filter(|c| c.is_open() && !c.holds_work() && !self.has_waiters(c))
-            .min_by_key(|c| c.last_used(now))
-            .and_then(|c| c.peer());
+            .filter(|c| {
+                c.is_open() && !c.used_since_last_look() && !c.unanswered_calls() && c.queued() == 0
+            })
+            .map(|c| (c.last_used(now), c.clone()))
+            .collect();
+        candidates.sort_unstable_by_key(|(used, _)| *used);
+        let victim = candidates
+            .iter()
+            .find(|(_, c)| !self.has_waiters(c))
+            .and_then(|(_, c)| c.peer());
         match victim {
             Some(peer) => {
                 debug!(%peer, cap, "outbound connection cap reached; closing the least recently used");
@@ -135,7 +154,7 @@ impl LocalBus {
             }
             None => debug!(
                 cap,
-                "outbound connection cap reached, but every connection is busy"
+                "outbound connection cap reached, but every connection is in use"
             ),
         }
     }
@@ -146,14 +165,25 @@ impl LocalBus {
     }
 
     /// Takes the connection to `peer` out of the table, so the next send
-    /// dials a new one, and closes it: a local close, which marks no peer
-    /// down.
-    pub(super) fn close_unused(&self, peer: NodeId) {
+    /// dials a new one, and closes it for `reason` (a local close marks no
+    /// peer down). Whether there was one.
+    fn detach_outbound(&self, peer: NodeId, reason: CloseReason) -> bool {
         let conn = self.0.outbound.borrow_mut()[peer.index()].take();
-        if let Some(conn) = conn {
-            self.0.outbound_open.set(self.0.outbound_open.get() - 1);
+        match conn {
+            Some(conn) => {
+                self.0.outbound_open.set(self.0.outbound_open.get() - 1);
+                conn.fail(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the unused connection to `peer` (see [`Self::detach_outbound`]),
+    /// counted in `closed_idle`.
+    pub(super) fn close_unused(&self, peer: NodeId) {
+        if self.detach_outbound(peer, CloseReason::Local) {
             Counters::inc(&self.0.counters.closed_idle);
-            conn.close();
         }
     }
 
@@ -190,9 +220,11 @@ impl LocalBus {
         let epoch = self.0.shared.info_epoch.load(Ordering::Acquire);
         self.0.announced.set(epoch);
         let info = self.0.shared.local_info().to_bytes();
+        let me = self.node_id();
         for conn in self.0.inbound.borrow().values() {
-            if conn.is_open() {
-                conn.push_announce(self.node_id(), &info);
+            // Connections opened under an old id are about to close.
+            if conn.is_open() && conn.session.borrow().me() == Some(me) {
+                conn.push_announce(me, &info);
             }
         }
     }
