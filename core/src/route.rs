@@ -42,10 +42,14 @@ impl Peer {
 
 /// An immutable snapshot: id → peer, channel → routable providers, and
 /// channel → subscribers that broadcasts reach.
+///
+/// Peers are shared between successive tables: a new table copies pointers,
+/// not names and channel lists, so rebuilding a table of 1024 peers for a
+/// batch of changes allocates only for the peers that changed.
 #[derive(Clone, Debug, Default)]
 pub struct PeerTable {
     epoch: u64,
-    peers: BTreeMap<NodeId, Peer>,
+    peers: BTreeMap<NodeId, Arc<Peer>>,
     providers: FxHashMap<Channel, Arc<[NodeId]>>,
     subscribers: FxHashMap<Channel, Arc<[NodeId]>>,
 }
@@ -79,17 +83,18 @@ impl PeerTable {
     pub fn all_serving(&self, channel: Channel) -> impl Iterator<Item = &Peer> {
         self.peers
             .values()
+            .map(|p| &**p)
             .filter(move |p| p.info.channels.binary_search(&channel).is_ok())
     }
 
     /// One peer.
     pub fn get(&self, id: NodeId) -> Option<&Peer> {
-        self.peers.get(&id)
+        self.peers.get(&id).map(|p| &**p)
     }
 
     /// All peers by id.
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values()
+        self.peers.values().map(|p| &**p)
     }
 
     /// Number of peers.
@@ -110,8 +115,9 @@ impl PeerTable {
             .peers
             .values()
             .map(|p| {
-                size_of::<(NodeId, Peer)>()
-                    + 16 // B-tree node overhead per entry, roughly
+                size_of::<(NodeId, Arc<Peer>)>()
+                    + size_of::<Peer>()
+                    + 16 // B-tree node and Arc overhead per entry, roughly
                     + p.info.name.capacity()
                     + p.info.cluster.capacity()
                     + p.info.channels.capacity() * size_of::<Channel>()
@@ -129,8 +135,8 @@ impl PeerTable {
     /// A new table with `peer` inserted or replaced.
     pub fn with_peer(&self, peer: Peer) -> PeerTable {
         let mut peers = self.peers.clone();
-        peers.insert(peer.info.id, peer);
-        Self::from_peers(self.epoch + 1, peers)
+        peers.insert(peer.info.id, Arc::new(normalized(peer)));
+        Self::indexed(self.epoch + 1, peers)
     }
 
     /// A new table with every change of a batch applied, rebuilt once:
@@ -143,38 +149,48 @@ impl PeerTable {
         for (id, change) in changes {
             match change {
                 Some(p) => {
-                    peers.insert(id, p);
+                    peers.insert(id, Arc::new(normalized(p)));
                 }
                 None => {
                     peers.remove(&id);
                 }
             }
         }
-        Self::from_peers(self.epoch + 1, peers)
+        Self::indexed(self.epoch + 1, peers)
     }
 
     /// A new table without `id`.
     pub fn without(&self, id: NodeId) -> PeerTable {
         let mut peers = self.peers.clone();
         peers.remove(&id);
-        Self::from_peers(self.epoch + 1, peers)
+        Self::indexed(self.epoch + 1, peers)
     }
 
     /// A new table with `id` marked up or down (unchanged if unknown).
     pub fn with_up(&self, id: NodeId, up: bool) -> PeerTable {
         match self.peers.get(&id) {
-            Some(p) if p.up != up => self.with_peer(Peer { up, ..p.clone() }),
+            Some(p) if p.up != up => self.with_peer(Peer {
+                up,
+                ..Peer::clone(p)
+            }),
             _ => self.clone(),
         }
     }
 
     /// A table holding exactly `peers` (channel lists sorted and de-duplicated).
-    pub fn from_peers(epoch: u64, mut peers: BTreeMap<NodeId, Peer>) -> PeerTable {
+    pub fn from_peers(epoch: u64, peers: BTreeMap<NodeId, Peer>) -> PeerTable {
+        let peers = peers
+            .into_iter()
+            .map(|(id, p)| (id, Arc::new(normalized(p))))
+            .collect();
+        Self::indexed(epoch, peers)
+    }
+
+    /// A table holding exactly `peers` (normalized), with its indexes.
+    fn indexed(epoch: u64, peers: BTreeMap<NodeId, Arc<Peer>>) -> PeerTable {
         let mut providers: FxHashMap<Channel, Vec<NodeId>> = FxHashMap::default();
         let mut subscribers: FxHashMap<Channel, Vec<NodeId>> = FxHashMap::default();
-        for p in peers.values_mut() {
-            p.info.channels.sort_unstable();
-            p.info.channels.dedup();
+        for p in peers.values() {
             let (routable, subscribed) = (p.routable(), p.subscribed());
             for ch in &p.info.channels {
                 if routable {
@@ -195,6 +211,14 @@ impl PeerTable {
             subscribers: freeze(subscribers),
         }
     }
+}
+
+/// `peer` with its channel list sorted and de-duplicated (what the
+/// indexes and [`PeerTable::all_serving`] rely on).
+fn normalized(mut peer: Peer) -> Peer {
+    peer.info.channels.sort_unstable();
+    peer.info.channels.dedup();
+    peer
 }
 
 /// Picks the next provider round-robin from `providers`, skipping those for
@@ -247,7 +271,7 @@ pub fn diff(old: &PeerTable, new: &PeerTable) -> Vec<PeerEvent> {
                 events.push(PeerEvent::Left(*id));
                 events.push(PeerEvent::Joined(*id));
             }
-            Some(q) if q != p => events.push(PeerEvent::Changed(*id)),
+            Some(q) if !Arc::ptr_eq(q, p) && q != p => events.push(PeerEvent::Changed(*id)),
             Some(_) => {}
         }
     }
@@ -472,6 +496,51 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], 1000 + id)),
             up,
         }
+    }
+
+    #[test]
+    fn rebuilds_share_the_peers_they_did_not_change() {
+        let t = PeerTable::from_peers(
+            1,
+            (0..4)
+                .map(|i| {
+                    (
+                        NodeId::test(i),
+                        peer(i, &[50, 51, 50], NodeState::Serving, true),
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(
+            t.get(NodeId::test(2)).unwrap().info.channels,
+            vec![Channel(50), Channel(51)]
+        );
+        let u = t.with_changes([
+            (
+                NodeId::test(1),
+                Some(peer(1, &[52, 50], NodeState::Serving, true)),
+            ),
+            (NodeId::test(3), None),
+        ]);
+        for id in [0, 2] {
+            assert!(Arc::ptr_eq(
+                &t.peers[&NodeId::test(id)],
+                &u.peers[&NodeId::test(id)]
+            ));
+        }
+        assert_eq!(
+            u.get(NodeId::test(1)).unwrap().info.channels,
+            vec![Channel(50), Channel(52)]
+        );
+        assert_eq!(u.providers(Channel(52)), &[NodeId::test(1)]);
+        assert_eq!(
+            diff(&t, &u),
+            vec![
+                PeerEvent::Changed(NodeId::test(1)),
+                PeerEvent::Left(NodeId::test(3))
+            ]
+        );
+        assert!(diff(&u, &u.with_changes([])).is_empty());
     }
 
     #[test]

@@ -152,10 +152,11 @@ pub fn run(a: ClusterArgs) -> Result<()> {
         .etcd_config(|c| c.ttl_secs = a.ttl)
         .start()
         .context("starting the driver node")?;
-    let me = driver.id().get();
     driver.subscribe(
         WORK,
         Handler::sync(move |req| {
+            // The current id: a node whose id was taken takes another.
+            let me = req.bus().node_id().get();
             let _ = req.reply(&me.to_le_bytes());
         }),
     )?;
@@ -193,7 +194,10 @@ pub fn run(a: ClusterArgs) -> Result<()> {
     // registered node (all n, unless some never registered).
     let registered = store.registered()?;
     let live = registered.len();
-    let ids: Vec<u16> = registered.into_iter().filter(|&i| i != me).collect();
+    let ids: Vec<u16> = registered
+        .into_iter()
+        .filter(|&i| i != driver.id().get())
+        .collect();
     let mut sample = ids.clone();
     fastrand::shuffle(&mut sample);
     sample.truncate(a.sample);
@@ -477,29 +481,58 @@ fn wait_count(
 fn wait_tables(driver: &Node, sample: &[u16], n: usize, deadline: Instant) -> Option<Instant> {
     let mut pending: Vec<u16> = sample.to_vec();
     let mut driver_done = false;
+    // The last answer of each node still pending, for the report on timeout.
+    let mut last: std::collections::BTreeMap<u16, String> = Default::default();
     while Instant::now() < deadline {
+        let t = driver.peers();
+        driver_done = t.len() == n && t.providers(WORK).len() == n;
         if !driver_done {
-            let t = driver.peers();
-            driver_done = t.len() == n && t.providers(WORK).len() == n;
+            last.insert(
+                driver.id().get(),
+                format!(
+                    "driver: {} peers, {} providers",
+                    t.len(),
+                    t.providers(WORK).len()
+                ),
+            );
         }
         pending.retain(|&id| {
             let Some(node) = NodeId::new(id) else {
                 return false;
             };
-            match driver.request_to(node, TABLE, b"", Duration::from_secs(2)) {
+            let answer = driver.request_to(node, TABLE, b"", Duration::from_secs(2));
+            let done = match &answer {
                 Ok(r) if r.len() == 8 => {
                     let len = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
                     let providers = u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize;
-                    !(len == n && providers == n)
+                    last.insert(id, format!("{len} peers, {providers} providers"));
+                    len == n && providers == n
                 }
-                _ => true,
-            }
+                Ok(r) => {
+                    last.insert(id, format!("{} bytes", r.len()));
+                    false
+                }
+                Err(e) => {
+                    last.insert(id, e.to_string());
+                    false
+                }
+            };
+            !done
         });
         if pending.is_empty() && driver_done {
             return Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let still: Vec<String> = last
+        .iter()
+        .filter(|(id, _)| pending.contains(id) || (!driver_done && **id == driver.id().get()))
+        .map(|(id, a)| format!("{id}: {a}"))
+        .collect();
+    eprintln!(
+        "cluster: tables incomplete (want {n}): {}",
+        still.join("; ")
+    );
     None
 }
 
