@@ -43,7 +43,10 @@ pub struct NodeConfig {
     pub max_write_queue: usize,
     /// Requests waiting per shard before sends fail with `Backpressure`.
     pub max_pending: usize,
-    /// Commands queued per shard from plain threads.
+    /// Commands queued per shard from plain threads (sends from a thread
+    /// that finds it full fail with `Backpressure`). The queue is allocated
+    /// and initialized whole at start: 32 bytes per slot, 2 MiB per shard by
+    /// default.
     pub command_queue: usize,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
