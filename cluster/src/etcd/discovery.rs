@@ -287,7 +287,7 @@ impl Discovery {
                     warn!(id = %self.id, cluster = %self.config.cluster, lease, "our lease ended (expired or revoked); registering again");
                 }
                 Ok(Claim::Taken { holder_lease }) => {
-                    error!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record");
+                    warn!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record, registering again");
                     revoke(&mut self.client, lease).await;
                 }
                 Err(e) if lease_not_found(&e) => {
