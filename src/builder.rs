@@ -254,13 +254,10 @@ impl NodeBuilder {
     /// closed after [`DENSE_IDLE`] unused (an open connection costs both
     /// ends heartbeats and wake-ups). Measured by `make scale`.
     pub fn dense(self) -> Self {
-        self.small()
-            .shards(1)
-            .io_memory(256 << 10)
-            .configure(|c| {
-                c.command_queue = 1024;
-                c.timeouts.idle = DENSE_IDLE;
-            })
+        self.small().shards(1).io_memory(256 << 10).configure(|c| {
+            c.command_queue = 1024;
+            c.timeouts.idle = DENSE_IDLE;
+        })
     }
 
     /// Serves `channel` with `handler` from the start.

@@ -82,14 +82,6 @@ fn fixed_backoff(d: Duration) -> impl FnOnce(&mut EtcdConfig) {
     move |c| c.backoff = Backoff { base: d, max: d }
 }
 
-/// Peers shard 0 of `node` holds an open outbound connection to.
-fn connected(node: &Node) -> Vec<NodeId> {
-    node.spawn_on(0, |bus| async move { bus.connected_peers() })
-        .unwrap()
-        .join_timeout(T)
-        .expect("shard 0 answers")
-}
-
 fn etcd_node(etcd: &Etcd, name: &str, cluster: &str) -> domi::NodeBuilder {
     Node::builder(name)
         .shards(1)

@@ -9,16 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use domi::{Channel, Handler, Node, NodeId};
+use domi::{Channel, Handler, Node};
 
 const T: Duration = Duration::from_secs(5);
-
-fn connected(node: &Node) -> Vec<NodeId> {
-    node.spawn_on(0, |bus| async move { bus.connected_peers() })
-        .unwrap()
-        .join_timeout(T)
-        .expect("shard 0 answers")
-}
 
 fn closed_idle(node: &Node) -> u64 {
     node.stats().closed_idle

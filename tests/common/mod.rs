@@ -37,6 +37,14 @@ pub fn pong_server(name: &str, channel: Channel) -> (Node, Arc<AtomicUsize>) {
     (node, handled)
 }
 
+/// The peers shard 0 of `node` holds an open outbound connection to.
+pub fn connected(node: &Node) -> Vec<NodeId> {
+    node.spawn_on(0, |bus| async move { bus.connected_peers() })
+        .unwrap()
+        .join_timeout(Duration::from_secs(5))
+        .expect("shard 0 answers")
+}
+
 /// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
 pub fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
