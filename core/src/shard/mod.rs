@@ -340,11 +340,15 @@ impl LocalBus {
             }
             return Ok(c.clone());
         }
-        let addr = self
-            .table()
-            .get(peer)
-            .map(|p| p.addr)
-            .ok_or(BusError::PeerLost { peer })?;
+        let table = self.table();
+        let entry = table.get(peer).ok_or(BusError::PeerLost { peer })?;
+        // This node's own entry under the id it just gave up (the table
+        // moves right after the id does; see `MembershipContext::renumber`):
+        // never dial ourselves.
+        if entry.info.instance == self.0.shared.local.lock().instance {
+            return Err(BusError::PeerLost { peer });
+        }
+        let addr = entry.addr;
         // The HELLO is queued at once; with a secret, user frames wait
         // until the server proved itself (see `crate::session`).
         let session = Session::connect(&self.0.shared.local, Some(peer), auth::nonce());
