@@ -261,6 +261,7 @@ fn nodes_keep_serving_each_other_under_load_through_an_etcd_restart() {
 
 #[test]
 fn a_lost_lease_reregisters_under_the_same_id_and_peers_see_the_node_again() {
+    logs();
     let etcd = Etcd::start();
     // Retries wait 0.5-1 s, so b surely sees a gone before it is back.
     let a_builder =
@@ -274,6 +275,8 @@ fn a_lost_lease_reregisters_under_the_same_id_and_peers_see_the_node_again() {
     let old = etcd.lease_of(&node_key).expect("a's record has a lease");
     assert_ne!(old, 0);
 
+    let listed = log_lines("relost", a.id(), "listed and watching").len();
+    assert!(listed >= 1);
     etcd.revoke(old);
     assert_eq!(etcd.get(&node_key), None, "the record went with the lease");
     wait_until("b to see a gone", T, || b.peers().get(a.id()).is_none());
@@ -296,6 +299,12 @@ fn a_lost_lease_reregisters_under_the_same_id_and_peers_see_the_node_again() {
     }
     wait_until("b to see a again", T, || b.peers().get(a.id()).is_some());
     b.wait_for_provider(CH, T).unwrap();
+    assert_eq!(
+        log_lines("relost", a.id(), "listed and watching").len(),
+        listed,
+        "a registered again keeping its watch, without listing the cluster again"
+    );
+    assert!(!log_lines("relost", a.id(), "registering again (the watch goes on)").is_empty());
     let n = handled.load(Ordering::SeqCst);
     assert_eq!(b.request(CH, b"ping", T), Ok(b"pong".to_vec()));
     assert_eq!(

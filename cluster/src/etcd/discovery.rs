@@ -163,9 +163,32 @@ impl Discovery {
                         attempt = attempt.saturating_add(1);
                         Some(d)
                     };
-                    match self.serve(&ctx, &mut cmds, session, claim_retry).await {
+                    let mut session = session;
+                    let mut claim_retry = claim_retry;
+                    let flow = loop {
+                        match self.serve(&ctx, &mut cmds, session, claim_retry).await {
+                            // Only the lease ended: register again and keep
+                            // the watch, rather than list the whole cluster
+                            // again (under a storm, relisting is what keeps
+                            // etcd behind).
+                            (Flow::LeaseGone, Some(watch)) => match self.reregister(&ctx).await {
+                                Ok(keep) => {
+                                    session = Session {
+                                        watch,
+                                        keep: Some(keep),
+                                    };
+                                    claim_retry = None;
+                                }
+                                Err(flow) => break flow,
+                            },
+                            (flow, _) => break flow,
+                        }
+                    };
+                    match flow {
                         Flow::Leave => return self.leave().await,
-                        Flow::Reclaim => continue, // the backoff ran inside serve
+                        // The backoff ran inside serve, or registering needs
+                        // a new session at once.
+                        Flow::Reclaim | Flow::LeaseGone => continue,
                         Flow::Retry(reason) => {
                             broken = true;
                             warn!(id = %self.id, cluster = %self.config.cluster, %reason, "etcd session broke; keeping the last peer table")
@@ -481,7 +504,7 @@ impl Discovery {
         cmds: &mut UnboundedReceiver<Cmd>,
         session: Session,
         claim_retry: Option<Duration>,
-    ) -> Flow {
+    ) -> (Flow, Option<WatchStream>) {
         let Session {
             mut watch,
             mut keep,
@@ -546,7 +569,8 @@ impl Discovery {
                             // Unanswered for a whole TTL: the lease has
                             // likely ended; let registering find out.
                             if last_ack.elapsed() > ttl {
-                                break Flow::Retry(format!("keep-alive: no renewal for {ttl:?}; last error: {e}"));
+                                debug!(id = %self.id, error = %e, "keep-alive: no renewal for a whole TTL; registering again");
+                                break Flow::LeaseGone;
                             }
                             keep_retry = Some((tokio::time::Instant::now(), failures));
                             if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
@@ -563,7 +587,7 @@ impl Discovery {
                 } => match msg {
                     Ok(Some(r)) if r.ttl() <= 0 => {
                         self.lease = None;
-                        break Flow::Retry("lease expired or revoked".into());
+                        break Flow::LeaseGone;
                     }
                     Ok(Some(_)) => last_ack = tokio::time::Instant::now(),
                     Ok(None) => {
@@ -636,7 +660,7 @@ impl Discovery {
                             Ok(Claim::Held) => {}
                             Ok(Claim::Free) => {
                                 self.lease = None;
-                                break Flow::Retry("our lease ended; registering again".into());
+                                break Flow::LeaseGone;
                             }
                             Ok(Claim::Taken { holder_lease }) => {
                                 warn!(id = %self.id, cluster = %self.config.cluster, holder_lease, "our node id is held under another lease; not writing our record, registering again");
@@ -647,7 +671,7 @@ impl Discovery {
                             }
                             Err(e) if lease_not_found(&e) => {
                                 self.lease = None;
-                                break Flow::Retry("our lease is gone; registering again".into());
+                                break Flow::LeaseGone;
                             }
                             // E.g. an overloaded etcd timing the write out:
                             // the session stays, the write is tried again at
@@ -669,7 +693,41 @@ impl Discovery {
         if !matches!(flow, Flow::Leave) {
             self.publish(ctx, &mut pending);
         }
-        flow
+        let watch = matches!(flow, Flow::LeaseGone).then_some(watch);
+        (flow, watch)
+    }
+
+    /// Our lease ended while the watch still works: registers again and
+    /// opens a keep-alive stream for the new lease, keeping the watch (no
+    /// new listing). `Err` with the flow to follow when that is not enough:
+    /// a new session at once when we took a new id (our watch skipped the
+    /// events of our old id, which its new holder wrote) or hold none, the
+    /// usual retry when etcd failed.
+    async fn reregister(
+        &mut self,
+        ctx: &MembershipContext,
+    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream), Flow> {
+        let before = self.id;
+        if self.lease.is_none() {
+            // (With a lease still in hand, registering says what it found.)
+            warn!(id = %self.id, cluster = %self.config.cluster, "our lease ended; registering again (the watch goes on)");
+        }
+        let lease = match self.register(ctx).await {
+            Ok(Some(lease)) if self.id == before => lease,
+            Ok(_) => return Err(Flow::Reclaim),
+            Err(e) => return Err(Flow::Retry(format!("registering again: {e}"))),
+        };
+        let limit = self.config.request_timeout;
+        match tokio::time::timeout(limit, self.client.lease_keep_alive(lease)).await {
+            Ok(Ok(keep)) => {
+                debug!(id = %self.id, lease, "registered again; the watch goes on");
+                Ok(keep)
+            }
+            Ok(Err(e)) => Err(Flow::Retry(format!("keep-alive for the new lease: {e}"))),
+            Err(_) => Err(Flow::Retry(format!(
+                "keep-alive for the new lease: no answer within {limit:?}"
+            ))),
+        }
     }
 
     /// Takes members that refuse connections out of the client's balance
@@ -689,8 +747,8 @@ impl Discovery {
     /// while the lease lives on until its TTL, so the session (and its watch)
     /// is kept and only the keep-alive stream is reopened, with backoff
     /// within a third of the TTL; listing every record again would only add
-    /// to etcd's load. A lease etcd no longer knows ends the session
-    /// (`Some`), to register again.
+    /// to etcd's load. A lease etcd no longer knows ends the serving
+    /// (`Some(Flow::LeaseGone)`), to register again keeping the watch.
     fn keep_alive_failed(
         &mut self,
         e: &etcd_client::Error,
@@ -699,7 +757,8 @@ impl Discovery {
     ) -> Option<Flow> {
         if lease_not_found(e) || self.lease.is_none() {
             self.lease = None;
-            return Some(Flow::Retry(format!("keep-alive: {e}")));
+            debug!(id = %self.id, error = %e, "keep-alive: our lease is gone; registering again");
+            return Some(Flow::LeaseGone);
         }
         let failures = retry.map(|(_, n)| n).unwrap_or(0).saturating_add(1);
         let delay = keep_alive_retry(&self.config, failures, fastrand::f64());
@@ -780,6 +839,9 @@ enum Flow {
     Reclaim,
     /// The session broke: wait with backoff and establish a new one.
     Retry(String),
+    /// Our lease ended (expired, revoked, unknown to etcd, or unrenewed for
+    /// a whole TTL) while the watch may still work: register again.
+    LeaseGone,
 }
 
 /// The wait before reopening a keep-alive stream after `failures` failures
