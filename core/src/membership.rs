@@ -83,6 +83,8 @@ pub struct LocalNode {
     pub(crate) info: Arc<Mutex<NodeInfo>>,
     /// `info.id`, readable without the lock (the shards' data path reads it).
     id: Arc<AtomicU16>,
+    /// `info.instance`, which never changes.
+    instance: u64,
     pub(crate) addr: SocketAddr,
     pub(crate) secret: Option<Arc<Vec<u8>>>,
 }
@@ -91,6 +93,7 @@ impl LocalNode {
     pub(crate) fn new(info: NodeInfo, addr: SocketAddr, secret: Option<Arc<Vec<u8>>>) -> Self {
         LocalNode {
             id: Arc::new(AtomicU16::new(info.id.get())),
+            instance: info.instance,
             info: Arc::new(Mutex::new(info)),
             addr,
             secret,
@@ -105,6 +108,11 @@ impl LocalNode {
     /// The node's current id (see [`MembershipContext::renumber`]).
     pub fn id(&self) -> NodeId {
         NodeId::new(self.id.load(Ordering::Acquire)).expect("only valid ids are stored")
+    }
+
+    /// This run of the node (random at start; see [`NodeInfo::instance`]).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, NodeInfo> {

@@ -10,7 +10,9 @@
 //! [`Directory`](domi_core::Directory). When etcd goes away it keeps the last
 //! table and retries with jittered backoff; when etcd comes back it reopens
 //! the keep-alive and watch streams (etcd-client does not), re-lists, and
-//! re-registers under a new lease if the old one ended.
+//! re-registers under a new lease if the old one ended. A lease that ended
+//! while etcd answers (expired, revoked, unknown) is replaced within the
+//! session: the watch goes on and nothing is listed again.
 //!
 //! ## Never writing for an id we do not hold
 //!
@@ -171,23 +173,32 @@ impl Discovery {
                             // the watch, rather than list the whole cluster
                             // again (under a storm, relisting is what keeps
                             // etcd behind).
-                            (Flow::LeaseGone, Some(watch)) => match self.reregister(&ctx).await {
-                                Ok(keep) => {
-                                    session = Session {
-                                        watch,
-                                        keep: Some(keep),
-                                    };
-                                    claim_retry = None;
+                            (Flow::LeaseGone, Some(watch)) => {
+                                // The backoff first, as after any lost
+                                // session (a stop is answered meanwhile).
+                                let delay = retry_delay(&backoff, 0);
+                                if wait_or_leave(&mut cmds, delay).await {
+                                    break Flow::Leave;
                                 }
-                                Err(flow) => break flow,
-                            },
+                                match self.reregister(&ctx).await {
+                                    Ok(keep) => {
+                                        session = Session {
+                                            watch,
+                                            keep: Some(keep),
+                                        };
+                                        claim_retry = None;
+                                    }
+                                    Err(flow) => break flow,
+                                }
+                            }
                             (flow, _) => break flow,
                         }
                     };
                     match flow {
                         Flow::Leave => return self.leave().await,
                         // The backoff ran inside serve, or registering needs
-                        // a new session at once.
+                        // a new session at once (`LeaseGone` is handled
+                        // above and never ends the loop).
                         Flow::Reclaim | Flow::LeaseGone => continue,
                         Flow::Retry(reason) => {
                             broken = true;
@@ -568,9 +579,10 @@ impl Discovery {
                         Err(e) => {
                             // Unanswered for a whole TTL: the lease has
                             // likely ended; let registering find out.
+                            // The member may be cut off, its watch silent:
+                            // a new session (rebalanced, relisted).
                             if last_ack.elapsed() > ttl {
-                                debug!(id = %self.id, error = %e, "keep-alive: no renewal for a whole TTL; registering again");
-                                break Flow::LeaseGone;
+                                break Flow::Retry(format!("keep-alive: no renewal for {ttl:?}; last error: {e}"));
                             }
                             keep_retry = Some((tokio::time::Instant::now(), failures));
                             if let Some(flow) = self.keep_alive_failed(&e, &mut keep, &mut keep_retry) {
@@ -720,7 +732,7 @@ impl Discovery {
         let limit = self.config.request_timeout;
         match tokio::time::timeout(limit, self.client.lease_keep_alive(lease)).await {
             Ok(Ok(keep)) => {
-                debug!(id = %self.id, lease, "registered again; the watch goes on");
+                debug!(id = %self.id, cluster = %self.config.cluster, lease, "registered again; the watch goes on");
                 Ok(keep)
             }
             Ok(Err(e)) => Err(Flow::Retry(format!("keep-alive for the new lease: {e}"))),
@@ -839,8 +851,8 @@ enum Flow {
     Reclaim,
     /// The session broke: wait with backoff and establish a new one.
     Retry(String),
-    /// Our lease ended (expired, revoked, unknown to etcd, or unrenewed for
-    /// a whole TTL) while the watch may still work: register again.
+    /// Our lease ended (expired, revoked, or unknown to etcd) while the
+    /// watch still works: register again, keeping it.
     LeaseGone,
 }
 
@@ -853,6 +865,22 @@ fn keep_alive_retry(config: &EtcdConfig, failures: u32, unit: f64) -> Duration {
         .backoff
         .delay(failures.saturating_sub(1), unit)
         .min(config.renew_every())
+}
+
+/// Sleeps `delay`, answering commands meanwhile: `true` when the node
+/// leaves (updates are written from the current info later anyway).
+async fn wait_or_leave(cmds: &mut UnboundedReceiver<Cmd>, delay: Duration) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return false,
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Leave) | None => return true,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn retry_delay(backoff: &Backoff, attempt: u32) -> Duration {

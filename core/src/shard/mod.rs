@@ -345,7 +345,7 @@ impl LocalBus {
         // This node's own entry under the id it just gave up (the table
         // moves right after the id does; see `MembershipContext::renumber`):
         // never dial ourselves.
-        if entry.info.instance == self.0.shared.local.lock().instance {
+        if entry.info.instance == self.0.shared.local.instance() {
             return Err(BusError::PeerLost { peer });
         }
         let addr = entry.addr;
