@@ -134,6 +134,19 @@ impl Timeouts {
         o.open && limit < MAX_WAIT && o.use_idle >= limit && !busy()
     }
 
+    /// The connection to close to make room at the outbound cap: of
+    /// `candidates` (when each was last used, and what names it), the least
+    /// recently used that is not `busy`, asked in that order and only as far
+    /// as needed.
+    pub fn least_recently_used<T>(
+        candidates: impl IntoIterator<Item = (Instant, T)>,
+        mut busy: impl FnMut(&T) -> bool,
+    ) -> Option<T> {
+        let mut by_use: Vec<(Instant, T)> = candidates.into_iter().collect();
+        by_use.sort_unstable_by_key(|(used, _)| *used);
+        by_use.into_iter().map(|(_, c)| c).find(|c| !busy(c))
+    }
+
     /// The shortest limit housekeeping must watch on a connection; outbound
     /// ones also send heartbeats and close when idle.
     pub fn shortest(&self, outbound: bool) -> Duration {
@@ -196,6 +209,27 @@ mod tests {
             heartbeat_idle: Duration::from_millis(age),
             use_idle: Duration::from_millis(age),
         }
+    }
+
+    #[test]
+    fn the_least_recently_used_idle_connection_makes_room() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let conns = [(at(30), 'a'), (at(10), 'b'), (at(20), 'c')];
+        assert_eq!(Timeouts::least_recently_used(conns, |_| false), Some('b'));
+        let mut asked = Vec::new();
+        let pick = Timeouts::least_recently_used(conns, |c| {
+            asked.push(*c);
+            *c == 'b'
+        });
+        assert_eq!(pick, Some('c'));
+        assert_eq!(
+            asked,
+            vec!['b', 'c'],
+            "asked in order of use, only as far as needed"
+        );
+        assert_eq!(Timeouts::least_recently_used(conns, |_| true), None);
+        assert_eq!(Timeouts::least_recently_used::<char>([], |_| false), None);
     }
 
     #[test]

@@ -165,35 +165,9 @@ impl Discovery {
                         attempt = attempt.saturating_add(1);
                         Some(d)
                     };
-                    let mut session = session;
-                    let mut claim_retry = claim_retry;
-                    let flow = loop {
-                        match self.serve(&ctx, &mut cmds, session, claim_retry).await {
-                            // Only the lease ended: register again and keep
-                            // the watch, rather than list the whole cluster
-                            // again (under a storm, relisting is what keeps
-                            // etcd behind).
-                            (Flow::LeaseGone, Some(watch)) => {
-                                // The backoff first, as after any lost
-                                // session (a stop is answered meanwhile).
-                                let delay = retry_delay(&backoff, 0);
-                                if wait_or_leave(&mut cmds, delay).await {
-                                    break Flow::Leave;
-                                }
-                                match self.reregister(&ctx).await {
-                                    Ok(keep) => {
-                                        session = Session {
-                                            watch,
-                                            keep: Some(keep),
-                                        };
-                                        claim_retry = None;
-                                    }
-                                    Err(flow) => break flow,
-                                }
-                            }
-                            (flow, _) => break flow,
-                        }
-                    };
+                    let flow = self
+                        .serve_keeping_watch(&ctx, &mut cmds, session, claim_retry)
+                        .await;
                     match flow {
                         Flow::Leave => return self.leave().await,
                         // The backoff ran inside serve, or registering needs
@@ -223,16 +197,8 @@ impl Discovery {
             }
             let delay = retry_delay(&backoff, attempt);
             attempt = attempt.saturating_add(1);
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut sleep => break,
-                    cmd = cmds.recv() => match cmd {
-                        Some(Cmd::Leave) | None => return self.leave().await,
-                        _ => {} // the record is rewritten from the current info on reconnect
-                    }
-                }
+            if wait_or_leave(&mut cmds, delay).await {
+                return self.leave().await;
             }
         }
     }
@@ -301,7 +267,7 @@ impl Discovery {
                 0,
             )])
             .and_then([
-                TxnOp::put(id_key.as_str(), format!("{:016x}", self.instance), opts()),
+                TxnOp::put(id_key.as_str(), record::claim_value(self.instance), opts()),
                 TxnOp::put(node_key, self.record(ctx), opts()),
             ])
             .or_else([TxnOp::get(id_key, None)]);
@@ -335,7 +301,7 @@ impl Discovery {
         let id_key = record::id_key(&self.config.cluster, self.id);
         if let Some(kv) = self.client.get(id_key, None).await?.kvs().first() {
             let holder_lease = kv.lease();
-            if kv.value() == format!("{:016x}", self.instance).as_bytes() {
+            if kv.value() == record::claim_value(self.instance).as_bytes() {
                 // Our own claim, from a registration whose answer we missed
                 // (timed out, yet applied): keep its lease.
                 return self.adopt(ctx, holder_lease).await;
@@ -447,19 +413,8 @@ impl Discovery {
 
     /// Whether any id is free (one keys-only read).
     async fn any_id_free(&mut self) -> EtcdResult<bool> {
-        let prefix = record::ids_prefix(&self.config.cluster);
-        let listed = self
-            .client
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await?;
-        let taken = listed
-            .kvs()
-            .iter()
-            .filter_map(|kv| record::parse_id(&prefix, kv.key()));
-        Ok(record::pick_free(taken, 0, 0.0).is_some())
+        let taken = join::taken_ids(&mut self.client, &self.config.cluster).await?;
+        Ok(record::lowest_free(taken).is_some())
     }
 
     /// Registers (re-claiming the id under a new lease if the old one is
@@ -709,6 +664,38 @@ impl Discovery {
         (flow, watch)
     }
 
+    /// Serves `session`; when only the lease ended, registers again after
+    /// the backoff (a stop is answered meanwhile) and serves on with the
+    /// same watch, rather than list the whole cluster again (under a storm,
+    /// relisting is what keeps etcd behind). Returns how serving ended
+    /// otherwise.
+    async fn serve_keeping_watch(
+        &mut self,
+        ctx: &MembershipContext,
+        cmds: &mut UnboundedReceiver<Cmd>,
+        mut session: Session,
+        mut claim_retry: Option<Duration>,
+    ) -> Flow {
+        loop {
+            let watch = match self.serve(ctx, cmds, session, claim_retry).await {
+                (Flow::LeaseGone, Some(watch)) => watch,
+                (flow, _) => return flow,
+            };
+            if wait_or_leave(cmds, retry_delay(&self.config.backoff, 0)).await {
+                return Flow::Leave;
+            }
+            let keep = match self.reregister(ctx).await {
+                Ok(keep) => keep,
+                Err(flow) => return flow,
+            };
+            session = Session {
+                watch,
+                keep: Some(keep),
+            };
+            claim_retry = None;
+        }
+    }
+
     /// Our lease ended while the watch still works: registers again and
     /// opens a keep-alive stream for the new lease, keeping the watch (no
     /// new listing). `Err` with the flow to follow when that is not enough:
@@ -868,7 +855,8 @@ fn keep_alive_retry(config: &EtcdConfig, failures: u32, unit: f64) -> Duration {
 }
 
 /// Sleeps `delay`, answering commands meanwhile: `true` when the node
-/// leaves (updates are written from the current info later anyway).
+/// leaves (updates are dropped: the record is written from the current
+/// info when registering).
 async fn wait_or_leave(cmds: &mut UnboundedReceiver<Cmd>, delay: Duration) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);

@@ -459,18 +459,9 @@ async fn claim_id(
     let refresh_every = config.renew_every();
     let mut refreshed = Instant::now();
     progress.step = Step::ListIds;
-    let listed = client
-        .get(
-            prefix.as_str(),
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
+    let mut taken = taken_ids(client, cluster)
         .await
         .map_err(AttemptError::etcd(Step::ListIds))?;
-    let mut taken: Vec<NodeId> = listed
-        .kvs()
-        .iter()
-        .filter_map(|kv| record::parse_id(&prefix, kv.key()))
-        .collect();
     let mut lost = 0u32;
     loop {
         let Some(id) = record::pick_free(taken.iter().copied(), lost, fastrand::f64()) else {
@@ -507,6 +498,22 @@ async fn claim_id(
             }
         }
     }
+}
+
+/// The ids claimed in `cluster` now (one keys-only read).
+pub(super) async fn taken_ids(client: &mut Client, cluster: &str) -> EtcdResult<Vec<NodeId>> {
+    let prefix = record::ids_prefix(cluster);
+    let listed = client
+        .get(
+            prefix.as_str(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    Ok(listed
+        .kvs()
+        .iter()
+        .filter_map(|kv| record::parse_id(&prefix, kv.key()))
+        .collect())
 }
 
 /// Claims a free id under `lease` for a running node whose id was taken
@@ -570,7 +577,7 @@ async fn try_claim(
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put(
             key.as_str(),
-            format!("{instance:016x}"),
+            record::claim_value(instance),
             Some(PutOptions::new().with_lease(lease)),
         )])
         .or_else([TxnOp::get(

@@ -34,6 +34,12 @@ pub fn id_key(cluster: &str, id: NodeId) -> String {
     format!("{}{}", ids_prefix(cluster), id.get())
 }
 
+/// The value of an id's claim key, and the record's `instance` field: a
+/// node's instance as 16 hex digits.
+pub fn claim_value(instance: u64) -> String {
+    format!("{instance:016x}")
+}
+
 /// The id at the end of a key under `prefix`, if it is one.
 pub fn parse_id(prefix: &str, key: &[u8]) -> Option<NodeId> {
     let rest = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
@@ -188,7 +194,7 @@ impl NodeRecord {
             name: info.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: info.version,
-            instance: format!("{:016x}", info.instance),
+            instance: claim_value(info.instance),
             tcp: addr.to_string(),
             http: http.map(|h| h.to_string()),
             shards,

@@ -22,6 +22,7 @@ use crate::route::{PeerEvent, PeerTable};
 use crate::session::Session;
 use crate::shared::Shared;
 use crate::stats::Counters;
+use crate::timeouts::Timeouts;
 
 impl LocalBus {
     pub(super) fn mark_down(&self, peer: NodeId) {
@@ -131,7 +132,7 @@ impl LocalBus {
             return;
         }
         let now = Instant::now();
-        let mut candidates: Vec<(Instant, Rc<Conn>)> = self
+        let candidates: Vec<(Instant, Rc<Conn>)> = self
             .0
             .outbound
             .borrow()
@@ -142,11 +143,8 @@ impl LocalBus {
             })
             .map(|c| (c.last_used(now), c.clone()))
             .collect();
-        candidates.sort_unstable_by_key(|(used, _)| *used);
-        let victim = candidates
-            .iter()
-            .find(|(_, c)| !self.has_waiters(c))
-            .and_then(|(_, c)| c.peer());
+        let victim = Timeouts::least_recently_used(candidates, |c| self.has_waiters(c))
+            .and_then(|c| c.peer());
         match victim {
             Some(peer) => {
                 debug!(%peer, cap, "outbound connection cap reached; closing the least recently used");
@@ -483,7 +481,6 @@ fn reader_spin(config: &crate::config::NodeConfig) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeouts::Timeouts;
 
     #[test]
     fn housekeeping_slows_down_when_there_is_nothing_to_watch() {
