@@ -18,7 +18,8 @@ use crate::route::Directory;
 /// A membership failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
-    /// Every node id `0..=1023` is taken.
+    /// Every node id `0..=1023` is taken (through etcd: still, after waiting
+    /// one lease TTL for one to free up).
     #[error("cluster {cluster:?} is full: all 1024 node ids are taken")]
     ClusterFull {
         /// The cluster.

@@ -23,6 +23,8 @@ pub const LOST_AFTER: Duration = Duration::from_secs(5);
 pub struct Tally {
     /// Replies.
     pub ok: u64,
+    /// Replies by the id of the node that answered (index = id).
+    pub by_responder: Vec<u64>,
     /// Typed errors, by variant.
     pub failed: BTreeMap<String, u64>,
     /// Requests that ended only by their timeout.
@@ -37,6 +39,21 @@ impl Tally {
         self.failed.values().sum()
     }
 
+    /// How many nodes answered at least once.
+    pub fn responders(&self) -> usize {
+        self.by_responder.iter().filter(|&&n| n > 0).count()
+    }
+
+    /// The largest share of the replies one node gave, and its id.
+    pub fn top_responder(&self) -> Option<(u16, f64)> {
+        let (id, &n) = self
+            .by_responder
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, &n)| n)?;
+        (n > 0).then(|| (id as u16, n as f64 / self.ok.max(1) as f64))
+    }
+
     /// What happened since `earlier`.
     pub fn since(&self, earlier: &Tally) -> Tally {
         let mut failed = self.failed.clone();
@@ -46,8 +63,13 @@ impl Tally {
             }
         }
         failed.retain(|_, v| *v > 0);
+        let mut by_responder = self.by_responder.clone();
+        for (now, before) in by_responder.iter_mut().zip(&earlier.by_responder) {
+            *now -= before;
+        }
         Tally {
             ok: self.ok - earlier.ok,
+            by_responder,
             failed,
             lost: self.lost - earlier.lost,
             last_failure: self.last_failure,
@@ -72,7 +94,10 @@ impl Load {
     /// Starts `in_flight` requests in a loop on `node`.
     pub fn start(node: &Node, in_flight: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally = Arc::new(Mutex::new(Tally {
+            by_responder: vec![0; 1024],
+            ..Tally::default()
+        }));
         let threads = (0..in_flight)
             .map(|_| {
                 let (node, stop, tally) = (node.clone(), stop.clone(), tally.clone());
@@ -81,7 +106,15 @@ impl Load {
                         let r = node.request(WORK, b"scale", LOST_AFTER);
                         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
                         match r {
-                            Ok(_) => t.ok += 1,
+                            Ok(reply) => {
+                                t.ok += 1;
+                                if let [a, b] = reply[..] {
+                                    let id = usize::from(u16::from_le_bytes([a, b]));
+                                    if let Some(n) = t.by_responder.get_mut(id) {
+                                        *n += 1;
+                                    }
+                                }
+                            }
                             Err(BusError::Timeout { .. }) => {
                                 t.lost += 1;
                                 t.last_failure = Some(Instant::now());

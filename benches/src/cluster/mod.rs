@@ -256,6 +256,8 @@ pub fn run(a: ClusterArgs) -> Result<()> {
             "failed": k.failed_total(),
             "failed_by_error": k.failed,
             "lost": k.lost,
+            "responders": k.responders(),
+            "top_responder": k.top_responder().map(|(id, share)| json!({"id": id, "share": share})),
             // From the kill to the last failure; 0 when nothing failed.
             "routed_around_s": route_around.map_or(0.0, |d| d.as_secs_f64()),
             "records_expired_s": gone_at.map(|t| (t - killed_at).as_secs_f64()),
@@ -325,6 +327,9 @@ pub fn run(a: ClusterArgs) -> Result<()> {
             "failed": c.failed_total(),
             "failed_by_error": c.failed,
             "lost": c.lost,
+            "responders": c.responders(),
+            "top_responder": c.top_responder().map(|(id, share)| json!({"id": id, "share": share})),
+            "driver_id": driver.id().get(),
             "settled_after_s": settled.map(|t| t.saturating_duration_since(churn_end).as_secs_f64()),
         }),
     );

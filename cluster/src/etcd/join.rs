@@ -178,8 +178,9 @@ impl AttemptError {
         move |source| AttemptError::Etcd { step, source }
     }
 
-    /// Whether retrying can fix it.
-    fn kind(&self) -> ErrorKind {
+    /// Whether retrying can fix it; `full_for` is how long every id has
+    /// been taken (for [`AttemptError::Full`]).
+    fn kind(&self, full_for: Duration) -> ErrorKind {
         use etcd_client::Error as E;
         match self {
             AttemptError::Etcd { source, .. } => match source {
@@ -194,7 +195,8 @@ impl AttemptError {
                 _ => ErrorKind::Transient,
             },
             AttemptError::TimedOut { .. } => ErrorKind::Transient,
-            AttemptError::Full { .. } | AttemptError::Tls { .. } => ErrorKind::Permanent,
+            AttemptError::Full { .. } => ErrorKind::Full(full_for),
+            AttemptError::Tls { .. } => ErrorKind::Permanent,
         }
     }
 
@@ -298,6 +300,8 @@ pub(crate) async fn join(
     let mut client: Option<Client> = None;
     let mut left_out: Vec<String> = Vec::new();
     let mut attempts = 0u32;
+    // When an attempt first found every id taken.
+    let mut full_since: Option<Instant> = None;
     loop {
         attempts = attempts.saturating_add(1);
         let budget = policy.attempt_budget(started.elapsed());
@@ -351,25 +355,26 @@ pub(crate) async fn join(
             },
         };
         let elapsed = started.elapsed();
-        let next = policy.after_failure(elapsed, attempts, err.kind(), fastrand::f64());
-        if let (Some(lease), Some(c)) = (progress.lease, client.as_ref()) {
-            // Whatever the attempt claimed hangs on this lease: free it now
-            // rather than after its TTL.
-            let mut c = c.clone();
-            match next {
-                Next::Retry(_) => {
-                    let within = config.request_timeout;
-                    tokio::spawn(async move { revoke_within(&mut c, lease, within).await });
-                }
-                Next::GiveUp(_) => {
-                    let within = policy.grace_left(elapsed).min(config.request_timeout);
-                    revoke_within(&mut c, lease, within).await;
-                }
-            }
+        let first_full = matches!(err, AttemptError::Full { .. }) && full_since.is_none();
+        let full_for = match err {
+            AttemptError::Full { .. } => full_since.get_or_insert_with(Instant::now).elapsed(),
+            _ => Duration::ZERO,
+        };
+        let next = policy.after_failure(elapsed, attempts, err.kind(full_for), fastrand::f64());
+        if let (Some(lease), Some(c)) = (progress.lease, client.as_mut()) {
+            // Whatever the attempt claimed hangs on this lease: free it
+            // before the next attempt lists the taken ids, or that claim
+            // would hold a second id for a TTL (and, in a nearly full
+            // cluster, keep another node out).
+            let within = policy.grace_left(elapsed).min(config.request_timeout);
+            revoke_within(c, lease, within).await;
         }
         match next {
             Next::Retry(delay) => {
-                if attempts == 1 {
+                let delay = delay.saturating_sub(started.elapsed() - elapsed);
+                if first_full {
+                    warn!(cluster = %config.cluster, wait = ?policy.full_wait.min(config.join_timeout), "every node id is taken; waiting for one to free up (a node leaving, or the lease of one that died expiring)");
+                } else if attempts == 1 {
                     warn!(cluster = %config.cluster, endpoints = ?config.endpoints, error = %err, retry_in = ?delay, join_timeout = ?config.join_timeout, "cannot join through etcd yet; retrying");
                 } else {
                     debug!(cluster = %config.cluster, attempts, elapsed = ?elapsed, error = %err, retry_in = ?delay, "join attempt failed; retrying");
@@ -412,6 +417,16 @@ async fn attempt(
         .connect_timeout
         .min(std::time::Duration::from_secs(1));
     balance::rebalance(c, &config.endpoints, left_out, within).await;
+    // Listed before the lease is granted, so a full cluster costs one read.
+    progress.step = Step::ListIds;
+    let taken = taken_ids(c, &config.cluster)
+        .await
+        .map_err(AttemptError::etcd(Step::ListIds))?;
+    if record::lowest_free(taken.iter().copied()).is_none() {
+        return Err(AttemptError::Full {
+            cluster: config.cluster.clone(),
+        });
+    }
     progress.step = Step::GrantLease;
     let lease = c
         .lease_grant(config.ttl_secs, None)
@@ -419,7 +434,7 @@ async fn attempt(
         .map_err(AttemptError::etcd(Step::GrantLease))?
         .id();
     progress.lease = Some(lease);
-    let id = claim_id(c, config, lease, instance, progress).await?;
+    let id = claim_id(c, config, lease, instance, progress, taken).await?;
     Ok((c.clone(), lease, id))
 }
 
@@ -440,8 +455,8 @@ pub(super) fn connect_options(config: &EtcdConfig, tls: Option<&TlsMaterial>) ->
     opts
 }
 
-/// Claims a free id: lists the taken ids once, then one transaction per
-/// try (create-revision = 0 on the id's claim key), whose failure branch
+/// Claims a free id, starting from `taken` (the ids listed last), with one
+/// transaction per try (create-revision = 0 on the id's claim key), whose failure branch
 /// lists the taken ids again. The first try takes the lowest free id; after
 /// each lost race the choice spreads over more of the lowest free ids
 /// ([`record::pick_free`]), so a crowd starting together settles in a few
@@ -453,15 +468,12 @@ async fn claim_id(
     lease: i64,
     instance: u64,
     progress: &mut Progress,
+    mut taken: Vec<NodeId>,
 ) -> Result<NodeId, AttemptError> {
     let cluster = config.cluster.as_str();
     let prefix = record::ids_prefix(cluster);
     let refresh_every = config.renew_every();
     let mut refreshed = Instant::now();
-    progress.step = Step::ListIds;
-    let mut taken = taken_ids(client, cluster)
-        .await
-        .map_err(AttemptError::etcd(Step::ListIds))?;
     let mut lost = 0u32;
     loop {
         let Some(id) = record::pick_free(taken.iter().copied(), lost, fastrand::f64()) else {
@@ -524,11 +536,12 @@ pub(super) async fn claim_free_id(
     lease: i64,
     instance: u64,
 ) -> EtcdResult<Option<NodeId>> {
+    let taken = taken_ids(client, &config.cluster).await?;
     let mut progress = Progress {
-        step: Step::ListIds,
+        step: Step::ClaimId,
         lease: Some(lease),
     };
-    match claim_id(client, config, lease, instance, &mut progress).await {
+    match claim_id(client, config, lease, instance, &mut progress, taken).await {
         Ok(id) => Ok(Some(id)),
         Err(AttemptError::Full { .. }) => Ok(None),
         Err(AttemptError::Etcd { source, .. }) => Err(source),

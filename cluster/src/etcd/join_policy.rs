@@ -5,7 +5,11 @@
 //! id). An attempt that fails with an error retrying can fix (etcd
 //! unreachable, overloaded, too slow) is retried with jittered exponential
 //! backoff until the join timeout; an error retrying cannot fix (invalid
-//! configuration, a full cluster, authentication refused) ends the join at once.
+//! configuration, authentication refused) ends the join at once. A full
+//! cluster is retried for one lease TTL, within the join timeout: the ids of
+//! nodes that are leaving, or that died, free up within that time (a rolling
+//! restart starts the new node before the old one has left); a cluster still
+//! full after it is full.
 //!
 //! Time limits: an attempt may use what is left of the join timeout and at
 //! least one request timeout; the last retry starts no later than the join
@@ -23,9 +27,12 @@ use super::EtcdConfig;
 pub(crate) enum ErrorKind {
     /// Unreachable, overloaded, timed out, lost a lease while slow: try again.
     Transient,
-    /// Invalid configuration, full cluster, authentication or permission
-    /// refused, a request etcd rejects as invalid: give up at once.
+    /// Invalid configuration, authentication or permission refused, a
+    /// request etcd rejects as invalid: give up at once.
     Permanent,
+    /// Every id is taken, and has been for this long: try again until
+    /// [`JoinPolicy::full_wait`] has passed.
+    Full(Duration),
 }
 
 /// Why the join gives up.
@@ -55,6 +62,9 @@ pub(crate) struct JoinPolicy {
     pub(crate) request_timeout: Duration,
     /// Delay between attempts.
     pub(crate) backoff: Backoff,
+    /// How long a full cluster is waited for: one lease TTL, within which
+    /// the id of a node that left or died frees up.
+    pub(crate) full_wait: Duration,
 }
 
 /// Extra time the node waits for its discovery thread's answer beyond the
@@ -68,6 +78,7 @@ impl JoinPolicy {
             timeout: config.join_timeout,
             request_timeout: config.request_timeout,
             backoff: config.backoff,
+            full_wait: config.ttl(),
         }
     }
 
@@ -112,10 +123,16 @@ impl JoinPolicy {
         kind: ErrorKind,
         unit: f64,
     ) -> Next {
-        if kind == ErrorKind::Permanent {
-            return Next::GiveUp(GiveUp::Permanent);
+        let mut left = self.timeout().saturating_sub(elapsed);
+        match kind {
+            ErrorKind::Permanent => return Next::GiveUp(GiveUp::Permanent),
+            ErrorKind::Full(waited) if waited >= self.full_wait => {
+                return Next::GiveUp(GiveUp::Permanent)
+            }
+            // The last look at the ids comes when the wait is up.
+            ErrorKind::Full(waited) => left = left.min(self.full_wait - waited),
+            ErrorKind::Transient => {}
         }
-        let left = self.timeout().saturating_sub(elapsed);
         if left.is_zero() {
             return Next::GiveUp(GiveUp::TimedOut);
         }
@@ -226,6 +243,7 @@ mod tests {
                 base: ms(100),
                 max: ms(2_000),
             },
+            full_wait: ms(3_000),
         }
     }
 
@@ -287,6 +305,38 @@ mod tests {
             p.after_failure(ms(40_000), 9, ErrorKind::Permanent, 0.5),
             Next::GiveUp(GiveUp::Permanent)
         );
+    }
+
+    #[test]
+    fn a_full_cluster_is_waited_for_one_lease_ttl_within_the_timeout() {
+        let p = policy(10_000);
+        let full = |waited| ErrorKind::Full(ms(waited));
+        assert_eq!(
+            p.after_failure(ms(0), 1, full(0), 1.0),
+            Next::Retry(ms(100))
+        );
+        // The last look at the ids comes when the TTL is up, not later.
+        assert_eq!(
+            p.after_failure(ms(2_500), 6, full(2_500), 1.0),
+            Next::Retry(ms(500))
+        );
+        assert_eq!(
+            p.after_failure(ms(3_000), 7, full(3_000), 1.0),
+            Next::GiveUp(GiveUp::Permanent)
+        );
+        // Full only after other failures: the TTL counts from the first
+        // time every id was taken.
+        assert_eq!(
+            p.after_failure(ms(8_000), 9, full(1_000), 1.0),
+            Next::Retry(ms(2_000))
+        );
+        // The join timeout still bounds it.
+        assert_eq!(
+            p.after_failure(ms(10_000), 9, full(1_000), 1.0),
+            Next::GiveUp(GiveUp::TimedOut)
+        );
+        let p = JoinPolicy::of(&EtcdConfig::new(["http://127.0.0.1:2379"]));
+        assert_eq!(p.full_wait, ms(3_000), "one default lease TTL");
     }
 
     #[test]

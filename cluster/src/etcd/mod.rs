@@ -9,9 +9,10 @@
 //! jittered backoff up to [`EtcdConfig::join_timeout`] (default 30 s), after
 //! which the node fails with [`MembershipError::JoinTimedOut`]; what retrying
 //! cannot fix fails at once ([`MembershipError::Config`],
-//! [`MembershipError::ClusterFull`], [`MembershipError::Refused`],
-//! [`MembershipError::Authentication`]). The decisions are pure, in the
-//! private `join_policy` module.
+//! [`MembershipError::Refused`], [`MembershipError::Authentication`]). A
+//! full cluster is waited for one lease TTL (ids of nodes that leave or die
+//! free up within it), then fails with [`MembershipError::ClusterFull`]. The
+//! decisions are pure, in the private `join_policy` module.
 //!
 //! ## Secured etcd
 //!
