@@ -45,10 +45,11 @@
 //! corrupted application-data record is refused (`TlsClose::Refused` after
 //! the handshake) once it arrived whole. Only a record header's content type
 //! and legacy version may be flipped without an error (nor a change to the
-//! plaintext): RFC 8446 says to ignore the version, and rustls (0.23)
-//! decrypts a record of any type but a change of cipher spec or a short
-//! alert, its TLS 1.3 additional data built from the expected type and
-//! version, not the ones received.
+//! plaintext): during the handshake rustls (0.23) decrypts a record of any
+//! type but a change of cipher spec or a short alert, its TLS 1.3 additional
+//! data built from the expected type and version, not the ones received.
+//! After it the link protects records itself (`domi_core::tls::record`),
+//! with the header received as additional data, so any flip is refused.
 //!
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run tls_link -- -max_total_time=60`
 //! from `fuzz/` (or `fuzz/run.sh` for all targets).

@@ -19,7 +19,7 @@ use super::node::WORK;
 pub const LOST_AFTER: Duration = Duration::from_secs(5);
 
 /// Outcomes so far.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Tally {
     /// Replies.
     pub ok: u64,
@@ -31,6 +31,17 @@ pub struct Tally {
     pub lost: u64,
     /// When the last typed error or loss happened.
     pub last_failure: Option<Instant>,
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tally")
+            .field("ok", &self.ok)
+            .field("responders", &self.responders())
+            .field("failed", &self.failed)
+            .field("lost", &self.lost)
+            .finish()
+    }
 }
 
 impl Tally {

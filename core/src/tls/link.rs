@@ -9,17 +9,25 @@
 //! one record per [`TlsLink::seal`] step and tells, as ciphertext leaves
 //! ([`TlsLink::wrote`]), how many plaintext bytes are now wholly on the wire:
 //! exactly what the queue may count as written.
+//!
+//! rustls runs the handshake, fed one whole record at a time, so that it
+//! never takes a record past the handshake's last. From there the link
+//! protects records itself ([`super::record`]) with the traffic secrets
+//! rustls derived (handed over by its key log): a record is opened where its
+//! ciphertext was copied (the caller's plaintext buffer), and sealed where
+//! its plaintext was copied (the outgoing buffer).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
-use rustls::Connection;
+use rustls::{Connection, KeyLog};
 
+use super::record::{self, content, Keys, Opened, RecordError, Suite, HEADER};
 use super::{TlsClose, TlsConfig};
 
 /// The most plaintext in one TLS record.
-const RECORD: usize = 16 * 1024;
+const RECORD: usize = record::MAX_PLAIN;
 
 /// How much plaintext the writer seals ahead of the socket.
 const SEAL_AHEAD: usize = 256 * 1024;
@@ -35,9 +43,64 @@ pub enum Pulled {
     Closed,
 }
 
+/// The application traffic secrets rustls derives during one handshake,
+/// caught through its key log (a log of this connection's own).
+#[derive(Debug, Default)]
+struct Secrets {
+    client: Mutex<Option<Vec<u8>>>,
+    server: Mutex<Option<Vec<u8>>>,
+}
+
+const CLIENT_SECRET: &str = "CLIENT_TRAFFIC_SECRET_0";
+const SERVER_SECRET: &str = "SERVER_TRAFFIC_SECRET_0";
+
+impl KeyLog for Secrets {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let slot = match label {
+            CLIENT_SECRET => &self.client,
+            SERVER_SECRET => &self.server,
+            _ => return,
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(secret.to_vec());
+    }
+
+    fn will_log(&self, label: &str) -> bool {
+        label == CLIENT_SECRET || label == SERVER_SECRET
+    }
+}
+
+impl Secrets {
+    fn take(slot: &Mutex<Option<Vec<u8>>>) -> Option<Vec<u8>> {
+        slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Where the connection is.
+// The data stage holds both directions' key schedules inline: the stage is
+// set twice per connection and read per record, never moved around.
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    /// rustls runs the handshake.
+    Handshake {
+        conn: Box<Connection>,
+        secrets: Arc<Secrets>,
+    },
+    /// Records are protected by the link.
+    Data {
+        tx: Keys,
+        rx: Keys,
+        /// The peer asked for a key update: one goes before the next record.
+        owe_update: bool,
+        /// The suite negotiated.
+        suite: rustls::CipherSuite,
+    },
+    /// The peer sent `close_notify`.
+    Closed,
+}
+
 /// A connection's TLS state and its outgoing records.
 pub struct TlsLink {
-    conn: Connection,
+    stage: Stage,
     /// Records waiting for the socket; `out[out_sent..]` is not written yet.
     out: Vec<u8>,
     out_sent: usize,
@@ -46,30 +109,114 @@ pub struct TlsLink {
     marks: VecDeque<(usize, usize)>,
     /// Plaintext sealed but not yet wholly written.
     sealed: usize,
+    /// A record cut off at the end of the ciphertext given, header first.
+    partial: Vec<u8>,
+    /// Plaintext opened that did not fit the caller's buffer:
+    /// `held[held_at..]` goes first.
+    held: Vec<u8>,
+    held_at: usize,
+}
+
+/// The next whole record of `partial` then `cipher`.
+enum Next<'a> {
+    /// Whole in `cipher` (taken from it).
+    InCipher(&'a [u8]),
+    /// Whole in `partial`.
+    InPartial,
+    /// Incomplete: what there was is in `partial`.
+    NeedMore,
+}
+
+/// Takes the next whole record (header and body) from `partial` and
+/// `cipher`, the body's length checked by `body_len`; what is cut off is
+/// moved to `partial`.
+fn next_record<'a>(
+    partial: &mut Vec<u8>,
+    cipher: &mut &'a [u8],
+    body_len: impl Fn([u8; HEADER]) -> Result<usize, TlsClose>,
+) -> Result<Next<'a>, TlsClose> {
+    fn take(partial: &mut Vec<u8>, cipher: &mut &[u8], n: usize) {
+        let n = n.min(cipher.len());
+        partial.extend_from_slice(&cipher[..n]);
+        *cipher = &cipher[n..];
+    }
+    if partial.is_empty() {
+        if let Some(h) = cipher.first_chunk::<HEADER>() {
+            let whole = HEADER + body_len(*h)?;
+            if cipher.len() >= whole {
+                let (rec, rest) = cipher.split_at(whole);
+                *cipher = rest;
+                return Ok(Next::InCipher(rec));
+            }
+        }
+        take(partial, cipher, cipher.len());
+        return Ok(Next::NeedMore);
+    }
+    if partial.len() < HEADER {
+        take(partial, cipher, HEADER - partial.len());
+        if partial.len() < HEADER {
+            return Ok(Next::NeedMore);
+        }
+    }
+    let h = *partial.first_chunk::<HEADER>().expect("a whole header");
+    let whole = HEADER + body_len(h)?;
+    take(partial, cipher, whole - partial.len());
+    Ok(if partial.len() == whole {
+        Next::InPartial
+    } else {
+        Next::NeedMore
+    })
+}
+
+fn refused(e: RecordError) -> TlsClose {
+    use rustls::{Error, InvalidMessage};
+    TlsClose::Refused {
+        source: match e {
+            RecordError::Decrypt => Error::DecryptError,
+            RecordError::Header { .. } => Error::InvalidMessage(InvalidMessage::InvalidContentType),
+            RecordError::NoContentType => Error::InvalidMessage(InvalidMessage::InvalidContentType),
+            RecordError::KeyUpdate => Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate),
+            RecordError::Unexpected { what } => {
+                Error::InvalidMessage(InvalidMessage::UnexpectedMessage(what))
+            }
+        },
+    }
 }
 
 impl TlsLink {
     /// The dialling side of a connection to the peer at `ip`.
     pub fn client(config: &TlsConfig, ip: IpAddr) -> Result<TlsLink, TlsClose> {
-        let conn = rustls::ClientConnection::new(config.client.clone(), config.name_for(ip))
+        let secrets = Arc::new(Secrets::default());
+        let mut c = (*config.client).clone();
+        c.key_log = secrets.clone();
+        let conn = rustls::ClientConnection::new(Arc::new(c), config.name_for(ip))
             .map_err(|source| TlsClose::Refused { source })?;
-        Ok(Self::new(conn.into()))
+        Ok(Self::new(conn.into(), secrets))
     }
 
     /// The accepting side.
     pub fn server(config: &TlsConfig) -> Result<TlsLink, TlsClose> {
-        let conn = rustls::ServerConnection::new(config.server.clone())
+        let secrets = Arc::new(Secrets::default());
+        let mut c = (*config.server).clone();
+        c.key_log = secrets.clone();
+        let conn = rustls::ServerConnection::new(Arc::new(c))
             .map_err(|source| TlsClose::Refused { source })?;
-        Ok(Self::new(conn.into()))
+        Ok(Self::new(conn.into(), secrets))
     }
 
-    fn new(conn: Connection) -> TlsLink {
+    fn new(conn: Connection, secrets: Arc<Secrets>) -> TlsLink {
         let mut link = TlsLink {
-            conn,
+            stage: Stage::Handshake {
+                conn: Box::new(conn),
+                secrets,
+            },
             out: Vec::new(),
             out_sent: 0,
             marks: VecDeque::new(),
             sealed: 0,
+            partial: Vec::new(),
+            held: Vec::new(),
+            held_at: 0,
         };
         link.collect(); // a client's ClientHello
         link
@@ -77,7 +224,15 @@ impl TlsLink {
 
     /// Whether the TLS handshake is still running (no plaintext moves yet).
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        matches!(self.stage, Stage::Handshake { .. })
+    }
+
+    /// The cipher suite, once the handshake finished.
+    pub fn suite(&self) -> Option<rustls::CipherSuite> {
+        match &self.stage {
+            Stage::Data { suite, .. } => Some(*suite),
+            _ => None,
+        }
     }
 
     /// Decrypts what it can of `cipher` (advancing it past what was used)
@@ -86,44 +241,51 @@ impl TlsLink {
     /// [`TlsLink::records`]. Every round consumes ciphertext or ends: a peer
     /// whose message outgrows rustls's buffers is an error, never a spin.
     pub fn pull(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
-        // Decrypts as many records as `plain` holds (not one per call): the
-        // caller parses once per batch, as it does per socket read without TLS.
-        let mut got = 0;
-        loop {
-            match self.conn.reader().read(&mut plain[got..]) {
-                // `close_notify`: what came before it first.
-                Ok(0) if got < plain.len() => {
-                    return Ok(if got > 0 {
-                        Pulled::Plain(got)
-                    } else {
-                        Pulled::Closed
-                    })
-                }
-                Ok(n) => {
-                    got += n;
-                    if got == plain.len() {
-                        return Ok(Pulled::Plain(got));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // (Only after a TCP end was fed, which never happens here.)
-                Err(e) => {
-                    return Err(TlsClose::Stuck {
-                        detail: e.to_string(),
-                    })
-                }
+        while self.is_handshaking() {
+            if self.handshake_step(cipher)? {
+                return Ok(Pulled::NeedMore);
             }
-            if cipher.is_empty() {
-                return Ok(if got > 0 {
-                    Pulled::Plain(got)
-                } else {
-                    Pulled::NeedMore
-                });
+        }
+        self.pull_data(cipher, plain)
+    }
+
+    /// Feeds rustls the next whole handshake record: whether more
+    /// ciphertext is needed first.
+    fn handshake_step(&mut self, cipher: &mut &[u8]) -> Result<bool, TlsClose> {
+        let Stage::Handshake { conn, .. } = &mut self.stage else {
+            return Ok(false);
+        };
+        // A header that is no TLS record's (a node without TLS, noise): all
+        // of it goes to rustls, whose error names it.
+        let plausible = |h: [u8; HEADER]| {
+            let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+            if (content::CCS..=content::APPLICATION_DATA).contains(&h[0])
+                && h[1] == 3
+                && len <= record::MAX_BODY + 2048
+            {
+                Ok(len)
+            } else {
+                Err(TlsClose::Stuck {
+                    detail: String::new(),
+                })
             }
-            // The plaintext was just drained, so what fails here is rustls's
-            // buffer for a message still incomplete: larger than TLS allows.
-            match self.conn.read_tls(cipher) {
-                Ok(0) => return Ok(Pulled::Closed), // after `close_notify`
+        };
+        let fresh = conn.is_handshaking();
+        let rec = match next_record(&mut self.partial, cipher, plausible) {
+            Ok(Next::NeedMore) => return Ok(true),
+            Ok(Next::InCipher(rec)) => rec.to_vec(),
+            Ok(Next::InPartial) => std::mem::take(&mut self.partial),
+            Err(_) => {
+                let mut all = std::mem::take(&mut self.partial);
+                all.extend_from_slice(cipher);
+                *cipher = &[];
+                all
+            }
+        };
+        let mut r = &rec[..];
+        while !r.is_empty() {
+            match conn.read_tls(&mut r) {
+                Ok(0) => return Err(TlsClose::HandshakeEof),
                 Ok(_) => {}
                 Err(e) => {
                     return Err(TlsClose::Stuck {
@@ -131,13 +293,147 @@ impl TlsLink {
                     })
                 }
             }
-            let fresh = self.conn.is_handshaking();
-            if let Err(e) = self.conn.process_new_packets() {
+            if let Err(e) = conn.process_new_packets() {
                 self.collect();
                 return Err(classify(e, fresh));
             }
-            self.collect();
         }
+        self.collect();
+        let Stage::Handshake { conn, secrets } = &self.stage else {
+            return Ok(false);
+        };
+        if conn.is_handshaking() {
+            return Ok(false);
+        }
+        self.stage = Self::data_stage(conn, secrets)?;
+        Ok(false)
+    }
+
+    /// The stage after a finished handshake: the keys of the negotiated
+    /// suite from the secrets rustls logged.
+    fn data_stage(conn: &Connection, secrets: &Secrets) -> Result<Stage, TlsClose> {
+        let stuck = |detail: &str| TlsClose::Stuck {
+            detail: detail.into(),
+        };
+        let name = conn
+            .negotiated_cipher_suite()
+            .map(|s| s.suite())
+            .ok_or_else(|| stuck("no suite was negotiated"))?;
+        let suite = Suite::of(name).ok_or_else(|| stuck("a TLS 1.3 suite was not negotiated"))?;
+        let (client, server) = (
+            Secrets::take(&secrets.client),
+            Secrets::take(&secrets.server),
+        );
+        let (Some(client), Some(server)) = (client, server) else {
+            return Err(stuck("rustls logged no traffic secrets"));
+        };
+        let (client, server) = (Keys::new(suite, &client), Keys::new(suite, &server));
+        let (tx, rx) = match conn {
+            Connection::Client(_) => (client, server),
+            Connection::Server(_) => (server, client),
+        };
+        Ok(Stage::Data {
+            tx,
+            rx,
+            owe_update: false,
+            suite: name,
+        })
+    }
+
+    /// Opens the records of `partial` and `cipher` into `plain` (see
+    /// [`TlsLink::pull`]).
+    fn pull_data(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
+        let mut got = self.give_held(plain);
+        loop {
+            if got == plain.len() && got > 0 {
+                return Ok(Pulled::Plain(got));
+            }
+            let Stage::Data { rx, owe_update, .. } = &mut self.stage else {
+                return Ok(if got > 0 {
+                    Pulled::Plain(got)
+                } else {
+                    Pulled::Closed
+                });
+            };
+            let next = next_record(&mut self.partial, cipher, |h| {
+                record::body_len(h).map_err(refused)
+            })?;
+            let room = &mut plain[got..];
+            let (header, opened, at_held) = match next {
+                Next::NeedMore => {
+                    return Ok(if got > 0 {
+                        Pulled::Plain(got)
+                    } else {
+                        Pulled::NeedMore
+                    })
+                }
+                Next::InCipher(rec) => {
+                    let (h, body) = rec.split_at(HEADER);
+                    let h: [u8; HEADER] = h.try_into().expect("a header");
+                    if room.len() >= body.len() {
+                        let dst = &mut room[..body.len()];
+                        dst.copy_from_slice(body);
+                        (h, rx.open(h, dst), false)
+                    } else {
+                        self.held.clear();
+                        self.held.extend_from_slice(body);
+                        (h, rx.open(h, &mut self.held), true)
+                    }
+                }
+                Next::InPartial => {
+                    let h: [u8; HEADER] = self.partial[..HEADER].try_into().expect("a header");
+                    let body = &mut self.partial[HEADER..];
+                    let opened = rx.open(h, body);
+                    let n = match opened {
+                        Ok(Opened::Data(n)) => n,
+                        _ => 0,
+                    };
+                    // Into the buffer when it fits, else held.
+                    if room.len() >= n {
+                        room[..n].copy_from_slice(&body[..n]);
+                        self.partial.clear();
+                        (h, opened, false)
+                    } else {
+                        self.held.clear();
+                        self.held.extend_from_slice(&body[..n]);
+                        self.partial.clear();
+                        (h, opened.map(|_| Opened::Data(n)), true)
+                    }
+                }
+            };
+            let _ = header;
+            match opened.map_err(refused)? {
+                Opened::Data(n) if at_held => {
+                    self.held.truncate(n);
+                    self.held_at = 0;
+                    got += self.give_held(&mut plain[got..]);
+                }
+                Opened::Data(n) => got += n,
+                Opened::Nothing => {}
+                Opened::KeyUpdated { requested } => *owe_update |= requested,
+                Opened::Closed => {
+                    self.stage = Stage::Closed;
+                }
+                Opened::Alert(description) => {
+                    return Err(TlsClose::Refused {
+                        source: rustls::Error::AlertReceived(description.into()),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Copies held plaintext into `plain`: how much.
+    fn give_held(&mut self, plain: &mut [u8]) -> usize {
+        let left = &self.held[self.held_at..];
+        let n = left.len().min(plain.len());
+        plain[..n].copy_from_slice(&left[..n]);
+        self.held_at += n;
+        if self.held_at == self.held.len() {
+            self.held.clear();
+            self.held_at = 0;
+        }
+        n
     }
 
     /// Seals (encrypts) the next record of `unsent`, the write queue's bytes
@@ -146,25 +442,43 @@ impl TlsLink {
     /// with enough sealed ahead of the socket).
     pub fn seal(&mut self, unsent: &[u8]) -> bool {
         let fresh = &unsent[self.sealed.min(unsent.len())..];
-        if fresh.is_empty() || self.is_handshaking() || self.records().len() >= SEAL_AHEAD {
+        if fresh.is_empty() || self.records().len() >= SEAL_AHEAD {
             return false;
         }
-        self.collect(); // records of rustls's own go before this one
+        let Stage::Data { tx, owe_update, .. } = &mut self.stage else {
+            return false;
+        };
+        if *owe_update || tx.seq() >= record::KEY_UPDATE_AFTER {
+            tx.seal_key_update(&mut self.out);
+            *owe_update = false;
+        }
         let take = fresh.len().min(RECORD);
-        let n = self.conn.writer().write(&fresh[..take]).unwrap_or(0);
-        if n == 0 {
-            return false;
-        }
-        self.collect();
-        self.sealed += n;
-        self.marks.push_back((self.out.len(), n));
+        tx.seal(content::APPLICATION_DATA, &fresh[..take], &mut self.out);
+        self.sealed += take;
+        self.marks.push_back((self.out.len(), take));
         true
+    }
+
+    /// Queues a `close_notify` alert: the peer reads no more after what was
+    /// sealed before it.
+    pub fn close_notify(&mut self) {
+        match &mut self.stage {
+            Stage::Handshake { conn, .. } => {
+                conn.send_close_notify();
+                self.collect();
+            }
+            Stage::Data { tx, .. } => tx.seal(content::ALERT, &[1, 0], &mut self.out),
+            Stage::Closed => {}
+        }
     }
 
     /// Moves the records rustls produced (handshake, alerts) to `out`.
     fn collect(&mut self) {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.out) {
+        let Stage::Handshake { conn, .. } = &mut self.stage else {
+            return;
+        };
+        while conn.wants_write() {
+            match conn.write_tls(&mut self.out) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }

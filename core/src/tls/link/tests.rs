@@ -70,7 +70,7 @@ fn data_flows_both_ways_after_the_handshake() {
         "nothing is sealed while handshaking"
     );
     handshake(&mut client, &mut server);
-    let suite = client.conn.negotiated_cipher_suite().map(|s| s.suite());
+    let suite = client.suite();
     assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
 
     let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
@@ -86,6 +86,140 @@ fn data_flows_both_ways_after_the_handshake() {
 
     let (cipher, _) = seal_all(&mut server, b"answer");
     assert_eq!(deliver(&cipher, &mut client).unwrap().0, b"answer");
+}
+
+#[test]
+fn data_sent_right_behind_the_last_handshake_record_is_read() {
+    // The client's Finished and its first records leave in one write, and
+    // reach the server in one read: rustls must take the Finished only.
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    pump(&mut client, &mut server).unwrap();
+    pump(&mut server, &mut client).unwrap();
+    assert!(!client.is_handshaking() && server.is_handshaking());
+    let (cipher, _) = seal_all(&mut client, b"hello right away");
+    let (got, closed) = deliver(&cipher, &mut server).unwrap();
+    assert_eq!(got, b"hello right away");
+    assert!(!closed && !server.is_handshaking());
+}
+
+/// A plain rustls connection's records: what it wants to write.
+fn rustls_records(conn: &mut rustls::Connection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Feeds `bytes` to a plain rustls connection: the plaintext it read.
+fn rustls_reads(conn: &mut rustls::Connection, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut r = bytes;
+    let mut got = Vec::new();
+    while !r.is_empty() {
+        conn.read_tls(&mut r).unwrap();
+        conn.process_new_packets()
+            .expect("rustls accepts our records");
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn records_and_key_updates_are_standard_tls_1_3() {
+    use std::io::Write;
+    // Our link against rustls's own record layer, both ways round.
+    let pki = TestPki::new();
+    let config = pki.config("127.0.0.1");
+    for we_dial in [true, false] {
+        let (mut ours, mut theirs): (TlsLink, rustls::Connection) = if we_dial {
+            let server = rustls::ServerConnection::new(config.server.clone()).unwrap();
+            (TlsLink::client(&config, LOCAL).unwrap(), server.into())
+        } else {
+            let client =
+                rustls::ClientConnection::new(config.client.clone(), config.name_for(LOCAL))
+                    .unwrap();
+            (TlsLink::server(&config).unwrap(), client.into())
+        };
+        for _ in 0..10 {
+            let from_us = ours.records().to_vec();
+            ours.wrote(from_us.len());
+            rustls_reads(&mut theirs, &from_us);
+            let from_them = rustls_records(&mut theirs);
+            deliver(&from_them, &mut ours).unwrap();
+            if !ours.is_handshaking() && !theirs.is_handshaking() && !ours.wants_write() {
+                break;
+            }
+        }
+        assert!(!ours.is_handshaking() && !theirs.is_handshaking());
+
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let (cipher, _) = seal_all(&mut ours, &data);
+        assert_eq!(rustls_reads(&mut theirs, &cipher), data);
+        theirs.writer().write_all(b"from rustls").unwrap();
+        let from_them = rustls_records(&mut theirs);
+        assert_eq!(deliver(&from_them, &mut ours).unwrap().0, b"from rustls");
+
+        // rustls updates its keys and asks for ours: we follow, and our next
+        // record goes under new keys, after our own KeyUpdate.
+        theirs.refresh_traffic_keys().unwrap();
+        theirs.writer().write_all(b"under new keys").unwrap();
+        let from_them = rustls_records(&mut theirs);
+        assert_eq!(deliver(&from_them, &mut ours).unwrap().0, b"under new keys");
+        let Stage::Data { owe_update, .. } = &ours.stage else {
+            panic!("not in the data stage")
+        };
+        assert!(*owe_update, "rustls asked for our update");
+        let (cipher, _) = seal_all(&mut ours, b"answered");
+        assert_eq!(rustls_reads(&mut theirs, &cipher), b"answered");
+
+        // And a close from our side ends rustls's stream.
+        ours.close_notify();
+        let cipher = ours.records().to_vec();
+        rustls_reads(&mut theirs, &cipher);
+        let mut buf = [0u8; 8];
+        assert!(matches!(
+            std::io::Read::read(&mut theirs.reader(), &mut buf),
+            Ok(0)
+        ));
+    }
+}
+
+#[test]
+fn keys_are_updated_before_they_protect_too_many_records() {
+    let pki = TestPki::new();
+    let (mut client, mut server) = pair(&pki);
+    handshake(&mut client, &mut server);
+    // Both ends of the client's direction pretend to be near the limit.
+    let (Stage::Data { tx, .. }, Stage::Data { rx, .. }) = (&mut client.stage, &mut server.stage)
+    else {
+        panic!("not in the data stage")
+    };
+    tx.skip_to(record::KEY_UPDATE_AFTER - 1);
+    rx.skip_to(record::KEY_UPDATE_AFTER - 1);
+    let (cipher, _) = seal_all(&mut client, b"last under the first keys");
+    assert_eq!(
+        deliver(&cipher, &mut server).unwrap().0,
+        b"last under the first keys"
+    );
+    let (cipher, _) = seal_all(&mut client, b"first under the next keys");
+    let Stage::Data { tx, .. } = &client.stage else {
+        unreachable!()
+    };
+    assert_eq!(tx.seq(), 1, "new keys, from sequence number 0");
+    assert_eq!(
+        deliver(&cipher, &mut server).unwrap().0,
+        b"first under the next keys"
+    );
 }
 
 #[test]
@@ -269,8 +403,7 @@ fn close_notify_ends_the_stream() {
     let pki = TestPki::new();
     let (mut client, mut server) = pair(&pki);
     handshake(&mut client, &mut server);
-    client.conn.send_close_notify();
-    client.collect();
+    client.close_notify();
     let (got, closed) = pump(&mut client, &mut server).unwrap();
     assert!(got.is_empty());
     assert!(closed);
