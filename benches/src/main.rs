@@ -10,6 +10,7 @@
 //! median of `--reps` repetitions, with min and max in the report.
 
 mod bus;
+mod busy;
 mod cluster;
 mod peers;
 mod plot;
@@ -193,7 +194,7 @@ fn main() -> Result<()> {
     let core_steps = if args.peers_only {
         0
     } else {
-        plot::SWEEP.len() * 2 + 8 + tls::STEPS + policies::STEPS
+        plot::SWEEP.len() * 2 + 10 + tls::STEPS + policies::STEPS
     };
     let steps = (core_steps + if args.peers.is_some() { 6 } else { 0 }) * plan.reps;
     let bar = ProgressBar::new(steps as u64);
@@ -303,12 +304,18 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
     let (n, warm) = plan.round_trips();
     let (mut pp50, mut pp99, mut pp999, mut b50, mut b99, mut b999) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut bp50, mut bp99) = (vec![], vec![]);
     for _ in 0..plan.reps {
         bar.set_message("round trips: std ping-pong");
         let h = wire::ping_pong(64, n, warm, Some(plan.cc), Some(plan.sc))?;
         pp50.push(h.value_at_quantile(0.5) as f64 / 1e3);
         pp99.push(h.value_at_quantile(0.99) as f64 / 1e3);
         pp999.push(h.value_at_quantile(0.999) as f64 / 1e3);
+        bar.inc(1);
+        bar.set_message("round trips: busy-polling ping-pong");
+        let (h, _) = busy::requests(64, n, warm, 1, Some(plan.cc), Some(plan.sc))?;
+        bp50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        bp99.push(h.value_at_quantile(0.99) as f64 / 1e3);
         bar.inc(1);
         bar.set_message("round trips: bus request, 1 in flight");
         let (h, _) = client.request_reply(64, n, warm, 1)?;
@@ -342,6 +349,22 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         None,
     );
     report.add(
+        "busy_pp_p50",
+        "busy-polling ping-pong p50 (the floor)",
+        "µs",
+        false,
+        bp50,
+        None,
+    );
+    report.add(
+        "busy_pp_p99",
+        "busy-polling ping-pong p99",
+        "µs",
+        false,
+        bp99,
+        None,
+    );
+    report.add(
         "rr1_p50",
         "bus request 1 in flight p50",
         "µs",
@@ -366,8 +389,19 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         Some("wire_pp_p999"),
     );
 
-    let (mut rate, mut p99) = (vec![], vec![]);
+    let (mut rate, mut p99, mut busy_rate) = (vec![], vec![], vec![]);
     for _ in 0..plan.reps {
+        bar.set_message("busy-polling requests, 64 in flight");
+        let (_, r) = busy::requests(
+            64,
+            plan.inflight_count(),
+            plan.inflight_count() / 10,
+            64,
+            Some(plan.cc),
+            Some(plan.sc),
+        )?;
+        busy_rate.push(r);
+        bar.inc(1);
         bar.set_message("bus request, 64 in flight");
         let (h, r) =
             client.request_reply(64, plan.inflight_count(), plan.inflight_count() / 10, 64)?;
@@ -376,12 +410,20 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         bar.inc(1);
     }
     report.add(
+        "busy_rr64_rate",
+        "busy-polling raw requests 64 in flight",
+        "replies/s",
+        true,
+        busy_rate,
+        None,
+    );
+    report.add(
         "rr64_rate",
         "bus request 64 in flight",
         "replies/s",
         true,
         rate,
-        None,
+        Some("busy_rr64_rate"),
     );
     report.add(
         "rr64_p99",
@@ -522,6 +564,48 @@ fn targets(report: &mut Report, plan: &Plan) {
         "rr1_p50",
         "wire_pp_p50",
         1.25,
+        false,
+    );
+    report.target_ratio(
+        "request 1 in flight p50 ≤ 1.5× busy-polling ping-pong p50",
+        "rr1_p50",
+        "busy_pp_p50",
+        1.5,
+        false,
+    );
+    report.target_ratio(
+        "request 1 in flight p99 ≤ 2× busy-polling ping-pong p99",
+        "rr1_p99",
+        "busy_pp_p99",
+        2.0,
+        false,
+    );
+    report.target_ratio(
+        "request 64 in flight ≥ 1× busy-polling raw requests",
+        "rr64_rate",
+        "busy_rr64_rate",
+        1.0,
+        true,
+    );
+    report.target_ratio(
+        "one-way 64 B ≥ 2× Zenoh put/subscribe",
+        "peers_bus_64_msgs",
+        "zenoh_put_64_msgs",
+        2.0,
+        true,
+    );
+    report.target_ratio(
+        "request 64 in flight ≥ 2× Zenoh get/queryable",
+        "peers_bus_rr64_rate",
+        "zenoh_rr64_rate",
+        2.0,
+        true,
+    );
+    report.target_ratio(
+        "request 1 in flight p50 ≤ 0.5× Zenoh get/queryable",
+        "peers_bus_rr1_p50",
+        "zenoh_rr1_p50",
+        0.5,
         false,
     );
     report.target_ratio(

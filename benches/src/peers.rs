@@ -1,4 +1,4 @@
-//! Peer comparisons (`make bench-peers`): ZeroMQ and NATS through the
+//! Peer comparisons (`make bench-peers`): ZeroMQ, NATS and Zenoh through the
 //! `domi-peers` binary (package `benches/peers`, kept out of the library's
 //! dependencies), alternating with bus runs of the same workload so that both
 //! see the same machine noise.
@@ -77,6 +77,14 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         f.entry("nats_pub_64_msgs")
             .or_default()
             .push(num(&n, "msgs_per_sec")?);
+        let z = peer(
+            bin,
+            plan,
+            &["zenoh-put", "--payload", "64", "--count", &count],
+        )?;
+        f.entry("zenoh_put_64_msgs")
+            .or_default()
+            .push(num(&z, "msgs_per_sec")?);
         bar.inc(2);
 
         bar.set_message("peers: request, 64 in flight");
@@ -115,6 +123,22 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         f.entry("nats_rr64_rate")
             .or_default()
             .push(num(&n, "replies_per_sec")?);
+        let z = peer(
+            bin,
+            plan,
+            &[
+                "zenoh-get",
+                "--payload",
+                "64",
+                "--inflight",
+                "64",
+                "--count",
+                &rr64,
+            ],
+        )?;
+        f.entry("zenoh_rr64_rate")
+            .or_default()
+            .push(num(&z, "replies_per_sec")?);
         bar.inc(2);
 
         bar.set_message("peers: request, 1 in flight");
@@ -153,6 +177,22 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         f.entry("nats_rr1_p50")
             .or_default()
             .push(num(&n, "p50_us")?);
+        let z = peer(
+            bin,
+            plan,
+            &[
+                "zenoh-get",
+                "--payload",
+                "64",
+                "--inflight",
+                "1",
+                "--count",
+                &rr1,
+            ],
+        )?;
+        f.entry("zenoh_rr1_p50")
+            .or_default()
+            .push(num(&z, "p50_us")?);
         bar.inc(2);
     }
     client.node.stop();
@@ -171,6 +211,14 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         "msg/s",
         true,
         take("nats_pub_64_msgs"),
+        None,
+    );
+    report.add(
+        "zenoh_put_64_msgs",
+        "Zenoh put/subscribe 64 B (peer to peer)",
+        "msg/s",
+        true,
+        take("zenoh_put_64_msgs"),
         None,
     );
     report.add(
@@ -198,6 +246,14 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         None,
     );
     report.add(
+        "zenoh_rr64_rate",
+        "Zenoh get/queryable 64 in flight",
+        "replies/s",
+        true,
+        take("zenoh_rr64_rate"),
+        None,
+    );
+    report.add(
         "peers_bus_rr64_rate",
         "bus request 64 in flight (alternating run)",
         "replies/s",
@@ -219,6 +275,14 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         "µs",
         false,
         take("nats_rr1_p50"),
+        None,
+    );
+    report.add(
+        "zenoh_rr1_p50",
+        "Zenoh get/queryable 1 in flight p50",
+        "µs",
+        false,
+        take("zenoh_rr1_p50"),
         None,
     );
     report.add(

@@ -1,4 +1,4 @@
-//! domi-peers: measures the peer message systems ZeroMQ and NATS on loopback,
+//! domi-peers: measures the peer message systems ZeroMQ, NATS and Zenoh on loopback,
 //! one workload per invocation, so that domi's benchmark harness can compare
 //! their figures with domi's. Prints exactly one JSON line on stdout; logs and
 //! progress go to stderr. Every run has an overall deadline (`--deadline-s`),
@@ -10,11 +10,14 @@
 //!   benches/peers/target/release/domi-peers zmq-reqrep --payload 64 --count 20000 --inflight 64
 //!   benches/peers/target/release/domi-peers nats-pub   --payload 64 --count 200000
 //!   benches/peers/target/release/domi-peers nats-req   --payload 64 --count 20000 --inflight 1
+//!   benches/peers/target/release/domi-peers zenoh-put  --payload 64 --count 200000
+//!   benches/peers/target/release/domi-peers zenoh-get  --payload 64 --count 20000 --inflight 64
 //! each optionally with `--warmup N --cpu-server C --cpu-client C --deadline-s S`.
 //! The nats-* workloads start a private `nats-server` (from PATH, or
 //! `--nats-server PATH`) on a free loopback port and stop it at the end.
 
 mod nats_peer;
+mod zenoh_peer;
 mod zmq_peer;
 
 use std::process::Child;
@@ -46,6 +49,33 @@ enum Cmd {
     NatsPub(NatsCommon),
     /// NATS request -> responder through a private nats-server; latencies and reply rate.
     NatsReq(NatsReq),
+    /// Zenoh put -> subscriber, peer to peer over TCP loopback; rate counted at the subscriber.
+    ZenohPut(Common),
+    /// Zenoh get -> queryable echo, peer to peer over TCP loopback; latencies and reply rate.
+    ZenohGet(ReqArgs),
+    /// The server side of the zenoh workloads (started by them, in its own process).
+    #[command(hide = true)]
+    ZenohServe(ZenohServe),
+}
+
+/// The zenoh server side's settings.
+#[derive(Args, Clone, Debug)]
+pub struct ZenohServe {
+    /// `sub` or `queryable`.
+    #[arg(long)]
+    pub role: String,
+    /// The address to listen on.
+    #[arg(long)]
+    pub listen: String,
+    /// Payload size in bytes.
+    #[arg(long)]
+    pub payload: usize,
+    /// Samples to expect in all (role `sub`).
+    #[arg(long)]
+    pub count: u64,
+    /// Samples before the clock starts (role `sub`).
+    #[arg(long)]
+    pub warmup: u64,
 }
 
 /// Options shared by every workload.
@@ -212,6 +242,19 @@ fn run(cmd: Cmd) -> Result<Value> {
             check_inflight(&r.nats.common, r.inflight, false)?;
             nats_peer::request(&r.nats, r.inflight)
         }
+        Cmd::ZenohPut(c) => {
+            check(&c)?;
+            zenoh_peer::put_sub(&c)
+        }
+        Cmd::ZenohGet(r) => {
+            check(&r.common)?;
+            check_inflight(&r.common, r.inflight, false)?;
+            zenoh_peer::get_queryable(&r.common, r.inflight)
+        }
+        Cmd::ZenohServe(z) => {
+            zenoh_peer::serve(&z.role, &z.listen, z.payload, z.count, z.warmup)?;
+            std::process::exit(0);
+        }
     }
 }
 
@@ -222,6 +265,9 @@ fn main() {
         Cmd::ZmqReqrep(r) => r.common.deadline_s,
         Cmd::NatsPub(n) => n.common.deadline_s,
         Cmd::NatsReq(r) => r.nats.common.deadline_s,
+        Cmd::ZenohPut(c) => c.deadline_s,
+        Cmd::ZenohGet(r) => r.common.deadline_s,
+        Cmd::ZenohServe(_) => 600,
     };
     std::thread::Builder::new()
         .name("deadline".into())
