@@ -96,6 +96,11 @@ pub fn requests(
     cpu_server: Option<usize>,
 ) -> Result<(Histogram<u64>, f64)> {
     ensure!(inflight >= 1, "at least one request in flight");
+    // Every read and write below fits whole frames in 256 KiB.
+    ensure!(
+        (4 + payload) * inflight <= 128 * 1024,
+        "at most 128 KiB of requests in flight"
+    );
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let frame = frame_of(payload);
@@ -148,12 +153,21 @@ pub fn requests(
     });
     let out = client
         .join()
-        .map_err(|_| anyhow!("busy-poll client panicked"))?;
+        .map_err(|_| anyhow!("busy-poll client panicked"))
+        .and_then(|r| r);
+    if out.is_err() {
+        // A client that failed before connecting leaves the server in
+        // `accept`: one connection that closes at once ends it.
+        let _ = TcpStream::connect(addr);
+    }
     // The client's socket closed (it returned): the server sees the end.
-    server
+    let served = server
         .join()
-        .map_err(|_| anyhow!("busy-poll server panicked"))??;
-    out
+        .map_err(|_| anyhow!("busy-poll server panicked"))
+        .and_then(|r| r);
+    let out = out?;
+    served?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::route::Directory;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
     /// Every node id `0..=1023` is taken (through etcd: still, after waiting
-    /// one lease TTL for one to free up).
+    /// one lease TTL and a request timeout for one to free up).
     #[error("cluster {cluster:?} is full: all 1024 node ids are taken")]
     ClusterFull {
         /// The cluster.

@@ -6,10 +6,10 @@
 //! unreachable, overloaded, too slow) is retried with jittered exponential
 //! backoff until the join timeout; an error retrying cannot fix (invalid
 //! configuration, authentication refused) ends the join at once. A full
-//! cluster is retried for one lease TTL, within the join timeout: the ids of
-//! nodes that are leaving, or that died, free up within that time (a rolling
-//! restart starts the new node before the old one has left); a cluster still
-//! full after it is full.
+//! cluster is retried for one lease TTL and a request timeout, within the
+//! join timeout: the ids of nodes that are leaving, or that died, free up
+//! within that time (a rolling restart starts the new node before the old
+//! one has left); a cluster still full after it is full.
 //!
 //! Time limits: an attempt may use what is left of the join timeout and at
 //! least one request timeout; the last retry starts no later than the join
@@ -62,8 +62,9 @@ pub(crate) struct JoinPolicy {
     pub(crate) request_timeout: Duration,
     /// Delay between attempts.
     pub(crate) backoff: Backoff,
-    /// How long a full cluster is waited for: one lease TTL, within which
-    /// the id of a node that left or died frees up.
+    /// How long a full cluster is waited for: one lease TTL (the cluster's,
+    /// taken to be this node's), within which the id of a node that left or
+    /// died frees up, and one request timeout for etcd to expire it late.
     pub(crate) full_wait: Duration,
 }
 
@@ -78,7 +79,7 @@ impl JoinPolicy {
             timeout: config.join_timeout,
             request_timeout: config.request_timeout,
             backoff: config.backoff,
-            full_wait: config.ttl(),
+            full_wait: config.ttl().saturating_add(config.request_timeout),
         }
     }
 
@@ -336,7 +337,11 @@ mod tests {
             Next::GiveUp(GiveUp::TimedOut)
         );
         let p = JoinPolicy::of(&EtcdConfig::new(["http://127.0.0.1:2379"]));
-        assert_eq!(p.full_wait, ms(3_000), "one default lease TTL");
+        assert_eq!(
+            p.full_wait,
+            ms(5_000),
+            "one default lease TTL and request timeout"
+        );
     }
 
     #[test]

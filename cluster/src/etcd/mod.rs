@@ -10,9 +10,10 @@
 //! which the node fails with [`MembershipError::JoinTimedOut`]; what retrying
 //! cannot fix fails at once ([`MembershipError::Config`],
 //! [`MembershipError::Refused`], [`MembershipError::Authentication`]). A
-//! full cluster is waited for one lease TTL (ids of nodes that leave or die
-//! free up within it), then fails with [`MembershipError::ClusterFull`]. The
-//! decisions are pure, in the private `join_policy` module.
+//! full cluster is waited for one lease TTL and a request timeout (ids of
+//! nodes that leave or die free up within it), then fails with
+//! [`MembershipError::ClusterFull`]. The decisions are pure, in the private
+//! `join_policy` module.
 //!
 //! ## Secured etcd
 //!

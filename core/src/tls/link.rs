@@ -175,6 +175,7 @@ fn refused(e: RecordError) -> TlsClose {
             RecordError::Decrypt => Error::DecryptError,
             RecordError::Header { .. } => Error::InvalidMessage(InvalidMessage::InvalidContentType),
             RecordError::NoContentType => Error::InvalidMessage(InvalidMessage::InvalidContentType),
+            RecordError::Overflow { .. } => Error::InvalidMessage(InvalidMessage::MessageTooLarge),
             RecordError::KeyUpdate => Error::InvalidMessage(InvalidMessage::InvalidKeyUpdate),
             RecordError::Unexpected { what } => {
                 Error::InvalidMessage(InvalidMessage::UnexpectedMessage(what))
@@ -240,6 +241,7 @@ impl TlsLink {
     /// the peer must get (handshake answers, alerts) wait in
     /// [`TlsLink::records`]. Every round consumes ciphertext or ends: a peer
     /// whose message outgrows rustls's buffers is an error, never a spin.
+    /// `plain` must not be empty.
     pub fn pull(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
         while self.is_handshaking() {
             if self.handshake_step(cipher)? {
@@ -255,13 +257,13 @@ impl TlsLink {
         let Stage::Handshake { conn, .. } = &mut self.stage else {
             return Ok(false);
         };
-        // A header that is no TLS record's (a node without TLS, noise): all
-        // of it goes to rustls, whose error names it.
+        // A header that is no TLS 1.3 handshake record's (a node without
+        // TLS, noise): all of it goes to rustls, whose error names it.
         let plausible = |h: [u8; HEADER]| {
             let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
             if (content::CCS..=content::APPLICATION_DATA).contains(&h[0])
                 && h[1] == 3
-                && len <= record::MAX_BODY + 2048
+                && len <= record::MAX_PLAIN + 2048
             {
                 Ok(len)
             } else {
@@ -271,15 +273,15 @@ impl TlsLink {
             }
         };
         let fresh = conn.is_handshaking();
-        let rec = match next_record(&mut self.partial, cipher, plausible) {
+        let (rec, implausible) = match next_record(&mut self.partial, cipher, plausible) {
             Ok(Next::NeedMore) => return Ok(true),
-            Ok(Next::InCipher(rec)) => rec.to_vec(),
-            Ok(Next::InPartial) => std::mem::take(&mut self.partial),
+            Ok(Next::InCipher(rec)) => (rec.to_vec(), false),
+            Ok(Next::InPartial) => (std::mem::take(&mut self.partial), false),
             Err(_) => {
                 let mut all = std::mem::take(&mut self.partial);
                 all.extend_from_slice(cipher);
                 *cipher = &[];
-                all
+                (all, true)
             }
         };
         let mut r = &rec[..];
@@ -299,42 +301,69 @@ impl TlsLink {
             }
         }
         self.collect();
-        let Stage::Handshake { conn, secrets } = &self.stage else {
+        if implausible {
+            // rustls took what the link would not: it may have taken records
+            // past the handshake's last, so the link cannot go on.
+            return Err(TlsClose::Stuck {
+                detail: "a record header the link does not take during the handshake".into(),
+            });
+        }
+        let Stage::Handshake { conn, secrets } = std::mem::replace(&mut self.stage, Stage::Closed)
+        else {
             return Ok(false);
         };
         if conn.is_handshaking() {
+            self.stage = Stage::Handshake { conn, secrets };
             return Ok(false);
         }
-        self.stage = Self::data_stage(conn, secrets)?;
+        self.stage = Self::data_stage(*conn, &secrets)?;
         Ok(false)
     }
 
     /// The stage after a finished handshake: the keys of the negotiated
-    /// suite from the secrets rustls logged.
-    fn data_stage(conn: &Connection, secrets: &Secrets) -> Result<Stage, TlsClose> {
-        let stuck = |detail: &str| TlsClose::Stuck {
-            detail: detail.into(),
-        };
+    /// suite from the secrets rustls logged, from the sequence numbers rustls
+    /// reached (0 unless it protected a record past the handshake itself, as
+    /// a session ticket would be; tickets are off). rustls's own extraction
+    /// refuses if it still holds data, and its IVs must be the ones derived
+    /// here.
+    fn data_stage(conn: Connection, secrets: &Secrets) -> Result<Stage, TlsClose> {
+        let stuck = |detail: String| TlsClose::Stuck { detail };
         let name = conn
             .negotiated_cipher_suite()
             .map(|s| s.suite())
-            .ok_or_else(|| stuck("no suite was negotiated"))?;
-        let suite = Suite::of(name).ok_or_else(|| stuck("a TLS 1.3 suite was not negotiated"))?;
+            .ok_or_else(|| stuck("no suite was negotiated".into()))?;
+        let suite =
+            Suite::of(name).ok_or_else(|| stuck("a TLS 1.3 suite was not negotiated".into()))?;
         let (client, server) = (
             Secrets::take(&secrets.client),
             Secrets::take(&secrets.server),
         );
         let (Some(client), Some(server)) = (client, server) else {
-            return Err(stuck("rustls logged no traffic secrets"));
+            return Err(stuck("rustls logged no traffic secrets".into()));
         };
         let (client, server) = (Keys::new(suite, &client), Keys::new(suite, &server));
         let (tx, rx) = match conn {
             Connection::Client(_) => (client, server),
             Connection::Server(_) => (server, client),
         };
+        let extracted = conn
+            .dangerous_extract_secrets()
+            .map_err(|e| stuck(format!("taking over from rustls: {e}")))?;
+        let same_iv = |keys: &Keys, theirs: &rustls::ConnectionTrafficSecrets| {
+            use rustls::ConnectionTrafficSecrets as S;
+            match theirs {
+                S::Aes128Gcm { iv, .. }
+                | S::Aes256Gcm { iv, .. }
+                | S::Chacha20Poly1305 { iv, .. } => iv.as_ref() == keys.iv(),
+                _ => false,
+            }
+        };
+        if !same_iv(&tx, &extracted.tx.1) || !same_iv(&rx, &extracted.rx.1) {
+            return Err(stuck("the keys derived differ from rustls's".into()));
+        }
         Ok(Stage::Data {
-            tx,
-            rx,
+            tx: tx.starting_at(extracted.tx.0),
+            rx: rx.starting_at(extracted.rx.0),
             owe_update: false,
             suite: name,
         })
@@ -343,6 +372,7 @@ impl TlsLink {
     /// Opens the records of `partial` and `cipher` into `plain` (see
     /// [`TlsLink::pull`]).
     fn pull_data(&mut self, cipher: &mut &[u8], plain: &mut [u8]) -> Result<Pulled, TlsClose> {
+        debug_assert!(!plain.is_empty(), "pull needs room for plaintext");
         let mut got = self.give_held(plain);
         loop {
             if got == plain.len() && got > 0 {
@@ -402,7 +432,13 @@ impl TlsLink {
                 }
             };
             let _ = header;
-            match opened.map_err(refused)? {
+            let opened = opened.map_err(refused)?;
+            if at_held && !matches!(opened, Opened::Data(_)) {
+                // What was opened there is no plaintext for the caller.
+                self.held.clear();
+                self.held_at = 0;
+            }
+            match opened {
                 Opened::Data(n) if at_held => {
                     self.held.truncate(n);
                     self.held_at = 0;

@@ -211,15 +211,21 @@ impl TlsConfig {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(rejected("certificate and key"))?;
-        // Bus connections are long-lived and never resumed.
+        // Bus connections are long-lived and never resumed. (A ticket would
+        // also be a record rustls protects after the handshake; the link
+        // takes the sequence numbers from rustls either way.)
         server.send_tls13_tickets = 0;
+        // The link takes over record protection after the handshake (see
+        // `link`), with rustls's sequence numbers and as a check on its keys.
+        server.enable_secret_extraction = true;
 
-        let client = ClientConfig::builder_with_provider(provider)
+        let mut client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(rejected("protocol versions"))?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(rejected("certificate and key"))?;
+        client.enable_secret_extraction = true;
         Ok(TlsConfig {
             server: Arc::new(server),
             client: Arc::new(client),

@@ -60,6 +60,12 @@ pub enum RecordError {
     /// The plaintext holds no content type (all zero).
     #[error("a record holds no content type")]
     NoContentType,
+    /// The plaintext is longer than a record may carry.
+    #[error("a record carries {len} bytes, more than TLS allows")]
+    Overflow {
+        /// The plaintext's length.
+        len: usize,
+    },
     /// A content type or handshake message not allowed after the handshake.
     #[error("unexpected {what} after the handshake")]
     Unexpected {
@@ -168,9 +174,21 @@ impl Keys {
         }
     }
 
+    /// The same keys from sequence number `seq` (records protected under
+    /// them before the link took over).
+    pub fn starting_at(mut self, seq: u64) -> Keys {
+        self.seq = seq;
+        self
+    }
+
     /// Records protected (or opened) under these keys so far.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The IV (to check the derivation against rustls's own).
+    pub fn iv(&self) -> &[u8] {
+        &self.iv
     }
 
     /// Pretends `seq` records were protected (to reach the update limit in
@@ -238,6 +256,9 @@ impl Keys {
             .iter()
             .rposition(|&b| b != 0)
             .ok_or(RecordError::NoContentType)?;
+        if end > MAX_PLAIN {
+            return Err(RecordError::Overflow { len: end });
+        }
         let (content, kind) = (&plain[..end], plain[end]);
         match kind {
             content::APPLICATION_DATA => Ok(Opened::Data(end)),

@@ -222,6 +222,67 @@ fn keys_are_updated_before_they_protect_too_many_records() {
     );
 }
 
+/// Pulls all of `bytes` into `to` with a plaintext buffer of `room` bytes.
+fn deliver_in(room: usize, bytes: &[u8], to: &mut TlsLink) -> (Vec<u8>, bool) {
+    let mut c = bytes;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; room];
+    loop {
+        match to.pull(&mut c, &mut buf).unwrap() {
+            Pulled::Plain(n) => got.extend_from_slice(&buf[..n]),
+            Pulled::NeedMore => return (got, false),
+            Pulled::Closed => return (got, true),
+        }
+    }
+}
+
+#[test]
+fn key_updates_and_closes_leave_nothing_behind_in_a_small_buffer() {
+    // A key update and a close_notify as the last whole records of a read,
+    // pulled with buffers too small for their bodies (which are then opened
+    // aside): only the data comes out, in order.
+    let pki = TestPki::new();
+    for room in 1..=40 {
+        for one_read_per_record in [false, true] {
+            let (mut client, mut server) = pair(&pki);
+            handshake(&mut client, &mut server);
+            let (Stage::Data { tx, .. }, Stage::Data { rx, .. }) =
+                (&mut client.stage, &mut server.stage)
+            else {
+                panic!("not in the data stage")
+            };
+            tx.skip_to(record::KEY_UPDATE_AFTER - 1);
+            rx.skip_to(record::KEY_UPDATE_AFTER - 1);
+            let (first, _) = seal_all(&mut client, b"first record");
+            let (mut rest, _) = seal_all(&mut client, b"second");
+            client.close_notify();
+            rest.extend_from_slice(client.records());
+            let (mut got, mut closed) = (Vec::new(), false);
+            let all = [first, rest].concat();
+            let mut reads = Vec::new();
+            if one_read_per_record {
+                // Each record the last whole one of its read.
+                let mut at = 0;
+                while at < all.len() {
+                    let len = usize::from(u16::from_be_bytes([all[at + 3], all[at + 4]]));
+                    reads.push(&all[at..at + HEADER + len]);
+                    at += HEADER + len;
+                }
+                assert_eq!(reads.len(), 4, "data, key update, data, close");
+            } else {
+                reads.push(&all[..]);
+            }
+            for read in reads {
+                let (g, c) = deliver_in(room, read, &mut server);
+                got.extend(g);
+                closed |= c;
+            }
+            assert_eq!(got, b"first recordsecond", "room {room}");
+            assert!(closed, "room {room}");
+        }
+    }
+}
+
 #[test]
 fn plaintext_counts_as_written_only_when_its_record_left_whole() {
     let pki = TestPki::new();
