@@ -47,6 +47,23 @@ fn num(v: &Value, key: &str) -> Result<f64> {
         .ok_or_else(|| anyhow!("peer output lacks {key}: {v}"))
 }
 
+/// Samples by figure key.
+type Figures = std::collections::BTreeMap<&'static str, Vec<f64>>;
+
+/// Runs one peer workload (`args`) and adds its `field` to figure `key`.
+fn from_peer(
+    f: &mut Figures,
+    key: &'static str,
+    bin: &Path,
+    plan: &Plan,
+    args: &[&str],
+    field: &str,
+) -> Result<()> {
+    let v = peer(bin, plan, args)?;
+    f.entry(key).or_default().push(num(&v, field)?);
+    Ok(())
+}
+
 /// Runs the peer workloads alternating with the bus.
 pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
     let server = ServerProcess::start(&server_args(1, vec![plan.sc], None))?;
@@ -55,90 +72,42 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
     let rr64 = plan.inflight_count().to_string();
     let (rr1, _) = plan.round_trips();
     let rr1 = rr1.to_string();
-    let mut f: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut f: Figures = Default::default();
     for _ in 0..plan.reps {
         bar.set_message("peers: one-way 64 B");
         f.entry("peers_bus_64_msgs")
             .or_default()
             .push(client.one_way(64, plan.one_way_count(64))?.msgs_per_sec);
-        let z = peer(
-            bin,
-            plan,
-            &["zmq-push", "--payload", "64", "--count", &count],
-        )?;
-        f.entry("zmq_push_64_msgs")
-            .or_default()
-            .push(num(&z, "msgs_per_sec")?);
-        let n = peer(
-            bin,
-            plan,
-            &["nats-pub", "--payload", "64", "--count", &count],
-        )?;
-        f.entry("nats_pub_64_msgs")
-            .or_default()
-            .push(num(&n, "msgs_per_sec")?);
-        let z = peer(
-            bin,
-            plan,
-            &["zenoh-put", "--payload", "64", "--count", &count],
-        )?;
-        f.entry("zenoh_put_64_msgs")
-            .or_default()
-            .push(num(&z, "msgs_per_sec")?);
+        for (key, workload) in [
+            ("zmq_push_64_msgs", "zmq-push"),
+            ("nats_pub_64_msgs", "nats-pub"),
+            ("zenoh_put_64_msgs", "zenoh-put"),
+        ] {
+            let args = [workload, "--payload", "64", "--count", &count];
+            from_peer(&mut f, key, bin, plan, &args, "msgs_per_sec")?;
+        }
         bar.inc(2);
 
         bar.set_message("peers: request, 64 in flight");
         let (_, r) =
             client.request_reply(64, plan.inflight_count(), plan.inflight_count() / 10, 64)?;
         f.entry("peers_bus_rr64_rate").or_default().push(r);
-        let z = peer(
-            bin,
-            plan,
-            &[
-                "zmq-reqrep",
+        for (key, workload) in [
+            ("zmq_rr64_rate", "zmq-reqrep"),
+            ("nats_rr64_rate", "nats-req"),
+            ("zenoh_rr64_rate", "zenoh-get"),
+        ] {
+            let args = [
+                workload,
                 "--payload",
                 "64",
                 "--inflight",
                 "64",
                 "--count",
                 &rr64,
-            ],
-        )?;
-        f.entry("zmq_rr64_rate")
-            .or_default()
-            .push(num(&z, "replies_per_sec")?);
-        let n = peer(
-            bin,
-            plan,
-            &[
-                "nats-req",
-                "--payload",
-                "64",
-                "--inflight",
-                "64",
-                "--count",
-                &rr64,
-            ],
-        )?;
-        f.entry("nats_rr64_rate")
-            .or_default()
-            .push(num(&n, "replies_per_sec")?);
-        let z = peer(
-            bin,
-            plan,
-            &[
-                "zenoh-get",
-                "--payload",
-                "64",
-                "--inflight",
-                "64",
-                "--count",
-                &rr64,
-            ],
-        )?;
-        f.entry("zenoh_rr64_rate")
-            .or_default()
-            .push(num(&z, "replies_per_sec")?);
+            ];
+            from_peer(&mut f, key, bin, plan, &args, "replies_per_sec")?;
+        }
         bar.inc(2);
 
         bar.set_message("peers: request, 1 in flight");
@@ -147,52 +116,22 @@ pub fn run(bin: &Path, plan: &Plan, report: &mut Report, bar: &ProgressBar) -> R
         f.entry("peers_bus_rr1_p50")
             .or_default()
             .push(h.value_at_quantile(0.5) as f64 / 1e3);
-        let z = peer(
-            bin,
-            plan,
-            &[
-                "zmq-reqrep",
+        for (key, workload) in [
+            ("zmq_rr1_p50", "zmq-reqrep"),
+            ("nats_rr1_p50", "nats-req"),
+            ("zenoh_rr1_p50", "zenoh-get"),
+        ] {
+            let args = [
+                workload,
                 "--payload",
                 "64",
                 "--inflight",
                 "1",
                 "--count",
                 &rr1,
-            ],
-        )?;
-        f.entry("zmq_rr1_p50").or_default().push(num(&z, "p50_us")?);
-        let n = peer(
-            bin,
-            plan,
-            &[
-                "nats-req",
-                "--payload",
-                "64",
-                "--inflight",
-                "1",
-                "--count",
-                &rr1,
-            ],
-        )?;
-        f.entry("nats_rr1_p50")
-            .or_default()
-            .push(num(&n, "p50_us")?);
-        let z = peer(
-            bin,
-            plan,
-            &[
-                "zenoh-get",
-                "--payload",
-                "64",
-                "--inflight",
-                "1",
-                "--count",
-                &rr1,
-            ],
-        )?;
-        f.entry("zenoh_rr1_p50")
-            .or_default()
-            .push(num(&z, "p50_us")?);
+            ];
+            from_peer(&mut f, key, bin, plan, &args, "p50_us")?;
+        }
         bar.inc(2);
     }
     client.node.stop();

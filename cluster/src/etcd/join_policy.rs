@@ -312,30 +312,25 @@ mod tests {
     fn a_full_cluster_is_waited_for_one_lease_ttl_within_the_timeout() {
         let p = policy(10_000);
         let full = |waited| ErrorKind::Full(ms(waited));
-        assert_eq!(
-            p.after_failure(ms(0), 1, full(0), 1.0),
-            Next::Retry(ms(100))
-        );
-        // The last look at the ids comes when the TTL is up, not later.
-        assert_eq!(
-            p.after_failure(ms(2_500), 6, full(2_500), 1.0),
-            Next::Retry(ms(500))
-        );
-        assert_eq!(
-            p.after_failure(ms(3_000), 7, full(3_000), 1.0),
-            Next::GiveUp(GiveUp::Permanent)
-        );
-        // Full only after other failures: the TTL counts from the first
-        // time every id was taken.
-        assert_eq!(
-            p.after_failure(ms(8_000), 9, full(1_000), 1.0),
-            Next::Retry(ms(2_000))
-        );
-        // The join timeout still bounds it.
-        assert_eq!(
-            p.after_failure(ms(10_000), 9, full(1_000), 1.0),
-            Next::GiveUp(GiveUp::TimedOut)
-        );
+        // (elapsed, attempts, waited while full) and what follows.
+        let cases = [
+            (0, 1, 0, Next::Retry(ms(100))),
+            // The last look at the ids comes when the wait is up, not later.
+            (2_500, 6, 2_500, Next::Retry(ms(500))),
+            (3_000, 7, 3_000, Next::GiveUp(GiveUp::Permanent)),
+            // Full only after other failures: the wait counts from the first
+            // time every id was taken.
+            (8_000, 9, 1_000, Next::Retry(ms(2_000))),
+            // The join timeout still bounds it.
+            (10_000, 9, 1_000, Next::GiveUp(GiveUp::TimedOut)),
+        ];
+        for (elapsed, attempts, waited, want) in cases {
+            assert_eq!(
+                p.after_failure(ms(elapsed), attempts, full(waited), 1.0),
+                want,
+                "{elapsed} ms, attempt {attempts}, full for {waited} ms"
+            );
+        }
         let p = JoinPolicy::of(&EtcdConfig::new(["http://127.0.0.1:2379"]));
         assert_eq!(
             p.full_wait,
