@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
+use zenoh::bytes::ZBytes;
 use zenoh::qos::CongestionControl;
 use zenoh::Wait;
 
@@ -163,10 +164,8 @@ pub fn serve(role: &str, listen: &str, payload: usize, total: u64, warmup: u64) 
             let _q = session
                 .declare_queryable(GET_KEY)
                 .callback(|query| {
-                    let body = query
-                        .payload()
-                        .map(|p| p.to_bytes().into_owned())
-                        .unwrap_or_default();
+                    // The query's bytes back (a shared buffer, not a copy).
+                    let body = query.payload().cloned().unwrap_or_default();
                     let _ = query.reply(GET_KEY, body).wait();
                 })
                 .wait()
@@ -215,7 +214,8 @@ pub fn put_sub(c: &Common) -> Result<Value> {
             .await
             .map_err(|e| anyhow!("declaring the publisher: {e}"))?;
         wait_matching(&publisher).await?;
-        let body = vec![7u8; payload];
+        // One buffer, shared by every put (as the bus sends from a slice).
+        let body = ZBytes::from(vec![7u8; payload]);
         for _ in 0..total {
             publisher
                 .put(body.clone())
@@ -283,7 +283,10 @@ pub fn get_queryable(c: &Common, inflight: usize) -> Result<Value> {
         );
         // One query answered before the clock: the queryable is there.
         let until = Instant::now() + Duration::from_secs(10);
-        while query_once(&querier, &[0u8; 8]).await.is_err() {
+        while query_once(&querier, &ZBytes::from(vec![0u8; 8]))
+            .await
+            .is_err()
+        {
             ensure!(
                 Instant::now() < until,
                 "no zenoh queryable answered within 10 s"
@@ -296,7 +299,7 @@ pub fn get_queryable(c: &Common, inflight: usize) -> Result<Value> {
             .map(|_| {
                 let (querier, next, from) = (querier.clone(), next.clone(), measured_from.clone());
                 tokio::spawn(async move {
-                    let body = vec![7u8; payload];
+                    let body = ZBytes::from(vec![7u8; payload]);
                     let mut hist = new_hist();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -337,10 +340,10 @@ pub fn get_queryable(c: &Common, inflight: usize) -> Result<Value> {
 }
 
 /// One query with `body`: Ok once its reply arrived with the same length.
-async fn query_once(querier: &zenoh::query::Querier<'static>, body: &[u8]) -> Result<()> {
+async fn query_once(querier: &zenoh::query::Querier<'static>, body: &ZBytes) -> Result<()> {
     let replies = querier
         .get()
-        .payload(body.to_vec())
+        .payload(body.clone())
         .await
         .map_err(|e| anyhow!("get: {e}"))?;
     let reply = replies

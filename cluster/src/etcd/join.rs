@@ -366,12 +366,7 @@ pub(crate) async fn join(
             // before the next attempt lists the taken ids, or that claim
             // would hold a second id for a TTL (and, in a nearly full
             // cluster, keep another node out).
-            // A retry must still start within the join timeout.
-            let left = match next {
-                Next::Retry(_) => policy.timeout.saturating_sub(elapsed),
-                Next::GiveUp(_) => policy.grace_left(elapsed),
-            };
-            revoke_within(c, lease, left.min(config.request_timeout)).await;
+            revoke_within(c, lease, policy.revoke_budget(next, elapsed)).await;
         }
         match next {
             Next::Retry(delay) => {

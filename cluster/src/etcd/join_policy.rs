@@ -113,6 +113,18 @@ impl JoinPolicy {
             .saturating_sub(elapsed)
     }
 
+    /// How long revoking a failed attempt's lease may take, `elapsed` after
+    /// the first attempt began, before `next`: a retry must still start
+    /// within the join timeout, giving up within the join's promise; never
+    /// more than one request timeout.
+    pub(crate) fn revoke_budget(&self, next: Next, elapsed: Duration) -> Duration {
+        let left = match next {
+            Next::Retry(_) => self.timeout().saturating_sub(elapsed),
+            Next::GiveUp(_) => self.grace_left(elapsed),
+        };
+        left.min(self.request_timeout)
+    }
+
     /// What to do after attempt number `attempts` (1-based) failed with an
     /// error of `kind`, `elapsed` after the first attempt began; `unit` in
     /// `[0, 1)` is the jitter draw. A retry never starts after the join
@@ -337,6 +349,18 @@ mod tests {
             ms(5_000),
             "one default lease TTL and request timeout"
         );
+    }
+
+    #[test]
+    fn a_failed_attempts_lease_is_revoked_within_the_joins_limits() {
+        let p = policy(10_000);
+        let retry = Next::Retry(ms(100));
+        let give_up = Next::GiveUp(GiveUp::TimedOut);
+        assert_eq!(p.revoke_budget(retry, ms(1_000)), ms(2_000));
+        assert_eq!(p.revoke_budget(retry, ms(9_500)), ms(500));
+        assert_eq!(p.revoke_budget(give_up, ms(10_000)), ms(2_000));
+        assert_eq!(p.revoke_budget(give_up, ms(11_500)), ms(500));
+        assert_eq!(p.revoke_budget(give_up, ms(13_000)), ms(0));
     }
 
     #[test]

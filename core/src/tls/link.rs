@@ -94,7 +94,7 @@ enum Stage {
         /// The suite negotiated.
         suite: rustls::CipherSuite,
     },
-    /// The peer sent `close_notify`.
+    /// The peer sent `close_notify` (or taking over from rustls failed).
     Closed,
 }
 
@@ -166,6 +166,31 @@ fn next_record<'a>(
     } else {
         Next::NeedMore
     })
+}
+
+/// Opens the whole record in `scratch` (emptied after), where it was
+/// copied because it did not fit the caller's buffer or came in pieces:
+/// what it held, and how much plaintext went into `room`; plaintext past
+/// `room` goes to `held` (empty before: the caller's buffer was full
+/// otherwise).
+fn open_aside(
+    rx: &mut Keys,
+    scratch: &mut Vec<u8>,
+    held: &mut Vec<u8>,
+    room: &mut [u8],
+) -> Result<(Opened, usize), TlsClose> {
+    debug_assert!(held.is_empty(), "held plaintext goes out first");
+    let h = *scratch.first_chunk::<HEADER>().expect("a whole record");
+    let opened = rx.open(h, &mut scratch[HEADER..]);
+    let mut given = 0;
+    if let Ok(Opened::Data(n)) = opened {
+        let plain = &scratch[HEADER..HEADER + n];
+        given = n.min(room.len());
+        room[..given].copy_from_slice(&plain[..given]);
+        held.extend_from_slice(&plain[given..]);
+    }
+    scratch.clear();
+    Ok((opened.map_err(refused)?, given))
 }
 
 fn refused(e: RecordError) -> TlsClose {
@@ -389,7 +414,7 @@ impl TlsLink {
                 record::body_len(h).map_err(refused)
             })?;
             let room = &mut plain[got..];
-            let (header, opened, at_held) = match next {
+            let (opened, given) = match next {
                 Next::NeedMore => {
                     return Ok(if got > 0 {
                         Pulled::Plain(got)
@@ -397,55 +422,25 @@ impl TlsLink {
                         Pulled::NeedMore
                     })
                 }
-                Next::InCipher(rec) => {
+                // Opened where the caller parses it.
+                Next::InCipher(rec) if room.len() >= rec.len() - HEADER => {
                     let (h, body) = rec.split_at(HEADER);
                     let h: [u8; HEADER] = h.try_into().expect("a header");
-                    if room.len() >= body.len() {
-                        let dst = &mut room[..body.len()];
-                        dst.copy_from_slice(body);
-                        (h, rx.open(h, dst), false)
-                    } else {
-                        self.held.clear();
-                        self.held.extend_from_slice(body);
-                        (h, rx.open(h, &mut self.held), true)
-                    }
+                    let dst = &mut room[..body.len()];
+                    dst.copy_from_slice(body);
+                    let opened = rx.open(h, dst).map_err(refused)?;
+                    let given = if let Opened::Data(n) = opened { n } else { 0 };
+                    (opened, given)
                 }
-                Next::InPartial => {
-                    let h: [u8; HEADER] = self.partial[..HEADER].try_into().expect("a header");
-                    let body = &mut self.partial[HEADER..];
-                    let opened = rx.open(h, body);
-                    let n = match opened {
-                        Ok(Opened::Data(n)) => n,
-                        _ => 0,
-                    };
-                    // Into the buffer when it fits, else held.
-                    if room.len() >= n {
-                        room[..n].copy_from_slice(&body[..n]);
-                        self.partial.clear();
-                        (h, opened, false)
-                    } else {
-                        self.held.clear();
-                        self.held.extend_from_slice(&body[..n]);
-                        self.partial.clear();
-                        (h, opened.map(|_| Opened::Data(n)), true)
-                    }
+                Next::InCipher(rec) => {
+                    self.partial.extend_from_slice(rec);
+                    open_aside(rx, &mut self.partial, &mut self.held, room)?
                 }
+                Next::InPartial => open_aside(rx, &mut self.partial, &mut self.held, room)?,
             };
-            let _ = header;
-            let opened = opened.map_err(refused)?;
-            if at_held && !matches!(opened, Opened::Data(_)) {
-                // What was opened there is no plaintext for the caller.
-                self.held.clear();
-                self.held_at = 0;
-            }
+            got += given;
             match opened {
-                Opened::Data(n) if at_held => {
-                    self.held.truncate(n);
-                    self.held_at = 0;
-                    got += self.give_held(&mut plain[got..]);
-                }
-                Opened::Data(n) => got += n,
-                Opened::Nothing => {}
+                Opened::Data(_) | Opened::Nothing => {}
                 Opened::KeyUpdated { requested } => *owe_update |= requested,
                 Opened::Closed => {
                     self.stage = Stage::Closed;
