@@ -105,6 +105,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The longest a shard runs ready tasks before polling its network and
+    /// timers again (default [`domi_core::config::DEFAULT_POLL_INTERVAL`],
+    /// 1 ms); see [`domi_core::NodeConfig::poll_interval`].
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.config.poll_interval = interval;
+        self
+    }
+
     /// Largest payload sent or accepted (default 16 MiB).
     pub fn max_payload(mut self, bytes: u32) -> Self {
         self.config.max_payload = bytes;

@@ -199,16 +199,18 @@ impl Client {
         let per = count / shards;
         self.on_each_shard(move |bus| async move {
             let body = vec![7u8; payload];
+            // Let the writer flush about every 64 KiB, as the wire baseline does.
             let batch = (64 * 1024 / (payload as u64 + 24)).max(1);
-            let mut sent = 0u64;
+            let (mut sent, mut until_flush) = (0u64, batch);
             while sent < per {
                 match bus.notify(SINK, &body) {
                     Ok(()) => sent += 1,
                     Err(BusError::Backpressure { .. }) => futures_lite::future::yield_now().await,
                     Err(e) => return Err(e),
                 }
-                // Let the writer flush about every 64 KiB, as the wire baseline does.
-                if sent % batch == 0 {
+                until_flush -= 1;
+                if until_flush == 0 {
+                    until_flush = batch;
                     futures_lite::future::yield_now().await;
                 }
             }

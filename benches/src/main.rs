@@ -12,6 +12,7 @@
 mod bus;
 mod busy;
 mod cluster;
+mod hot;
 mod peers;
 mod plot;
 mod policies;
@@ -83,6 +84,10 @@ struct RunArgs {
     /// Run only the TLS on/off comparison (for profiling it).
     #[arg(long)]
     tls_only: bool,
+    /// Run only the hot-path figures: one-way 16 B and 64 B, 64 requests in
+    /// flight, each next to its baseline (for profiling them).
+    #[arg(long)]
+    hot_only: bool,
     /// Spin this many µs before parking in every bus node of the main runs
     /// (default: the nodes' default, 50 µs; 0 parks at once).
     #[arg(long)]
@@ -193,6 +198,8 @@ fn main() -> Result<()> {
     };
     let core_steps = if args.peers_only {
         0
+    } else if args.hot_only {
+        hot::STEPS
     } else {
         plot::SWEEP.len() * 2 + 10 + tls::STEPS + policies::STEPS
     };
@@ -203,7 +210,9 @@ fn main() -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
-    if !(args.peers_only && args.peers.is_some()) {
+    if args.hot_only {
+        hot::run(&plan, &mut report, &bar)?;
+    } else if !(args.peers_only && args.peers.is_some()) {
         if !args.tls_only {
             run_single_shard(&plan, &mut report, &bar)?;
             run_two_shards(&plan, &mut report, &bar)?;
@@ -543,6 +552,13 @@ fn targets(report: &mut Report, plan: &Plan) {
         "sweep_bus_64_msgs",
         "sweep_wire_64_msgs",
         0.6,
+        true,
+    );
+    report.target_ratio(
+        "one-way 16 B ≥ 30% of wire msg/s",
+        "sweep_bus_16_msgs",
+        "sweep_wire_16_msgs",
+        0.3,
         true,
     );
     report.target_ratio(

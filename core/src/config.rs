@@ -37,6 +37,14 @@ pub struct NodeConfig {
     /// `None` (or zero) parks at once: use it when more shards than CPUs
     /// share a machine, where spinning shards would steal each other's time.
     pub spin_before_park: Option<Duration>,
+    /// The longest a shard runs ready tasks before it polls its network
+    /// completions and timers again (glommio's preemption timer). A task
+    /// that keeps the shard busy — a producer retrying `Backpressure`, a
+    /// long batch of handlers — delays reads, writes waiting for socket
+    /// space and heartbeats by at most this much. Default
+    /// [`DEFAULT_POLL_INTERVAL`]; glommio's own default, 100 ms, let a busy
+    /// producer stall its connection's writer that long.
+    pub poll_interval: Duration,
     /// Largest payload sent or accepted.
     pub max_payload: u32,
     /// Bytes queued per connection before sends fail with `Backpressure`.
@@ -128,6 +136,7 @@ impl NodeConfig {
             cpus: None,
             io_memory: 10 << 20,
             spin_before_park: Some(DEFAULT_SPIN),
+            poll_interval: DEFAULT_POLL_INTERVAL,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_write_queue: 64 << 20,
             max_pending: 1 << 16,
@@ -190,6 +199,11 @@ impl NodeConfig {
                 field: "max_payload",
             });
         }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::ZeroLimit {
+                field: "poll_interval",
+            });
+        }
         if self.max_write_queue < self.max_payload as usize {
             return Err(ConfigError::QueueBelowPayload {
                 queue: self.max_write_queue,
@@ -236,6 +250,11 @@ impl NodeConfig {
 /// How long a pinned shard spins before parking, by default (a low-latency
 /// bus: it costs at most this much CPU after each burst of work).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// How long a shard runs ready tasks at most before polling I/O again, by
+/// default: short next to a heartbeat or a socket buffer's drain time at
+/// loopback speed, long next to one poll (about a microsecond).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The CPUs this process may run on (its affinity mask, so `taskset` and
 /// cpusets are honoured), in ascending order. Pinned shards go to these:
@@ -399,6 +418,16 @@ mod tests {
             c.validate(),
             Err(ConfigError::QueueBelowPayload { .. })
         ));
+        let c = NodeConfig {
+            poll_interval: Duration::ZERO,
+            ..ok.clone()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroLimit {
+                field: "poll_interval"
+            })
+        );
         let c = NodeConfig {
             cpus: Some(vec![10_000]),
             ..ok.clone()

@@ -16,7 +16,7 @@
 //! the link seal the queue's bytes into records and counts a frame written
 //! once every record carrying it left.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -392,16 +392,16 @@ impl Conn {
 
     /// Writes the queue's current buffer; `progress` says whether bytes
     /// leaving count as the line making progress (see `last_write`).
-    async fn write_current(&self, progress: bool) -> io::Result<()> {
+    async fn write_current(&self, progress: bool, spin: Duration) -> io::Result<()> {
         if let Some(tls) = &self.tls {
-            return self.write_sealed(tls, progress).await;
+            return self.write_sealed(tls, progress, spin).await;
         }
         loop {
             if self.queue.borrow().unwritten().is_empty() {
                 return Ok(());
             }
             let n = self
-                .write_some(|cx, s| Pin::new(s).poll_write(cx, self.queue.borrow().unwritten()))
+                .write_some(|| Ref::map(self.queue.borrow(), |q| q.unwritten()), spin)
                 .await?;
             if progress {
                 self.last_write.set(Instant::now());
@@ -413,7 +413,12 @@ impl Conn {
     /// The same through TLS: the link seals the queue's bytes into records
     /// (its own handshake records and alerts go first), and the queue counts
     /// as written only the bytes whose records all left.
-    async fn write_sealed(&self, tls: &RefCell<TlsLink>, progress: bool) -> io::Result<()> {
+    async fn write_sealed(
+        &self,
+        tls: &RefCell<TlsLink>,
+        progress: bool,
+        spin: Duration,
+    ) -> io::Result<()> {
         loop {
             {
                 let mut link = tls.borrow_mut();
@@ -424,7 +429,7 @@ impl Conn {
                 }
             }
             let n = self
-                .write_some(|cx, s| Pin::new(s).poll_write(cx, tls.borrow().records()))
+                .write_some(|| Ref::map(tls.borrow(), |t| t.records()), spin)
                 .await?;
             if progress {
                 self.last_write.set(Instant::now());
@@ -434,17 +439,24 @@ impl Conn {
         }
     }
 
-    /// One write of what `poll` writes to the stream, unless the connection
-    /// closes first.
-    async fn write_some(
-        &self,
-        mut poll: impl FnMut(
-            &mut std::task::Context<'_>,
-            &mut TcpStream,
-        ) -> std::task::Poll<io::Result<usize>>,
+    /// One write of `bytes` (non-empty) to the stream, unless the connection
+    /// closes first. With `spin`, a full socket is first tried again
+    /// directly for up to that long, yielding in between: a producer that
+    /// keeps the shard's task queue busy (glommio polls I/O only when the
+    /// queue runs dry or its preemption timer fires) must not leave the
+    /// writer waiting for a poll completion nobody reaps.
+    async fn write_some<'a>(
+        &'a self,
+        bytes: impl Fn() -> Ref<'a, [u8]>,
+        spin: Duration,
     ) -> io::Result<usize> {
+        if !spin.is_zero() {
+            if let Some(r) = self.busy_write(&bytes, spin).await {
+                return nonzero_write(r?);
+            }
+        }
         let write = poll_fn(|cx| match self.stream.borrow_mut().as_mut() {
-            Some(s) => poll(cx, s),
+            Some(s) => Pin::new(s).poll_write(cx, &bytes()),
             None => std::task::Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         });
         let n = future::or(write, async {
@@ -452,10 +464,40 @@ impl Conn {
             Err(io::ErrorKind::ConnectionAborted.into())
         })
         .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        nonzero_write(n)
+    }
+
+    /// Tries a non-blocking `send` until the kernel takes bytes or `spin`
+    /// passes (`None`: the socket stayed full, arm a poll).
+    async fn busy_write<'a>(
+        &'a self,
+        bytes: &impl Fn() -> Ref<'a, [u8]>,
+        spin: Duration,
+    ) -> Option<io::Result<usize>> {
+        use nix::errno::Errno;
+        use nix::sys::socket::{send, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let started = Instant::now();
+        loop {
+            let fd = self.stream.borrow().as_ref()?.as_raw_fd();
+            match send(
+                fd,
+                &bytes(),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => return Some(Ok(n)),
+                Err(Errno::EAGAIN) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Some(Err(e.into())),
+            }
+            if self.is_closed() {
+                return Some(Err(io::ErrorKind::ConnectionAborted.into()));
+            }
+            if started.elapsed() >= spin {
+                return None;
+            }
+            future::yield_now().await;
         }
-        Ok(n)
     }
 
     /// Whether the TLS layer has records to send (handshake, alerts).
@@ -463,8 +505,9 @@ impl Conn {
         self.tls.as_ref().is_some_and(|t| t.borrow().wants_write())
     }
 
-    /// Flushes the queue whenever it is notified, until the connection closes.
-    pub(crate) async fn write_loop(self: Rc<Self>) -> Result<(), CloseReason> {
+    /// Flushes the queue whenever it is notified, until the connection
+    /// closes; `spin` as for reads (see [`Conn::read_loop`]).
+    pub(crate) async fn write_loop(self: Rc<Self>, spin: Duration) -> Result<(), CloseReason> {
         loop {
             self.writer.wait().await;
             if self.is_closed() {
@@ -476,7 +519,7 @@ impl Conn {
             let progress = self.user_bytes.replace(false);
             if self.queue.borrow_mut().begin_write() || self.tls_wants_write() {
                 Counters::inc(&self.counters.writes);
-                self.write_current(progress).await?;
+                self.write_current(progress, spin).await?;
             }
             if self.close_when_flushed.get() && self.queue.borrow().pending() == 0 {
                 self.close();
@@ -721,4 +764,12 @@ impl Cipher {
             received: 0,
         }
     }
+}
+
+/// A write the kernel took nothing of is an error (the stream cannot go on).
+fn nonzero_write(n: usize) -> io::Result<usize> {
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(n)
 }

@@ -728,7 +728,8 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
         };
         let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("domi-{}-{i}", shared.id().get()))
-            .io_memory(cfg.io_memory);
+            .io_memory(cfg.io_memory)
+            .preempt_timer(cfg.poll_interval);
         if let Some(spin) = cfg.spin_before_park {
             builder = builder.spin_before_park(spin);
         }

@@ -16,6 +16,9 @@ use rustc_hash::FxHashMap;
 use crate::channel::{Channel, NodeId};
 use crate::handshake::{NodeInfo, NodeState};
 
+mod cursors;
+pub use cursors::Cursors;
+
 /// What the table knows of one node (the local node included).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -68,6 +71,15 @@ impl PeerTable {
     /// Routable providers of `channel`, sorted by id (the local node included).
     pub fn providers(&self, channel: Channel) -> &[NodeId] {
         self.providers.get(&channel).map(|p| &p[..]).unwrap_or(&[])
+    }
+
+    /// [`PeerTable::providers`] as a shared list (what a shard's
+    /// [`Cursors`] keep at hand).
+    pub fn providers_shared(&self, channel: Channel) -> Arc<[NodeId]> {
+        self.providers
+            .get(&channel)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]))
     }
 
     /// Nodes a `publish` on `channel` reaches: up and not draining, paused

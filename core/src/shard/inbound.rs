@@ -19,8 +19,9 @@ impl LocalBus {
     /// Reads a connection until it closes, dispatching every frame.
     pub(super) async fn serve(&self, conn: Rc<Conn>) {
         let w = conn.clone();
+        let spin = self.0.read_spin;
         glommio::spawn_local(async move {
-            if let Err(e) = w.clone().write_loop().await {
+            if let Err(e) = w.clone().write_loop(spin).await {
                 w.fail(e);
             }
         })

@@ -125,7 +125,8 @@ pub(crate) struct ShardCore {
     /// How many slots of `outbound` are taken.
     outbound_open: Cell<usize>,
     inbound: RefCell<FxHashMap<u64, Rc<Conn>>>,
-    cursors: RefCell<FxHashMap<Channel, usize>>,
+    /// Round-robin positions per channel ([`route::Cursors`]).
+    cursors: RefCell<route::Cursors>,
     /// Circuit breakers of this shard's requests, indexed by peer id.
     breakers: RefCell<Vec<Option<crate::breaker::Breaker>>>,
     /// Peers this shard failed to reach, indexed by node id, and how many.
@@ -267,8 +268,10 @@ impl LocalBus {
         exclude: &[NodeId],
         breakers: bool,
     ) -> Result<NodeId, BusError> {
-        let table = self.table();
-        let providers = table.providers(channel);
+        let changes = self.0.shared.directory.changes();
+        let mut cursors = self.0.cursors.borrow_mut();
+        let (providers, cursor) =
+            cursors.route(changes, channel, || self.table().providers_shared(channel));
         let any_down = self.any_down();
         let me = self.node_id();
         let cut_off = Cell::new(false);
@@ -281,11 +284,7 @@ impl LocalBus {
             open
         };
         let picked = match target {
-            Target::Any => {
-                let mut cursors = self.0.cursors.borrow_mut();
-                let cursor = cursors.entry(channel).or_insert(self.0.index);
-                route::select(providers, cursor, skip)
-            }
+            Target::Any => route::select(providers, cursor, skip),
             Target::Keyed(key) => crate::rendezvous::select(providers, key, skip),
             Target::To(id) => providers
                 .contains(&id)

@@ -334,7 +334,7 @@ pub(crate) async fn run(
         outbound: RefCell::new(vec![None; NodeId::MAX as usize + 1]),
         outbound_open: Cell::new(0),
         inbound: RefCell::default(),
-        cursors: RefCell::default(),
+        cursors: RefCell::new(crate::route::Cursors::new(index)),
         breakers: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
         down: RefCell::new((0..=NodeId::MAX).map(|_| None).collect()),
         downs: Cell::new(0),
