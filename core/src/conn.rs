@@ -542,6 +542,8 @@ impl Conn {
         let mut buf = vec![0u8; INITIAL];
         let (mut start, mut end) = (0usize, 0usize);
         let mut cipher = Cipher::new(self.tls.is_some());
+        // Requests and replies handled since the reader last let others run.
+        let mut answered = 0usize;
         loop {
             // Decode every complete frame in the buffer. Until the handshake
             // is done, only handshake-sized frames are accepted.
@@ -550,8 +552,19 @@ impl Conn {
                 match frame::decode(&buf[start..end], limit) {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         start += consumed;
+                        answered += usize::from(frame.meta.kind != frame::FrameKind::OneWay);
                         if let Err(r) = on_frame(frame) {
                             return r;
+                        }
+                        // Pipelining: the replies these frames queued and the
+                        // callers they woke get to run before more is read or
+                        // handled (a socket that always has bytes would
+                        // never make the reader wait), so answers leave while
+                        // more requests arrive and the two sides overlap
+                        // rather than move in lock-step bursts.
+                        if answered >= YIELD_AFTER_ANSWERED {
+                            answered = 0;
+                            future::yield_now().await;
                         }
                     }
                     Ok(Decoded::Incomplete { need }) => {
@@ -765,6 +778,12 @@ impl Cipher {
         }
     }
 }
+
+/// How many requests or replies a reader handles from its buffer before it
+/// lets the tasks and writers they woke run (one-way frames, which wake
+/// nobody, do not count). Half of a typical window of 64 in flight: the
+/// first half's answers leave while the second half is handled.
+const YIELD_AFTER_ANSWERED: usize = 32;
 
 /// A write the kernel took nothing of is an error (the stream cannot go on).
 fn nonzero_write(n: usize) -> io::Result<usize> {
