@@ -238,6 +238,9 @@ impl LocalBus {
     /// The `domi.handler` span of a message, and the trace its handler
     /// runs in (a child of the sender's, when the message carried one).
     fn handler_span(&self, meta: &Meta) -> (tracing::Span, Option<crate::trace::TraceContext>) {
+        if meta.ext.trace.is_none() && !tracing::level_enabled!(tracing::Level::DEBUG) {
+            return (tracing::Span::none(), None);
+        }
         let span = tracing::debug_span!(
             "domi.handler",
             channel = meta.channel.0,
