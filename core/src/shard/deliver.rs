@@ -90,10 +90,10 @@ impl LocalBus {
                 };
                 let timed = shared.config.handler_durations;
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
-                let (span, trace) = self.handler_span(&meta);
-                let ran = if trace.is_none() && span.is_disabled() {
+                let ran = if !wants_span(&meta) {
                     fault::catch(|| f(&mut req))
                 } else {
+                    let (span, trace) = self.handler_span(&meta);
                     span.in_scope(|| {
                         crate::trace::with_current(trace, || fault::catch(|| f(&mut req)))
                     })
@@ -238,7 +238,7 @@ impl LocalBus {
     /// The `domi.handler` span of a message, and the trace its handler
     /// runs in (a child of the sender's, when the message carried one).
     fn handler_span(&self, meta: &Meta) -> (tracing::Span, Option<crate::trace::TraceContext>) {
-        if meta.ext.trace.is_none() && !tracing::level_enabled!(tracing::Level::DEBUG) {
+        if !wants_span(meta) {
             return (tracing::Span::none(), None);
         }
         let span = tracing::debug_span!(
@@ -293,4 +293,12 @@ impl LocalBus {
         }
         cached.1.clone()
     }
+}
+
+/// Whether a handler run needs its `domi.handler` span: a subscriber wants
+/// debug spans, or the message carries a trace context to continue (one
+/// atomic load otherwise, on every message).
+#[inline]
+fn wants_span(meta: &Meta) -> bool {
+    meta.ext.trace.is_some() || tracing::level_enabled!(tracing::Level::DEBUG)
 }
