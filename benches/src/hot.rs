@@ -1,6 +1,6 @@
 //! `--hot-only`: the hot-path figures alone, for profiling them — one-way
-//! 16 B and 64 B next to the wire baseline, and 64 requests in flight next
-//! to the busy-polling raw pair; the same keys as the full run, so the same
+//! 16 B and 64 B next to the wire baseline, 1 and 64 requests in flight next
+//! to the busy-polling floors; the same keys as the full run, so the same
 //! targets are checked.
 
 use anyhow::Result;
@@ -11,7 +11,7 @@ use crate::report::Report;
 use crate::{busy, server_args, wire, Plan};
 
 /// Progress steps per repetition.
-pub const STEPS: usize = 6;
+pub const STEPS: usize = 8;
 
 /// Runs the hot-path workloads, alternating each with its baseline.
 pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
@@ -35,6 +35,34 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
         let key = format!("sweep_bus_{p}_msgs");
         report.add(&key, &label, "msg/s", true, bus_m, Some(&wire_key));
     }
+    let (n, warm) = plan.round_trips();
+    let (mut bp50, mut bp99, mut b50, mut b99) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..plan.reps {
+        bar.set_message("round trips: busy-polling ping-pong");
+        let (h, _) = busy::requests(64, n, warm, 1, Some(plan.cc), Some(plan.sc))?;
+        bp50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        bp99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        bar.inc(1);
+        bar.set_message("round trips: bus request, 1 in flight");
+        let (h, _) = client.request_reply(64, n, warm, 1)?;
+        b50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        b99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        bar.inc(1);
+    }
+    let label = "busy-polling ping-pong p50 (the floor)";
+    report.add("busy_pp_p50", label, "µs", false, bp50, None);
+    report.add(
+        "busy_pp_p99",
+        "busy-polling ping-pong p99",
+        "µs",
+        false,
+        bp99,
+        None,
+    );
+    let label = "bus request 1 in flight p50";
+    report.add("rr1_p50", label, "µs", false, b50, Some("busy_pp_p50"));
+    let label = "bus request 1 in flight p99";
+    report.add("rr1_p99", label, "µs", false, b99, Some("busy_pp_p99"));
     let n = plan.inflight_count();
     let (mut busy_rate, mut rate) = (vec![], vec![]);
     for _ in 0..plan.reps {

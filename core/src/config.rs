@@ -252,9 +252,12 @@ impl NodeConfig {
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// How long a shard runs ready tasks at most before polling I/O again, by
-/// default: short next to a heartbeat or a socket buffer's drain time at
-/// loopback speed, long next to one poll (about a microsecond).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// default. Short next to a heartbeat, and a tenth of glommio's 100 ms, which
+/// let a busy producer stall its writer long enough to cut one-way
+/// throughput fivefold. Not shorter: each preemption costs a busy shard
+/// tens of µs on a VM, and at 1 ms one request in a hundred met one (the
+/// 1-in-flight p99 tripled in `make bench`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The CPUs this process may run on (its affinity mask, so `taskset` and
 /// cpusets are honoured), in ascending order. Pinned shards go to these:

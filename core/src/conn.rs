@@ -506,7 +506,8 @@ impl Conn {
     }
 
     /// Flushes the queue whenever it is notified, until the connection
-    /// closes; `spin` as for reads (see [`Conn::read_loop`]).
+    /// closes; `spin` as for reads (see [`Conn::read_some`]). An error once
+    /// the connection is closing is that close, not a failure of its own.
     pub(crate) async fn write_loop(self: Rc<Self>, spin: Duration) -> Result<(), CloseReason> {
         loop {
             self.writer.wait().await;
@@ -519,7 +520,12 @@ impl Conn {
             let progress = self.user_bytes.replace(false);
             if self.queue.borrow_mut().begin_write() || self.tls_wants_write() {
                 Counters::inc(&self.counters.writes);
-                self.write_current(progress, spin).await?;
+                if let Err(e) = self.write_current(progress, spin).await {
+                    if self.is_closed() {
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
             }
             if self.close_when_flushed.get() && self.queue.borrow().pending() == 0 {
                 self.close();
@@ -552,7 +558,12 @@ impl Conn {
                 match frame::decode(&buf[start..end], limit) {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         start += consumed;
-                        answered += usize::from(frame.meta.kind != frame::FrameKind::OneWay);
+                        answered += usize::from(matches!(
+                            frame.meta.kind,
+                            frame::FrameKind::Request
+                                | frame::FrameKind::Reply
+                                | frame::FrameKind::Error
+                        ));
                         if let Err(r) = on_frame(frame) {
                             return r;
                         }
@@ -779,8 +790,8 @@ impl Cipher {
     }
 }
 
-/// How many requests or replies a reader handles from its buffer before it
-/// lets the tasks and writers they woke run (one-way frames, which wake
+/// How many requests or answers a reader handles before it lets the tasks
+/// and writers they woke run (one-way and control frames, which wake
 /// nobody, do not count). Half of a typical window of 64 in flight: the
 /// first half's answers leave while the second half is handled.
 const YIELD_AFTER_ANSWERED: usize = 32;

@@ -17,7 +17,7 @@ use crate::channel::{Channel, NodeId};
 use crate::handshake::{NodeInfo, NodeState};
 
 mod cursors;
-pub use cursors::Cursors;
+pub(crate) use cursors::Cursors;
 
 /// What the table knows of one node (the local node included).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl PeerTable {
 
     /// [`PeerTable::providers`] as a shared list (what a shard's
     /// [`Cursors`] keep at hand).
-    pub fn providers_shared(&self, channel: Channel) -> Arc<[NodeId]> {
+    pub(crate) fn providers_shared(&self, channel: Channel) -> Arc<[NodeId]> {
         self.providers
             .get(&channel)
             .cloned()

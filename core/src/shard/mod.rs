@@ -268,10 +268,6 @@ impl LocalBus {
         exclude: &[NodeId],
         breakers: bool,
     ) -> Result<NodeId, BusError> {
-        let changes = self.0.shared.directory.changes();
-        let mut cursors = self.0.cursors.borrow_mut();
-        let (providers, cursor) =
-            cursors.route(changes, channel, || self.table().providers_shared(channel));
         let any_down = self.any_down();
         let me = self.node_id();
         let cut_off = Cell::new(false);
@@ -284,9 +280,19 @@ impl LocalBus {
             open
         };
         let picked = match target {
-            Target::Any => route::select(providers, cursor, skip),
-            Target::Keyed(key) => crate::rendezvous::select(providers, key, skip),
-            Target::To(id) => providers
+            Target::Any => {
+                let changes = self.0.shared.directory.changes();
+                let mut cursors = self.0.cursors.borrow_mut();
+                let (providers, cursor) =
+                    cursors.route(changes, channel, || self.table().providers_shared(channel));
+                route::select(providers, cursor, skip)
+            }
+            Target::Keyed(key) => {
+                crate::rendezvous::select(self.table().providers(channel), key, skip)
+            }
+            Target::To(id) => self
+                .table()
+                .providers(channel)
                 .contains(&id)
                 .then_some(id)
                 .filter(|&id| !skip(id)),
