@@ -61,25 +61,31 @@ impl LocalBus {
         let started = deadline
             .checked_sub(timeout.min(crate::timeouts::MAX_WAIT))
             .unwrap_or_else(Instant::now);
-        let span = tracing::debug_span!(
-            "domi.request",
-            channel = out.channel.0,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
         let config = &self.0.shared.config;
-        let mut out = out;
-        if config.trace_context {
-            let ctx = crate::trace::outgoing(config.propagator.as_ref(), &span);
-            span.record("trace_id", ctx.trace_hex());
-            span.record("span_id", ctx.span_hex());
-            out.trace = Some(ctx);
-        }
-        let result = tracing::Instrument::instrument(
-            self.request_inner(out, payload, deadline, timeout),
-            span,
-        )
-        .await;
+        // The `domi.request` span only when a subscriber wants debug spans
+        // or this node sends trace contexts (one atomic load otherwise).
+        let result = if !config.trace_context && !tracing::level_enabled!(tracing::Level::DEBUG) {
+            self.request_inner(out, payload, deadline, timeout).await
+        } else {
+            let span = tracing::debug_span!(
+                "domi.request",
+                channel = out.channel.0,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            let mut out = out;
+            if config.trace_context {
+                let ctx = crate::trace::outgoing(config.propagator.as_ref(), &span);
+                span.record("trace_id", ctx.trace_hex());
+                span.record("span_id", ctx.span_hex());
+                out.trace = Some(ctx);
+            }
+            tracing::Instrument::instrument(
+                self.request_inner(out, payload, deadline, timeout),
+                span,
+            )
+            .await
+        };
         self.0.telemetry.borrow_mut().request(
             out.channel,
             started.elapsed(),
@@ -115,7 +121,8 @@ impl LocalBus {
                 // Every provider refused: the last refusal says why.
                 Err(e) => return Err(refused.unwrap_or(e)),
             };
-            let rx = match self.start_request(peer, out, payload, deadline) {
+            let now = Instant::now();
+            let rx = match self.start_request(peer, out, payload, now, deadline) {
                 Ok(rx) => rx,
                 // Nothing left for that provider: try the next one.
                 Err(e) if not_sent(&e) => {
@@ -129,13 +136,17 @@ impl LocalBus {
                     return Err(e);
                 }
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
             let result = match rx {
-                Started::Local(rx) => Self::await_reply(rx, remaining).await,
+                // The handler may have run inline: count its time.
+                Started::Local(rx) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    Self::await_reply(rx, remaining).await
+                }
                 Started::Remote(corr, rx) => {
                     // Forgets the waiter however this ends: reply, timeout,
                     // or the caller dropping the future.
                     let _forget = Forget { bus: self, corr };
+                    let remaining = deadline.saturating_duration_since(now);
                     let result = Self::await_reply(rx, remaining).await;
                     if result.is_none() {
                         // Timed out: count it against the peer it went to
@@ -182,12 +193,12 @@ impl LocalBus {
         peer: NodeId,
         out: Outgoing,
         payload: &[u8],
+        now: Instant,
         deadline: Instant,
     ) -> Result<Started, BusError> {
         let channel = out.channel;
         Counters::inc(&self.0.counters.sent);
         let (tx, rx) = oneshot::channel();
-        let now = Instant::now();
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
             meta.ext.route = out.route;
