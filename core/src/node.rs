@@ -706,13 +706,23 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
     let cfg = &shared.config;
     let mut senders = Vec::with_capacity(cfg.shards);
     let mut threads = Vec::with_capacity(cfg.shards);
+    // Closing the command queues stops every shard, a late one as soon as it
+    // runs; `start` waits for them only briefly, so a shard whose executor
+    // has not started yet cannot hold the caller's error back.
     let stop_all = |senders: &mut Vec<async_channel::Sender<Command>>,
                     threads: Vec<ExecutorJoinHandle<()>>| {
         for s in senders.drain(..) {
             s.close();
         }
-        for t in threads {
-            let _ = t.join();
+        let (done, joined) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+            let _ = done.send(());
+        });
+        if joined.recv_timeout(Duration::from_secs(2)).is_err() {
+            warn!("a shard of a node that failed to start did not stop; leaving it behind");
         }
     };
     for i in 0..cfg.shards {
