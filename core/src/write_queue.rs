@@ -16,6 +16,12 @@
 
 use crate::frame::{self, Decoded, Meta};
 
+/// Capacity of each of a queue's two buffers at first, and after a shrink.
+const INITIAL_CAPACITY: usize = 64 * 1024;
+
+/// A buffer above this capacity is shrunk once traffic calms down.
+const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+
 /// The frame would take the queue over its bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Full;
@@ -56,8 +62,8 @@ impl WriteQueue {
     pub fn new(max: usize, hold: bool) -> WriteQueue {
         WriteQueue {
             max,
-            out: Vec::with_capacity(64 * 1024),
-            spare: Vec::with_capacity(64 * 1024),
+            out: Vec::with_capacity(INITIAL_CAPACITY),
+            spare: Vec::with_capacity(INITIAL_CAPACITY),
             spare_pos: 0,
             queued: 0,
             written: 0,
@@ -125,8 +131,12 @@ impl WriteQueue {
     pub fn begin_write(&mut self) -> bool {
         if self.unwritten().is_empty() {
             self.spare.clear();
-            if self.spare.capacity() > 4 * 1024 * 1024 {
-                self.spare.shrink_to(64 * 1024);
+            // A large buffer is given back once the bursts that needed it
+            // are over (what is queued now is small), not while they go on:
+            // freeing and growing it again every write would cost a page
+            // fault per 4 KiB of a steady stream.
+            if self.spare.capacity() > SHRINK_ABOVE && self.out.len() < SHRINK_ABOVE / 8 {
+                self.spare.shrink_to(INITIAL_CAPACITY);
             }
             std::mem::swap(&mut self.out, &mut self.spare);
             self.spare_pos = self.written;
@@ -217,6 +227,38 @@ mod tests {
             Ok(Decoded::Frame { frame, .. }) => frame.meta.correlation,
             other => panic!("not a whole frame: {other:?}"),
         }
+    }
+
+    /// Queues `bytes` of one-way frames and writes them all.
+    fn burst(q: &mut WriteQueue, bytes: usize) {
+        let payload = vec![0u8; 1000];
+        let mut queued = 0;
+        while queued < bytes {
+            q.push(&meta(FrameKind::OneWay, 0), &payload, false)
+                .unwrap();
+            queued += frame::HEADER_LEN + payload.len();
+        }
+        assert!(q.begin_write());
+        let n = q.unwritten().len();
+        q.advance(n);
+    }
+
+    #[test]
+    fn a_large_buffer_is_kept_through_a_stream_and_given_back_after_it() {
+        let mut q = WriteQueue::new(64 << 20, false);
+        burst(&mut q, 8 << 20);
+        burst(&mut q, 8 << 20);
+        // The buffer of the first burst is now the queue's: kept, since the
+        // stream goes on.
+        assert!(q.out.capacity() >= 8 << 20);
+        burst(&mut q, 8 << 20);
+        let big = q.out.capacity().max(q.spare.capacity());
+        assert!(big >= 8 << 20);
+        // Quiet: small writes give both large buffers back.
+        burst(&mut q, 1000);
+        burst(&mut q, 1000);
+        burst(&mut q, 1000);
+        assert!(q.out.capacity() < SHRINK_ABOVE && q.spare.capacity() < SHRINK_ABOVE);
     }
 
     #[test]
