@@ -35,30 +35,15 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
         let key = format!("sweep_bus_{p}_msgs");
         report.add(&key, &label, "msg/s", true, bus_m, Some(&wire_key));
     }
-    let (n, warm) = plan.round_trips();
     let (mut bp50, mut bp99, mut b50, mut b99) = (vec![], vec![], vec![], vec![]);
     for _ in 0..plan.reps {
-        bar.set_message("round trips: busy-polling ping-pong");
-        let (h, _) = busy::requests(64, n, warm, 1, Some(plan.cc), Some(plan.sc))?;
-        bp50.push(h.value_at_quantile(0.5) as f64 / 1e3);
-        bp99.push(h.value_at_quantile(0.99) as f64 / 1e3);
-        bar.inc(1);
-        bar.set_message("round trips: bus request, 1 in flight");
-        let (h, _) = client.request_reply(64, n, warm, 1)?;
-        b50.push(h.value_at_quantile(0.5) as f64 / 1e3);
-        b99.push(h.value_at_quantile(0.99) as f64 / 1e3);
-        bar.inc(1);
+        let r = one_in_flight(plan, &client, bar)?;
+        bp50.push(r.busy_p50);
+        bp99.push(r.busy_p99);
+        b50.push(r.bus_p50);
+        b99.push(r.bus_p99);
     }
-    let label = "busy-polling ping-pong p50 (the floor)";
-    report.add("busy_pp_p50", label, "µs", false, bp50, None);
-    report.add(
-        "busy_pp_p99",
-        "busy-polling ping-pong p99",
-        "µs",
-        false,
-        bp99,
-        None,
-    );
+    add_floor(report, bp50, bp99);
     let label = "bus request 1 in flight p50";
     report.add("rr1_p50", label, "µs", false, b50, Some("busy_pp_p50"));
     let label = "bus request 1 in flight p99";
@@ -86,4 +71,46 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
     );
     client.node.stop();
     Ok(())
+}
+
+/// One repetition of the 1-in-flight round trip: the busy-polling floor,
+/// then the bus (µs).
+pub struct OneInFlight {
+    /// The busy-polling ping-pong's p50.
+    pub busy_p50: f64,
+    /// Its p99.
+    pub busy_p99: f64,
+    /// The bus request's p50.
+    pub bus_p50: f64,
+    /// Its p99.
+    pub bus_p99: f64,
+    /// Its p99.9.
+    pub bus_p999: f64,
+}
+
+/// Measures one [`OneInFlight`] repetition (2 progress steps).
+pub fn one_in_flight(plan: &Plan, client: &Client, bar: &ProgressBar) -> Result<OneInFlight> {
+    let (n, warm) = plan.round_trips();
+    let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    bar.set_message("round trips: busy-polling ping-pong");
+    let (busy, _) = busy::requests(64, n, warm, 1, Some(plan.cc), Some(plan.sc))?;
+    bar.inc(1);
+    bar.set_message("round trips: bus request, 1 in flight");
+    let (bus, _) = client.request_reply(64, n, warm, 1)?;
+    bar.inc(1);
+    Ok(OneInFlight {
+        busy_p50: us(&busy, 0.5),
+        busy_p99: us(&busy, 0.99),
+        bus_p50: us(&bus, 0.5),
+        bus_p99: us(&bus, 0.99),
+        bus_p999: us(&bus, 0.999),
+    })
+}
+
+/// Reports the busy-polling ping-pong's p50 and p99 samples (the floor).
+pub fn add_floor(report: &mut Report, p50: Vec<f64>, p99: Vec<f64>) {
+    let label = "busy-polling ping-pong p50 (the floor)";
+    report.add("busy_pp_p50", label, "µs", false, p50, None);
+    let label = "busy-polling ping-pong p99";
+    report.add("busy_pp_p99", label, "µs", false, p99, None);
 }

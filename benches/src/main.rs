@@ -321,17 +321,12 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         pp99.push(h.value_at_quantile(0.99) as f64 / 1e3);
         pp999.push(h.value_at_quantile(0.999) as f64 / 1e3);
         bar.inc(1);
-        bar.set_message("round trips: busy-polling ping-pong");
-        let (h, _) = busy::requests(64, n, warm, 1, Some(plan.cc), Some(plan.sc))?;
-        bp50.push(h.value_at_quantile(0.5) as f64 / 1e3);
-        bp99.push(h.value_at_quantile(0.99) as f64 / 1e3);
-        bar.inc(1);
-        bar.set_message("round trips: bus request, 1 in flight");
-        let (h, _) = client.request_reply(64, n, warm, 1)?;
-        b50.push(h.value_at_quantile(0.5) as f64 / 1e3);
-        b99.push(h.value_at_quantile(0.99) as f64 / 1e3);
-        b999.push(h.value_at_quantile(0.999) as f64 / 1e3);
-        bar.inc(1);
+        let r = hot::one_in_flight(plan, &client, bar)?;
+        bp50.push(r.busy_p50);
+        bp99.push(r.busy_p99);
+        b50.push(r.bus_p50);
+        b99.push(r.bus_p99);
+        b999.push(r.bus_p999);
     }
     report.add(
         "wire_pp_p50",
@@ -357,22 +352,7 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         pp999,
         None,
     );
-    report.add(
-        "busy_pp_p50",
-        "busy-polling ping-pong p50 (the floor)",
-        "µs",
-        false,
-        bp50,
-        None,
-    );
-    report.add(
-        "busy_pp_p99",
-        "busy-polling ping-pong p99",
-        "µs",
-        false,
-        bp99,
-        None,
-    );
+    hot::add_floor(report, bp50, bp99);
     report.add(
         "rr1_p50",
         "bus request 1 in flight p50",
