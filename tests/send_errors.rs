@@ -1,9 +1,11 @@
 //! `call` and `notify` failures reach the caller: the `on_send_error` hook
 //! (the seed's `reject`) hears of a `call` its provider refused after it was
-//! routed, and of sends handed to a shard that failed there.
+//! routed, and of sends handed to a shard that failed there; a shard
+//! producer that waits for room (`notify_when_ready`) gets no `Backpressure`.
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,4 +143,49 @@ fn a_plain_thread_notify_that_fails_on_the_shard_reaches_the_hook() {
             .iter()
             .any(|f| f.op == SendOp::Notify && matches!(f.error, BusError::Backpressure { .. }))
     });
+}
+
+#[test]
+fn a_shard_producer_waiting_for_room_loses_nothing_to_a_full_write_queue() {
+    const N: u64 = 20_000;
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    let server = small("server")
+        .subscribe(
+            CH,
+            Handler::sync(move |_| {
+                g.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client")
+        .peer(server.local_addr())
+        .configure(|c| {
+            c.max_payload = 1024;
+            c.max_write_queue = 4096;
+        })
+        .start()
+        .unwrap();
+    client.wait_for_provider(CH, SETTLE).unwrap();
+    // 20 MB through a 4 KiB write queue: `notify` alone would fail with
+    // Backpressure whenever the queue is full; this waits instead.
+    let sent = client
+        .spawn_on(0, |bus| async move {
+            for _ in 0..N {
+                bus.notify_when_ready(CH, &[7u8; 1000]).await?;
+            }
+            Ok::<(), BusError>(())
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(60))
+        .expect("the producer finished");
+    assert_eq!(sent, Ok(()));
+    wait_until("every message to arrive", T, || {
+        got.load(Ordering::Relaxed) == N
+    });
+    assert!(
+        client.stats().backpressure > 0,
+        "the queue did fill, so the producer did wait"
+    );
 }

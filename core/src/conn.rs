@@ -29,7 +29,7 @@ use glommio::net::TcpStream;
 use crate::channel::{Channel, NodeId};
 use crate::error::ErrorCode;
 use crate::frame::{self, Decoded, FrameKind, Meta};
-use crate::notify::{Signal, Wake};
+use crate::notify::{Event, Signal, Wake};
 use crate::session::{Close, Role, Session};
 use crate::stats::Counters;
 use crate::timeouts::Observed;
@@ -92,6 +92,11 @@ pub(crate) struct Conn {
     /// The connection protocol (handshake, authentication, legal frames).
     pub(crate) session: RefCell<Session>,
     counters: Rc<Counters>,
+    /// The shard's "a full write queue has room again" event (see
+    /// [`crate::LocalBus::notify_when_ready`]), and whether this queue
+    /// refused a frame since it last announced room.
+    room: Rc<Event>,
+    refused: Cell<bool>,
     stream: RefCell<Option<TcpStream>>,
     /// The TLS layer, when the node has TLS on.
     tls: Option<RefCell<TlsLink>>,
@@ -129,6 +134,7 @@ impl Conn {
         tls: Option<TlsLink>,
         max_queue: usize,
         counters: Rc<Counters>,
+        room: Rc<Event>,
     ) -> Rc<Conn> {
         let hold = session.holds_user_frames();
         let conn = Rc::new(Conn {
@@ -137,6 +143,8 @@ impl Conn {
             remote: Cell::new(None),
             session: RefCell::new(session),
             counters,
+            room,
+            refused: Cell::new(false),
             stream: RefCell::new(None),
             tls: tls.map(RefCell::new),
             queue: RefCell::new(WriteQueue::new(max_queue, hold)),
@@ -233,6 +241,7 @@ impl Conn {
             .is_err()
         {
             Counters::inc(&self.counters.backpressure);
+            self.refused.set(true);
             return Err(PushError::Full);
         }
         self.user_bytes.set(true);
@@ -324,6 +333,16 @@ impl Conn {
     pub(crate) fn close(&self) {
         self.closing.raise();
         self.writer.notify();
+        // Senders waiting for room here try again (and go elsewhere).
+        self.announce_room();
+    }
+
+    /// Wakes the shard's senders waiting for room, once bytes left a queue
+    /// that refused a frame (or it closed).
+    fn announce_room(&self) {
+        if self.refused.replace(false) {
+            self.room.notify_all();
+        }
     }
 
     /// Closes because of an error seen outside the reader (e.g. by the writer).
@@ -407,6 +426,7 @@ impl Conn {
                 self.last_write.set(Instant::now());
             }
             self.queue.borrow_mut().advance(n);
+            self.announce_room();
         }
     }
 
@@ -436,6 +456,7 @@ impl Conn {
             }
             let plain = tls.borrow_mut().wrote(n);
             self.queue.borrow_mut().advance(plain);
+            self.announce_room();
         }
     }
 

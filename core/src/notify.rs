@@ -1,8 +1,9 @@
-//! Two tiny single-thread wake-up primitives for tasks on one shard.
+//! Tiny single-thread wake-up primitives for tasks on one shard.
 //!
 //! glommio tasks of one shard never run concurrently, so these use `Cell`s
 //! instead of atomics: [`Wake`] is an edge (one waiter, reset when consumed),
-//! [`Signal`] a level (many waiters, never reset).
+//! [`Signal`] a level (many waiters, never reset), [`Event`] an edge for many
+//! waiters (each waits for the next one after the count it saw).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -78,6 +79,46 @@ impl Signal {
     }
 }
 
+/// An edge for many waiters: [`Event::notify_all`] wakes every task waiting
+/// for an event after the count it saw ([`Event::count`]).
+#[derive(Default)]
+pub(crate) struct Event {
+    count: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    /// Events so far (read before trying what the event lets succeed, so
+    /// one in between is not missed).
+    pub(crate) fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    /// One more event: wakes every waiter.
+    pub(crate) fn notify_all(&self) {
+        self.count.set(self.count.get() + 1);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the count has moved past `seen`.
+    pub(crate) async fn wait_past(&self, seen: u64) {
+        poll_fn(|cx| {
+            if self.count.get() != seen {
+                Poll::Ready(())
+            } else {
+                let mut w = self.wakers.borrow_mut();
+                if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +137,16 @@ mod tests {
         assert!(s.is_raised());
         future::block_on(s.wait());
         future::block_on(s.wait());
+    }
+
+    #[test]
+    fn an_event_wakes_waiters_of_the_count_they_saw_only() {
+        let e = Event::default();
+        let seen = e.count();
+        assert!(future::block_on(future::poll_once(e.wait_past(seen))).is_none());
+        e.notify_all();
+        future::block_on(e.wait_past(seen));
+        // Waiting past the new count waits for the next event.
+        assert!(future::block_on(future::poll_once(e.wait_past(e.count()))).is_none());
     }
 }

@@ -153,6 +153,9 @@ pub(crate) struct ShardCore {
     /// Wakes the housekeeping task early: a connection opened or a peer was
     /// marked down while it slept a long idle round.
     housekeeping: crate::notify::Wake,
+    /// Raised when a write queue that refused a frame has room again (or
+    /// closed): what [`LocalBus::notify_when_ready`] waits for.
+    room: Rc<crate::notify::Event>,
 }
 
 /// The bus as seen from inside one shard: send from handlers and shard tasks
@@ -374,6 +377,7 @@ impl LocalBus {
             tls,
             self.0.shared.config.max_write_queue,
             self.0.counters.clone(),
+            self.0.room.clone(),
         );
         conn.remote.set(Some(addr));
         self.make_room_for_outbound();
@@ -448,6 +452,27 @@ impl LocalBus {
         self.to_next_provider(channel, Target::Any, &mut Vec::new(), |peer| {
             self.send_one_way(peer, channel, payload, false)
         })
+    }
+
+    /// [`LocalBus::notify`], waiting while every provider's write queue is
+    /// full instead of failing with `Backpressure`: the task sleeps until a
+    /// queue that refused a frame has written some of it out (or closed),
+    /// then tries again. A producer on a shard should use this rather than
+    /// retry `notify` in a loop, which keeps the shard busy and delays the
+    /// very writes it waits for (see [`crate::NodeConfig::poll_interval`]).
+    /// Every other error is returned at once.
+    pub async fn notify_when_ready(
+        &self,
+        channel: Channel,
+        payload: &[u8],
+    ) -> Result<(), BusError> {
+        loop {
+            let seen = self.0.room.count();
+            match self.notify(channel, payload) {
+                Err(BusError::Backpressure { .. }) => self.0.room.wait_past(seen).await,
+                r => return r,
+            }
+        }
     }
 
     fn send_one_way(

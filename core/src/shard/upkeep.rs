@@ -349,6 +349,7 @@ pub(crate) async fn run(
         announced: Cell::new(0),
         read_spin,
         housekeeping: crate::notify::Wake::default(),
+        room: Rc::default(),
     }));
     let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeeping(bus.clone()));
@@ -405,6 +406,7 @@ async fn accept_loop(bus: LocalBus, listener: TcpListener) {
                     tls,
                     bus.0.shared.config.max_write_queue,
                     bus.0.counters.clone(),
+                    bus.0.room.clone(),
                 );
                 conn.attach(stream);
                 bus.0.inbound.borrow_mut().insert(conn.id, conn.clone());
