@@ -337,8 +337,17 @@ impl Conn {
         self.announce_room();
     }
 
-    /// Wakes the shard's senders waiting for room, once bytes left a queue
-    /// that refused a frame (or it closed).
+    /// [`Conn::announce_room`] once the buffer being written is all out:
+    /// the writer then takes the frames queued meanwhile over without
+    /// yielding, which is when a refused frame fits (the bound counts those).
+    fn announce_room_if_drained(&self) {
+        if self.queue.borrow().unwritten().is_empty() {
+            self.announce_room();
+        }
+    }
+
+    /// Wakes the shard's senders waiting for room, once a queue that
+    /// refused a frame drained (or closed).
     fn announce_room(&self) {
         if self.refused.replace(false) {
             self.room.notify_all();
@@ -426,7 +435,7 @@ impl Conn {
                 self.last_write.set(Instant::now());
             }
             self.queue.borrow_mut().advance(n);
-            self.announce_room();
+            self.announce_room_if_drained();
         }
     }
 
@@ -456,7 +465,7 @@ impl Conn {
             }
             let plain = tls.borrow_mut().wrote(n);
             self.queue.borrow_mut().advance(plain);
-            self.announce_room();
+            self.announce_room_if_drained();
         }
     }
 

@@ -715,13 +715,15 @@ fn start_shards(shared: &Arc<Shared>) -> Result<Started, StartError> {
             s.close();
         }
         let (done, joined) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-            let _ = done.send(());
-        });
-        if joined.recv_timeout(Duration::from_secs(2)).is_err() {
+        let joiner = std::thread::Builder::new()
+            .name("domi-stop".into())
+            .spawn(move || {
+                for t in threads {
+                    let _ = t.join();
+                }
+                let _ = done.send(());
+            });
+        if joiner.is_err() || joined.recv_timeout(Duration::from_secs(2)).is_err() {
             warn!("a shard of a node that failed to start did not stop; leaving it behind");
         }
     };

@@ -97,12 +97,15 @@ impl Event {
     /// One more event: wakes every waiter.
     pub(crate) fn notify_all(&self) {
         self.count.set(self.count.get() + 1);
-        for w in self.wakers.borrow_mut().drain(..) {
+        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        for w in wakers {
             w.wake();
         }
     }
 
-    /// Resolves once the count has moved past `seen`.
+    /// Resolves once the count has moved past `seen`. A waiter dropped
+    /// before that leaves its waker until the next event (at most one per
+    /// task that waited).
     pub(crate) async fn wait_past(&self, seen: u64) {
         poll_fn(|cx| {
             if self.count.get() != seen {

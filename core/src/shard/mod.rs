@@ -439,7 +439,12 @@ impl LocalBus {
             match send(peer) {
                 Err(e) if not_sent(&e) => {
                     exclude.push(peer);
-                    skipped = Some(e);
+                    // A full queue is the error to report when several
+                    // providers could not take it: it says "try again", and
+                    // `notify_when_ready` waits on it.
+                    if !matches!(skipped, Some(BusError::Backpressure { .. })) {
+                        skipped = Some(e);
+                    }
                 }
                 r => return r,
             }
@@ -460,7 +465,11 @@ impl LocalBus {
     /// then tries again. A producer on a shard should use this rather than
     /// retry `notify` in a loop, which keeps the shard busy and delays the
     /// very writes it waits for (see [`crate::NodeConfig::poll_interval`]).
-    /// Every other error is returned at once.
+    /// Every other error is returned at once. The wait ends only with
+    /// progress on such a queue or its close (a peer that reads nothing is
+    /// closed by the silence timeout; one that reads very slowly keeps the
+    /// producer waiting): wrap it in a timeout (`glommio::timer::timeout`)
+    /// when the producer has a deadline.
     pub async fn notify_when_ready(
         &self,
         channel: Channel,
