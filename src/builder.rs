@@ -107,7 +107,7 @@ impl NodeBuilder {
 
     /// The longest a shard runs ready tasks before polling its network and
     /// timers again (default [`domi_core::config::DEFAULT_POLL_INTERVAL`],
-    /// 10 ms); see [`domi_core::NodeConfig::poll_interval`].
+    /// 100 ms, and why); see [`domi_core::NodeConfig::poll_interval`].
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.config.poll_interval = interval;
         self

@@ -42,8 +42,7 @@ pub struct NodeConfig {
     /// that keeps the shard busy — a producer retrying `Backpressure`, a
     /// long batch of handlers — delays reads, writes waiting for socket
     /// space and heartbeats by at most this much. Default
-    /// [`DEFAULT_POLL_INTERVAL`]; glommio's own default, 100 ms, let a busy
-    /// producer stall its connection's writer that long.
+    /// [`DEFAULT_POLL_INTERVAL`] (see there before lowering it).
     pub poll_interval: Duration,
     /// Largest payload sent or accepted.
     pub max_payload: u32,
@@ -252,12 +251,13 @@ impl NodeConfig {
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// How long a shard runs ready tasks at most before polling I/O again, by
-/// default. Short next to a heartbeat, and a tenth of glommio's 100 ms, which
-/// let a busy producer stall its writer long enough to cut one-way
-/// throughput fivefold. Not shorter: each preemption costs a busy shard
-/// tens of µs on a VM, and at 1 ms one request in a hundred met one (the
-/// 1-in-flight p99 tripled in `make bench`).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// default: glommio's own 100 ms. Shorter makes a busy shard poll sooner
+/// (10 ms kept one-way throughput steady under a producer that retries
+/// with `yield_now`), but with glommio 0.9 it made executors stall at start
+/// in crowd starts (2 of 127 node processes, "shard did not report ready",
+/// in each of two 128-node runs; none at 100 ms), so it stays at 100 ms;
+/// producers on a shard should use [`crate::LocalBus::notify_when_ready`].
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The CPUs this process may run on (its affinity mask, so `taskset` and
 /// cpusets are honoured), in ascending order. Pinned shards go to these:
