@@ -68,10 +68,7 @@ impl Signal {
             if self.raised.get() {
                 Poll::Ready(())
             } else {
-                let mut w = self.wakers.borrow_mut();
-                if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                    w.push(cx.waker().clone());
-                }
+                park(&self.wakers, cx.waker());
                 Poll::Pending
             }
         })
@@ -111,14 +108,20 @@ impl Event {
             if self.count.get() != seen {
                 Poll::Ready(())
             } else {
-                let mut w = self.wakers.borrow_mut();
-                if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                    w.push(cx.waker().clone());
-                }
+                park(&self.wakers, cx.waker());
                 Poll::Pending
             }
         })
         .await
+    }
+}
+
+/// Adds `waker` to `wakers` unless it is there already (a task polled
+/// again while waiting).
+fn park(wakers: &RefCell<Vec<Waker>>, waker: &Waker) {
+    let mut w = wakers.borrow_mut();
+    if !w.iter().any(|x| x.will_wake(waker)) {
+        w.push(waker.clone());
     }
 }
 
