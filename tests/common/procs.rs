@@ -214,6 +214,36 @@ impl Server {
             .expect("kill runs")
             .success();
         assert!(ok, "kill -{sig} failed");
+        if sig == "STOP" {
+            // `kill` returns once the signal is sent; a thread running on
+            // another CPU stops a moment later (and may answer one more
+            // request meanwhile). Frozen means every thread stopped.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !self.all_threads_stopped() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the process did not stop"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Whether every thread of the process is stopped (state `T`).
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|st| {
+                    // The state follows the command name, which is in parentheses.
+                    st.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s == "T"))
+                })
+                .unwrap_or(true) // a thread that just exited is not running
+        })
     }
 
     /// Waits for the process to exit within `within`; its exit code.
