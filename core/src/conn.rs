@@ -397,24 +397,39 @@ impl Conn {
     /// Tries a non-blocking `recv` until bytes come or `spin` passes
     /// (`None`: nothing came, arm a poll).
     async fn busy_read(&self, buf: &mut [u8], spin: Duration) -> Option<io::Result<usize>> {
-        use nix::errno::Errno;
         use nix::sys::socket::{recv, MsgFlags};
+        self.busy(spin, |fd| recv(fd, buf, MsgFlags::MSG_DONTWAIT))
+            .await
+    }
+
+    /// Tries `attempt` (a non-blocking syscall on the socket) until it is
+    /// not `EAGAIN` or `spin` passes, yielding in between (`None`: still
+    /// `EAGAIN`, arm a poll). A connection closed meanwhile ends it with
+    /// `ConnectionAborted`, as the poll would.
+    async fn busy(
+        &self,
+        spin: Duration,
+        mut attempt: impl FnMut(std::os::fd::RawFd) -> nix::Result<usize>,
+    ) -> Option<io::Result<usize>> {
+        use nix::errno::Errno;
         use std::os::fd::AsRawFd;
-        let fd = self.stream.borrow().as_ref()?.as_raw_fd();
         let started = Instant::now();
         loop {
-            match recv(fd, buf, MsgFlags::MSG_DONTWAIT) {
+            // The stream may have been released while we yielded.
+            let fd = self.stream.borrow().as_ref()?.as_raw_fd();
+            match attempt(fd) {
                 Ok(n) => return Some(Ok(n)),
                 Err(Errno::EAGAIN) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Some(Err(e.into())),
             }
-            if self.is_closed() || started.elapsed() >= spin {
+            if self.is_closed() {
+                return Some(Err(io::ErrorKind::ConnectionAborted.into()));
+            }
+            if started.elapsed() >= spin {
                 return None;
             }
             future::yield_now().await;
-            // The stream may have been released while we yielded.
-            self.stream.borrow().as_ref()?;
         }
     }
 
@@ -504,30 +519,9 @@ impl Conn {
         bytes: &impl Fn() -> Ref<'a, [u8]>,
         spin: Duration,
     ) -> Option<io::Result<usize>> {
-        use nix::errno::Errno;
         use nix::sys::socket::{send, MsgFlags};
-        use std::os::fd::AsRawFd;
-        let started = Instant::now();
-        loop {
-            let fd = self.stream.borrow().as_ref()?.as_raw_fd();
-            match send(
-                fd,
-                &bytes(),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            ) {
-                Ok(n) => return Some(Ok(n)),
-                Err(Errno::EAGAIN) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Some(Err(e.into())),
-            }
-            if self.is_closed() {
-                return Some(Err(io::ErrorKind::ConnectionAborted.into()));
-            }
-            if started.elapsed() >= spin {
-                return None;
-            }
-            future::yield_now().await;
-        }
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        self.busy(spin, |fd| send(fd, &bytes(), flags)).await
     }
 
     /// Whether the TLS layer has records to send (handshake, alerts).
@@ -588,12 +582,7 @@ impl Conn {
                 match frame::decode(&buf[start..end], limit) {
                     Ok(Decoded::Frame { frame, consumed }) => {
                         start += consumed;
-                        answered += usize::from(matches!(
-                            frame.meta.kind,
-                            frame::FrameKind::Request
-                                | frame::FrameKind::Reply
-                                | frame::FrameKind::Error
-                        ));
+                        answered += usize::from(frame.meta.kind.wakes_others());
                         if let Err(r) = on_frame(frame) {
                             return r;
                         }

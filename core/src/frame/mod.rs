@@ -114,6 +114,16 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
+    /// Whether handling a frame of this kind makes work for another task:
+    /// a request's reply to write, an answer's caller to wake (one-way and
+    /// control frames do neither).
+    pub const fn wakes_others(self) -> bool {
+        matches!(
+            self,
+            FrameKind::Request | FrameKind::Reply | FrameKind::Error
+        )
+    }
+
     /// The kind for a wire byte, if known.
     pub const fn from_u8(v: u8) -> Option<FrameKind> {
         match v {
@@ -349,6 +359,15 @@ pub fn grown_len(current: usize, have: usize, need: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_requests_and_answers_wake_other_tasks() {
+        let woke: Vec<bool> = (1..=5)
+            .map(|v| FrameKind::from_u8(v).unwrap().wakes_others())
+            .collect();
+        // Request, OneWay, Reply, Error, Control.
+        assert_eq!(woke, [true, false, true, true, false]);
+    }
 
     #[test]
     fn buffer_grows_with_arrival_not_declaration() {
