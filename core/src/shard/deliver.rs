@@ -88,7 +88,10 @@ impl LocalBus {
                     bus: self,
                     deadline,
                 };
-                let timed = shared.config.handler_durations;
+                // Timed by sample when the handler is fast (see
+                // `crate::telemetry::HandlerSampler`).
+                let timed = shared.config.handler_durations
+                    && self.0.sampler.get().should_time(meta.channel);
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
                 let ran = if !wants_span(&meta) {
                     fault::catch(|| f(&mut req))
@@ -103,7 +106,14 @@ impl LocalBus {
                     fault::drop_unwound(req);
                 }
                 if timed {
-                    self.handler_ran(meta.channel, t0);
+                    let took = self.0.clock.delta(t0, self.0.clock.raw());
+                    let mut sampler = self.0.sampler.get();
+                    sampler.timed(meta.channel, took, &mut self.0.telemetry.borrow_mut());
+                    self.0.sampler.set(sampler);
+                } else if shared.config.handler_durations {
+                    let mut sampler = self.0.sampler.get();
+                    sampler.untimed();
+                    self.0.sampler.set(sampler);
                 }
             }
             Handler::Async(f) => {

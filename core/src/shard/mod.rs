@@ -139,6 +139,8 @@ pub(crate) struct ShardCore {
     counters: Rc<Counters>,
     /// Per-channel durations and outcomes ([`crate::telemetry`]).
     telemetry: RefCell<crate::telemetry::Telemetry>,
+    /// Which sync handler runs are timed ([`crate::telemetry::HandlerSampler`]).
+    sampler: Cell<crate::telemetry::HandlerSampler>,
     /// The cheap clock handler runs are timed with (the TSC where stable).
     clock: quanta::Clock,
     /// Async handlers running now (capped by `max_handlers` and the

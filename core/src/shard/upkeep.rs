@@ -285,7 +285,11 @@ impl LocalBus {
 
     /// This shard's per-channel telemetry so far.
     pub fn telemetry(&self) -> crate::telemetry::Telemetry {
-        self.0.telemetry.borrow().clone()
+        let mut t = self.0.telemetry.borrow_mut();
+        let mut sampler = self.0.sampler.get();
+        sampler.flush(&mut t);
+        self.0.sampler.set(sampler);
+        t.clone()
     }
 
     pub(super) fn shutdown(&self) {
@@ -343,6 +347,7 @@ pub(crate) async fn run(
         events,
         counters: Rc::default(),
         telemetry: RefCell::default(),
+        sampler: Cell::default(),
         clock: quanta::Clock::new(),
         slots: RefCell::new(crate::overload::Slots::new(limits)),
         stopping: Signal::default(),
