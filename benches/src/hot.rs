@@ -28,6 +28,7 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
             bus_m.push(client.one_way(p, count)?.msgs_per_sec);
             bar.inc(1);
         }
+        add_frame_bytes(report, p, &wire_m, &bus_m);
         let wire_key = format!("sweep_wire_{p}_msgs");
         let label = format!("wire one-way {p} B");
         report.add(&wire_key, &label, "msg/s", true, wire_m, None);
@@ -113,4 +114,37 @@ pub fn add_floor(report: &mut Report, p50: Vec<f64>, p99: Vec<f64>) {
     report.add("busy_pp_p50", label, "µs", false, p50, None);
     let label = "busy-polling ping-pong p99";
     report.add("busy_pp_p99", label, "µs", false, p99, None);
+}
+
+/// The one-way rates of `p`-byte messages as bytes on the wire, frames
+/// included: the wire baseline's frames carry a 4-byte length, the bus's a
+/// 24-byte header. The bus's ratio says how much of the wire's byte rate it
+/// reaches while running a handler per message; its msg/s ratio can reach
+/// at most `(p + 4) / (p + 24)` of the wire's at the same byte rate.
+pub fn add_frame_bytes(report: &mut Report, p: usize, wire_m: &[f64], bus_m: &[f64]) {
+    let mb = |rates: &[f64], frame: usize| -> Vec<f64> {
+        rates.iter().map(|r| r * frame as f64 / 1e6).collect()
+    };
+    let wire_frame = p + crate::wire::PREFIX_LEN;
+    let bus_frame = p + domi::frame::HEADER_LEN;
+    let wire_key = format!("frame_wire_{p}_mbs");
+    let label = format!("wire one-way {p} B, frame bytes ({wire_frame} B each)");
+    report.add(
+        &wire_key,
+        &label,
+        "MB/s",
+        true,
+        mb(wire_m, wire_frame),
+        None,
+    );
+    let label = format!("bus notify {p} B, frame bytes ({bus_frame} B each)");
+    let key = format!("frame_bus_{p}_mbs");
+    report.add(
+        &key,
+        &label,
+        "MB/s",
+        true,
+        mb(bus_m, bus_frame),
+        Some(&wire_key),
+    );
 }

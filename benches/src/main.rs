@@ -260,6 +260,9 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
             bus_m.push(b.msgs_per_sec);
             bus_b.push(b.mb_per_sec);
         }
+        if p == 16 || p == 64 {
+            hot::add_frame_bytes(report, p, &wire_m, &bus_m);
+        }
         report.add(
             &format!("sweep_wire_{p}_msgs"),
             &format!("wire one-way {p} B"),

@@ -13,6 +13,9 @@ use hdrhistogram::Histogram;
 
 use crate::report::Rate;
 
+/// Bytes of a one-way frame's length prefix.
+pub const PREFIX_LEN: usize = 4;
+
 fn pin(cpu: Option<usize>) {
     if let Some(id) = cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id });
@@ -89,7 +92,7 @@ pub fn one_way(
 fn send_frames(addr: std::net::SocketAddr, payload: usize, count: u64) -> Result<()> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    let frame_len = 4 + payload;
+    let frame_len = PREFIX_LEN + payload;
     let per_chunk = (64 * 1024 / frame_len).max(1);
     let mut chunk = Vec::with_capacity(per_chunk * frame_len);
     let body = vec![7u8; payload];
