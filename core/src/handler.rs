@@ -122,6 +122,15 @@ pub(crate) enum ReplyTo {
 }
 
 impl ReplyTo {
+    /// When the message arrived: its read, for one from another node (see
+    /// [`Conn::arrival`]); now otherwise.
+    pub(crate) fn arrival(&self) -> std::time::Instant {
+        match self {
+            ReplyTo::Conn { conn, .. } => conn.arrival(),
+            _ => std::time::Instant::now(),
+        }
+    }
+
     /// Whether the answer can no longer reach anyone who waits for it: the
     /// connection of a remote request closed.
     pub(crate) fn is_gone(&self) -> bool {

@@ -78,6 +78,7 @@ pub mod serial;
 pub mod session;
 mod shard;
 mod shared;
+mod stamp;
 pub mod stats;
 pub mod telemetry;
 pub mod timeouts;

@@ -39,11 +39,13 @@ impl LocalBus {
         }
     }
 
-    /// Counts how a request sent to `peer` at `sent` ended (see [`outcome`]).
+    /// Counts how a request sent to `peer` at `sent` ended at `now` (see
+    /// [`outcome`]).
     pub(super) fn breaker_record(
         &self,
         peer: NodeId,
         sent: Instant,
+        now: Instant,
         result: Option<&Result<Vec<u8>, BusError>>,
     ) {
         let Some(config) = self.0.shared.config.breaker else {
@@ -63,7 +65,6 @@ impl LocalBus {
             }
             None => return,
         };
-        let now = Instant::now();
         let moved = {
             let mut all = self.0.breakers.borrow_mut();
             all[peer.index()]

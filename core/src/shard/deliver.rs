@@ -56,14 +56,14 @@ impl LocalBus {
             }
             return;
         }
-        // The caller's deadline, counted from now (its arrival).
+        // The caller's deadline, counted from its arrival.
         let deadline = meta
             .ext
             .deadline
             .filter(|&us| us != crate::timeouts::NO_DEADLINE)
-            .map(|us| crate::timeouts::arrival_deadline(Instant::now(), us));
+            .map(|us| crate::timeouts::arrival_deadline(to.arrival(), us));
         // Arrived with no time left (a deadline in the future cannot have
-        // passed yet: it was just counted from now).
+        // passed yet: it was just counted from its arrival).
         if meta.ext.deadline == Some(0) && self.expired(&to, deadline) {
             return;
         }

@@ -3,6 +3,7 @@
 //! answers to waiting requests), and cleaning up when a connection closes.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use tracing::{debug, warn};
 
@@ -90,7 +91,7 @@ impl LocalBus {
                 let result = result
                     .map(<[u8]>::to_vec)
                     .map_err(|code| remote_error(peer, code, frame.payload));
-                self.complete(conn.id, correlation, result);
+                self.complete(conn.id, correlation, conn.arrival(), result);
             }
             Action::CallFailed {
                 channel,
@@ -125,12 +126,18 @@ impl LocalBus {
 
     /// Answers the request `corr` sent on connection `conn`. An answer on
     /// another connection (a late or forged one) is ignored.
-    pub(super) fn complete(&self, conn: u64, corr: u64, result: Result<Vec<u8>, BusError>) {
+    pub(super) fn complete(
+        &self,
+        conn: u64,
+        corr: u64,
+        arrival: Instant,
+        result: Result<Vec<u8>, BusError>,
+    ) {
         let mut pending = self.0.pending.borrow_mut();
         if pending.get(&corr).is_some_and(|w| w.conn == conn) {
             if let Some(w) = pending.remove(&corr) {
                 drop(pending);
-                self.breaker_record(w.peer, w.sent, Some(&result));
+                self.breaker_record(w.peer, w.sent, arrival, Some(&result));
                 let _ = w.tx.send(result);
             }
         } else {
@@ -205,7 +212,12 @@ impl LocalBus {
                     .map(|(k, _)| *k)
                     .collect();
                 for corr in lost {
-                    self.complete(conn.id, corr, Err(BusError::PeerLost { peer }));
+                    self.complete(
+                        conn.id,
+                        corr,
+                        Instant::now(),
+                        Err(BusError::PeerLost { peer }),
+                    );
                 }
             }
         }

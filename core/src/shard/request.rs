@@ -121,6 +121,8 @@ impl LocalBus {
                 // Every provider refused: the last refusal says why.
                 Err(e) => return Err(refused.unwrap_or(e)),
             };
+            // Read after the pick: a half-open breaker dates its probe
+            // then, and counts only answers to requests sent since.
             let now = Instant::now();
             let rx = match self.start_request(peer, out, payload, now, deadline) {
                 Ok(rx) => rx,
@@ -153,7 +155,7 @@ impl LocalBus {
                         // last (answers are counted where they arrive).
                         let waiting = self.0.pending.borrow().get(&corr).map(|w| (w.peer, w.sent));
                         if let Some((peer, sent)) = waiting {
-                            self.breaker_record(peer, sent, None);
+                            self.breaker_record(peer, sent, Instant::now(), None);
                         }
                     }
                     result
