@@ -357,6 +357,11 @@ impl Replier {
 
 impl Drop for Replier {
     fn drop(&mut self) {
+        // A one-way message, or an answer already given: nothing to do
+        // (the common case, checked before anything else).
+        if matches!(self.to, ReplyTo::Nobody) {
+            return;
+        }
         let to = std::mem::replace(&mut self.to, ReplyTo::Nobody);
         if crate::fault::unwinding_handler() {
             // The remains of a panicked handler: every caller learns it.
