@@ -108,7 +108,7 @@ pub struct NodeConfig {
     /// handlers and slow sync ones every run, fast sync handlers (under
     /// 4 µs) one run in 16, each sample standing for the runs before it
     /// (see [`crate::telemetry::HandlerSampler`]; a timed run costs two
-    /// reads of the TSC clock, about 20–40 ns here). Counts are exact
+    /// reads of the TSC clock, about 20 ns here). Counts are exact
     /// either way. On by default; off, the histogram stays empty.
     pub handler_durations: bool,
     /// Send a trace context with every request and one-way message (the
@@ -204,6 +204,13 @@ impl NodeConfig {
         if self.poll_interval.is_zero() {
             return Err(ConfigError::ZeroLimit {
                 field: "poll_interval",
+            });
+        }
+        let t = &self.timeouts;
+        if t.silence < t.heartbeat * 2 {
+            return Err(ConfigError::SilenceBelowHeartbeats {
+                silence: t.silence,
+                heartbeat: t.heartbeat,
             });
         }
         if self.max_write_queue < self.max_payload as usize {
@@ -366,6 +373,18 @@ pub enum ConfigError {
         /// Payload bound.
         payload: u32,
     },
+    /// A silence limit under two heartbeats: a live but idle peer could be
+    /// taken for dead (idle times are measured to housekeeping's
+    /// resolution, a quarter heartbeat, and a heartbeat may leave that late).
+    #[error(
+        "timeouts.silence ({silence:?}) must be at least twice timeouts.heartbeat ({heartbeat:?})"
+    )]
+    SilenceBelowHeartbeats {
+        /// The silence limit.
+        silence: std::time::Duration,
+        /// The heartbeat interval.
+        heartbeat: std::time::Duration,
+    },
     /// Too little io_uring buffer memory for glommio.
     #[error("io_memory of {bytes} bytes is below 64 KiB")]
     IoMemoryTooSmall {
@@ -399,6 +418,12 @@ mod tests {
             ..ok.clone()
         };
         assert_eq!(c.validate(), Err(ConfigError::NoShards));
+        let mut c = ok.clone();
+        c.timeouts.silence = c.timeouts.heartbeat * 3 / 2;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::SilenceBelowHeartbeats { .. })
+        ));
         let c = NodeConfig {
             name: String::new(),
             ..ok.clone()

@@ -122,12 +122,13 @@ pub(crate) enum ReplyTo {
 }
 
 impl ReplyTo {
-    /// When the message arrived: its read, for one from another node (see
-    /// [`Conn::arrival`]); now otherwise.
-    pub(crate) fn arrival(&self) -> std::time::Instant {
+    /// When the message arrived — its read, for one from another node (see
+    /// [`Conn::arrival`]); now otherwise — and whether the clock was read
+    /// for it just now.
+    pub(crate) fn arrival(&self) -> (std::time::Instant, bool) {
         match self {
             ReplyTo::Conn { conn, .. } => conn.arrival(),
-            _ => std::time::Instant::now(),
+            _ => (std::time::Instant::now(), true),
         }
     }
 

@@ -41,6 +41,8 @@
 //! - `shared` (private): what the node handle and its shards share (config,
 //!   directory, handler table, state, down-marks) and the changes to it.
 //! - `fd_limit` (private): raising the process's open-file soft limit once.
+//! - `stamp` (private): event and arrival times without a clock read per
+//!   message (dated by housekeeping, or once per read).
 //! - [`node`]: starting a node; the `Send + Sync` handle for plain threads
 //!   (`sends`, private: its keyed, direct and pipeline sends).
 //! - [`watch`]: stream consumers: a channel's messages in a bounded queue

@@ -90,9 +90,11 @@ pub struct Observed {
     pub mid_frame: bool,
     /// Time since the connection was created.
     pub age: Duration,
-    /// Time since bytes last arrived (or since creation).
+    /// Time since bytes last arrived (or since creation), to housekeeping's
+    /// resolution: up to one housekeeping tick short.
     pub read_idle: Duration,
-    /// Time since a write last made progress (or since creation).
+    /// Time since a write last made progress (or since creation), to
+    /// housekeeping's resolution.
     pub write_idle: Duration,
     /// Time since this side last sent a heartbeat (or since creation).
     pub heartbeat_idle: Duration,

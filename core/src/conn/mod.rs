@@ -1,20 +1,12 @@
-//! One TCP connection on one shard: a batched write queue, a reader loop that
-//! decodes frames in place, and a writer loop that flushes the queue in one
-//! write per reactor turn.
-//!
-//! The stream is shared by the reader and writer tasks through a `RefCell`
-//! that is only borrowed inside a `poll_*` call, never across an `.await`.
+//! One TCP connection on one shard: its state (session, write queue, close),
+//! queueing frames, and what housekeeping sees of it ([`Conn::observe`]:
+//! idle times to housekeeping's resolution, see [`crate::stamp`]). The
+//! reader and writer loops are in `socket`.
 //!
 //! The connection counts the bytes it queued and the bytes it handed to the
 //! kernel, so when it fails it can tell which frames never left this node
 //! ([`Conn::take_unsent`]): those may be sent again to another provider
 //! without breaking at-most-once delivery.
-//!
-//! With TLS ([`crate::tls`]), the reader reads ciphertext into a buffer of
-//! its own and has the connection's [`TlsLink`] decrypt it into the receive
-//! buffer, where frames are parsed in place as without TLS; the writer has
-//! the link seal the queue's bytes into records and counts a frame written
-//! once every record carrying it left.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -28,7 +20,7 @@ use crate::error::ErrorCode;
 use crate::frame::{self, FrameKind, Meta};
 use crate::notify::{Event, Signal, Wake};
 use crate::session::{Close, Role, Session};
-use crate::stamp::Stamp;
+use crate::stamp::{Arrival, Stamp};
 use crate::stats::Counters;
 use crate::timeouts::Observed;
 use crate::tls::link::TlsLink;
@@ -117,7 +109,7 @@ pub(crate) struct Conn {
     /// A message was queued or received.
     used: Stamp,
     /// When the bytes being handled arrived (see [`Conn::arrival`]).
-    arrival: Cell<Option<Instant>>,
+    arrival: Arrival,
     /// `call`s sent on this connection and not answered yet (their replies
     /// come back on it, so it must not close for idleness meanwhile).
     calls: Cell<u32>,
@@ -157,7 +149,7 @@ impl Conn {
             wrote: Stamp::new(),
             user_bytes: Cell::new(false),
             used: Stamp::new(),
-            arrival: Cell::new(None),
+            arrival: Arrival::default(),
             calls: Cell::new(0),
             mid_frame: Cell::new(false),
         });
@@ -387,18 +379,12 @@ impl Conn {
         }
     }
 
-    /// When the bytes of the frame being handled arrived: the clock read
-    /// at the first call after each read, so the frames of one read share
-    /// one reading (and a slow handler does not age the frames after it).
-    pub(crate) fn arrival(&self) -> Instant {
-        match self.arrival.get() {
-            Some(at) => at,
-            None => {
-                let now = Instant::now();
-                self.arrival.set(Some(now));
-                now
-            }
-        }
+    /// When the bytes of the frame being handled arrived, and whether the
+    /// clock was read for it just now (see [`Arrival`]). Meaningful only
+    /// while the reader handles that read's frames; with TLS a read is one
+    /// decrypted chunk.
+    pub(crate) fn arrival(&self) -> (Instant, bool) {
+        self.arrival.get(Instant::now)
     }
 
     /// A message arrived: the connection is in use.
@@ -419,7 +405,7 @@ impl Conn {
     /// Whether a message was queued or received since housekeeping last
     /// looked.
     pub(crate) fn used_since_last_look(&self) -> bool {
-        self.used.since.get()
+        self.used.happened_since_last_look()
     }
 
     /// When a message was last queued or received, to housekeeping's

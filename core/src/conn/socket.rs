@@ -1,6 +1,16 @@
-//! A connection's socket I/O: the reader loop that decodes frames in place
-//! (through TLS when on), the writer loop that flushes the write queue, and
-//! the busy-polling of an empty or full socket before arming a poll.
+//! A connection's socket I/O: the reader loop that decodes frames in place,
+//! the writer loop that flushes the write queue in one write per reactor
+//! turn, and the busy-polling of an empty or full socket before arming a
+//! poll.
+//!
+//! The stream is shared by the reader and writer tasks through a `RefCell`
+//! that is only borrowed inside a `poll_*` call, never across an `.await`.
+//!
+//! With TLS ([`crate::tls`]), the reader reads ciphertext into a buffer of
+//! its own and has the connection's [`TlsLink`] decrypt it into the receive
+//! buffer, where frames are parsed in place as without TLS; the writer has
+//! the link seal the queue's bytes into records and counts a frame written
+//! once every record carrying it left.
 
 use std::cell::{Ref, RefCell};
 use std::future::poll_fn;
@@ -81,7 +91,7 @@ impl Conn {
     }
 
     /// Writes the queue's current buffer; `progress` says whether bytes
-    /// leaving count as the line making progress (see `last_write`).
+    /// leaving count as the line making progress (see `Conn::observe`).
     async fn write_current(&self, progress: bool, spin: Duration) -> io::Result<()> {
         if let Some(tls) = &self.tls {
             return self.write_sealed(tls, progress, spin).await;
@@ -298,7 +308,7 @@ impl Conn {
                 Ok(n) => {
                     end += n;
                     self.read.mark();
-                    self.arrival.set(None);
+                    self.arrival.reset();
                 }
                 Err(CloseReason::Io(e))
                     if e.kind() == io::ErrorKind::ConnectionAborted && self.is_closed() =>

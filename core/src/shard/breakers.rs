@@ -40,7 +40,9 @@ impl LocalBus {
     }
 
     /// Counts how a request sent to `peer` at `sent` ended at `now` (see
-    /// [`outcome`]).
+    /// [`outcome`]). For an answer, `now` is the reading of the read that
+    /// brought it ([`crate::conn::Conn::arrival`]): never before `sent`, and
+    /// at most one read's handling behind the clock.
     pub(super) fn breaker_record(
         &self,
         peer: NodeId,

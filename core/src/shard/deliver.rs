@@ -56,15 +56,19 @@ impl LocalBus {
             }
             return;
         }
-        // The caller's deadline, counted from its arrival.
-        let deadline = meta
-            .ext
-            .deadline
-            .filter(|&us| us != crate::timeouts::NO_DEADLINE)
-            .map(|us| crate::timeouts::arrival_deadline(to.arrival(), us));
-        // Arrived with no time left (a deadline in the future cannot have
-        // passed yet: it was just counted from its arrival).
-        if meta.ext.deadline == Some(0) && self.expired(&to, deadline) {
+        // The caller's deadline, counted from its arrival (the read that
+        // brought it).
+        let (deadline, fresh) = match meta.ext.deadline {
+            Some(us) if us != crate::timeouts::NO_DEADLINE => {
+                let (arrived, fresh) = to.arrival();
+                (Some(crate::timeouts::arrival_deadline(arrived, us)), fresh)
+            }
+            _ => (None, true),
+        };
+        // Arrived with no time left, or waited too long behind the frames of
+        // its read handled before it (a deadline counted from a reading
+        // taken just now cannot have passed unless it was zero).
+        if (meta.ext.deadline == Some(0) || !fresh) && self.expired(&to, deadline) {
             return;
         }
         let table = self.handlers();
@@ -89,9 +93,14 @@ impl LocalBus {
                     deadline,
                 };
                 // Timed by sample when the handler is fast (see
-                // `crate::telemetry::HandlerSampler`).
-                let timed = shared.config.handler_durations
-                    && self.0.sampler.get().should_time(meta.channel);
+                // `crate::telemetry::HandlerSampler`; an untimed run is
+                // counted here).
+                let timed = shared.config.handler_durations && {
+                    let mut sampler = self.0.sampler.get();
+                    let time = sampler.begin(meta.channel);
+                    self.0.sampler.set(sampler);
+                    time
+                };
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
                 let ran = if !wants_span(&meta) {
                     fault::catch(|| f(&mut req))
@@ -109,10 +118,6 @@ impl LocalBus {
                     let took = self.0.clock.delta(t0, self.0.clock.raw());
                     let mut sampler = self.0.sampler.get();
                     sampler.timed(meta.channel, took, &mut self.0.telemetry.borrow_mut());
-                    self.0.sampler.set(sampler);
-                } else if shared.config.handler_durations {
-                    let mut sampler = self.0.sampler.get();
-                    sampler.untimed();
                     self.0.sampler.set(sampler);
                 }
             }

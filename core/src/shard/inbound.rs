@@ -91,7 +91,7 @@ impl LocalBus {
                 let result = result
                     .map(<[u8]>::to_vec)
                     .map_err(|code| remote_error(peer, code, frame.payload));
-                self.complete(conn.id, correlation, conn.arrival(), result);
+                self.complete(conn.id, correlation, conn.arrival().0, result);
             }
             Action::CallFailed {
                 channel,
@@ -211,13 +211,9 @@ impl LocalBus {
                     .filter(|(_, w)| w.conn == conn.id)
                     .map(|(k, _)| *k)
                     .collect();
+                let now = Instant::now();
                 for corr in lost {
-                    self.complete(
-                        conn.id,
-                        corr,
-                        Instant::now(),
-                        Err(BusError::PeerLost { peer }),
-                    );
+                    self.complete(conn.id, corr, now, Err(BusError::PeerLost { peer }));
                 }
             }
         }

@@ -89,7 +89,8 @@ impl LocalBus {
 
     /// A one-way message with `route` to the next provider of `channel`.
     fn send_routed(&self, channel: Channel, route: Route, payload: &[u8]) -> Result<(), BusError> {
-        let mut meta = self.traced(self.meta(FrameKind::OneWay, channel, Channel(0), 0));
+        let mut meta = self.meta(FrameKind::OneWay, channel, Channel(0), 0);
+        self.trace(&mut meta);
         meta.ext.route = route;
         self.to_next_provider(channel, Target::Any, &mut Vec::new(), |peer| {
             self.send_to(peer, meta, payload)
