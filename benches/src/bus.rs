@@ -200,20 +200,30 @@ impl Client {
         self.on_each_shard(move |bus| async move {
             let body = vec![7u8; payload];
             // Every 64 KiB (the wire baseline's write size) the producer
-            // lets the writer run and the reactor poll: a 1 µs sleep parks
-            // it until the shard has polled I/O. A bare `yield_now` would
-            // keep the shard's task queue busy, and glommio reaps the
-            // writer's socket-space completions only when that queue runs
-            // dry or its 100 ms preemption timer fires.
-            let batch = (64 * 1024 / (payload as u64 + 24)).max(1);
-            let (mut sent, mut until_flush) = (0u64, batch);
+            // yields, so the writer sends what it queued; every 1 MiB it
+            // sleeps 1 µs, which parks it until the shard has polled I/O.
+            // Yields alone would keep the shard's task queue busy, and
+            // glommio reaps the writer's socket-space completions only when
+            // that queue runs dry or its 100 ms preemption timer fires; a
+            // sleep every 64 KiB costs the larger messages a timer and a
+            // reactor poll per 64 frames.
+            let frame = payload as u64 + 24;
+            let batch = (64 * 1024 / frame).max(1);
+            let polls = (1024 * 1024 / (batch * frame)).max(1);
+            let (mut sent, mut until_flush, mut until_poll) = (0u64, batch, polls);
             while sent < per {
                 bus.notify_when_ready(SINK, &body).await?;
                 sent += 1;
                 until_flush -= 1;
                 if until_flush == 0 {
                     until_flush = batch;
-                    glommio::timer::sleep(Duration::from_micros(1)).await;
+                    until_poll -= 1;
+                    if until_poll == 0 {
+                        until_poll = polls;
+                        glommio::timer::sleep(Duration::from_micros(1)).await;
+                    } else {
+                        futures_lite::future::yield_now().await;
+                    }
                 }
             }
             Ok(())
