@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
 use rustc_hash::FxHashMap;
 
 use crate::channel::{Channel, NodeId};
@@ -112,7 +111,7 @@ pub(crate) enum ReplyTo {
         reply_channel: Channel,
     },
     /// To a waiter on this shard (the node served its own request).
-    Waiter(oneshot::Sender<Result<Vec<u8>, BusError>>),
+    Waiter(crate::notify::Sender<Result<Vec<u8>, BusError>>),
     /// To this node's own reply-channel handler (`call` served locally).
     LocalCall {
         bus: LocalBus,

@@ -3,11 +3,14 @@
 //! glommio tasks of one shard never run concurrently, so these use `Cell`s
 //! instead of atomics: [`Wake`] is an edge (one waiter, reset when consumed),
 //! [`Signal`] a level (many waiters, never reset), [`Event`] an edge for many
-//! waiters (each waits for the next one after the count it saw).
+//! waiters (each waits for the next one after the count it saw), and
+//! [`oneshot`] one value for one waiter (a request's answer).
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 /// An edge-triggered wake-up for one waiting task (e.g. a connection's writer).
 #[derive(Default)]
@@ -125,6 +128,73 @@ fn park(wakers: &RefCell<Vec<Waker>>, waker: &Waker) {
     }
 }
 
+/// One value from a [`Sender`] to a [`Receiver`] on the same shard (no
+/// atomics, one `Rc` allocation).
+pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+    let slot = Rc::new(Slot {
+        value: Cell::new(None),
+        waker: Cell::new(None),
+        sender: Cell::new(true),
+    });
+    (Sender(slot.clone()), Receiver(slot))
+}
+
+struct Slot<T> {
+    value: Cell<Option<T>>,
+    waker: Cell<Option<Waker>>,
+    /// The sender still exists (or sent).
+    sender: Cell<bool>,
+}
+
+/// The sending half of a [`oneshot`]; dropping it unsent ends the wait
+/// with [`Canceled`].
+pub(crate) struct Sender<T>(Rc<Slot<T>>);
+
+/// The receiving half of a [`oneshot`]: a future of the value.
+pub(crate) struct Receiver<T>(Rc<Slot<T>>);
+
+/// The sender was dropped without sending.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Canceled;
+
+impl<T> Sender<T> {
+    /// Sends the value, waking the receiver; `Err` with the value when the
+    /// receiver is gone.
+    pub(crate) fn send(self, value: T) -> Result<(), T> {
+        if Rc::strong_count(&self.0) == 1 {
+            return Err(value);
+        }
+        self.0.value.set(Some(value));
+        Ok(())
+        // The drop below wakes the receiver.
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.sender.set(false);
+        if let Some(w) = self.0.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Future for Receiver<T> {
+    type Output = Result<T, Canceled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slot = &self.0;
+        if let Some(v) = slot.value.take() {
+            return Poll::Ready(Ok(v));
+        }
+        if !slot.sender.get() {
+            return Poll::Ready(Err(Canceled));
+        }
+        slot.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +224,38 @@ mod tests {
         future::block_on(e.wait_past(seen));
         // Waiting past the new count waits for the next event.
         assert!(future::block_on(future::poll_once(e.wait_past(e.count()))).is_none());
+    }
+
+    #[test]
+    fn a_oneshot_delivers_once_or_reports_the_sender_gone() {
+        let (tx, mut rx) = oneshot::<u32>();
+        assert!(future::block_on(future::poll_once(&mut rx)).is_none());
+        assert_eq!(tx.send(7), Ok(()));
+        assert_eq!(future::block_on(rx), Ok(7));
+        let (tx, rx) = oneshot::<u32>();
+        drop(tx);
+        assert_eq!(future::block_on(rx), Err(Canceled));
+        let (tx, rx) = oneshot::<u32>();
+        drop(rx);
+        assert_eq!(tx.send(7), Err(7), "nobody waits");
+    }
+
+    #[test]
+    fn a_oneshot_wakes_its_waiting_receiver() {
+        let (tx, rx) = oneshot::<&str>();
+        let woken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(std::sync::Arc::new(Flag(woken.clone())));
+        let mut cx = Context::from_waker(&waker);
+        let mut rx = Box::pin(rx);
+        assert!(rx.as_mut().poll(&mut cx).is_pending());
+        tx.send("answer").unwrap();
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(rx.as_mut().poll(&mut cx), Poll::Ready(Ok("answer")));
     }
 }

@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
 use futures_lite::future;
 use glommio::net::TcpStream;
 use rustc_hash::FxHashMap;
@@ -103,7 +102,7 @@ struct Waiting {
     deadline: Instant,
     /// Which provider it is for (what a re-routed copy keeps).
     target: Target,
-    tx: oneshot::Sender<Result<Vec<u8>, BusError>>,
+    tx: crate::notify::Sender<Result<Vec<u8>, BusError>>,
 }
 
 struct Down {

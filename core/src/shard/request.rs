@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
+use crate::notify::{oneshot, Receiver};
 use futures_lite::future;
 
 use super::{not_sent, LocalBus, Outgoing, Waiting};
@@ -200,7 +200,7 @@ impl LocalBus {
     ) -> Result<Started, BusError> {
         let channel = out.channel;
         Counters::inc(&self.0.counters.sent);
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot();
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
             meta.ext.route = out.route;
@@ -240,7 +240,7 @@ impl LocalBus {
     }
 
     async fn await_reply(
-        rx: oneshot::Receiver<Result<Vec<u8>, BusError>>,
+        rx: Receiver<Result<Vec<u8>, BusError>>,
         within: Duration,
     ) -> Option<Result<Vec<u8>, BusError>> {
         let reply = async { Some(rx.await.unwrap_or(Err(BusError::ShuttingDown))) };
@@ -265,6 +265,6 @@ impl Drop for Forget<'_> {
 }
 
 enum Started {
-    Local(oneshot::Receiver<Result<Vec<u8>, BusError>>),
-    Remote(u64, oneshot::Receiver<Result<Vec<u8>, BusError>>),
+    Local(Receiver<Result<Vec<u8>, BusError>>),
+    Remote(u64, Receiver<Result<Vec<u8>, BusError>>),
 }
