@@ -1,7 +1,8 @@
 //! Deadlines travel with requests: a provider drops a request whose
 //! deadline passed while it waited for a handler slot (it never runs, and
 //! is counted); handlers read the deadline; a request made on behalf of
-//! another one inherits what is left of its deadline.
+//! another one inherits what is left of its deadline; a shard's one
+//! request timer ends each request on time.
 
 mod common;
 
@@ -156,4 +157,58 @@ fn a_nested_request_inherits_the_remaining_deadline() {
         }
         other => panic!("expected the nested request to time out: {other:?}"),
     }
+}
+
+/// A shard keeps one timer for its requests, set to the earliest deadline:
+/// a short request sent after a long one must set it again, and end on time.
+#[test]
+fn a_short_request_after_a_long_one_times_out_on_time() {
+    const HOLD: Channel = Channel(74);
+    let release = Arc::new(AtomicBool::new(false));
+    let rel = release.clone();
+    let server = small("server")
+        .subscribe(
+            HOLD,
+            Handler::asynchronous(move |mut req| {
+                let rel = rel.clone();
+                async move {
+                    while !rel.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    let _ = req.reply(b"late");
+                }
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client").peer(server.local_addr()).start().unwrap();
+    client.wait_for_provider(HOLD, SETTLE).unwrap();
+    let (short, took) = client
+        .spawn_on(0, |bus| async move {
+            let b = bus.clone();
+            let long = glommio::spawn_local(async move {
+                b.request(HOLD, b"long", Duration::from_secs(20)).await
+            });
+            // The long request leaves first (it runs until it waits).
+            futures_lite::future::yield_now().await;
+            let asked = std::time::Instant::now();
+            let short = bus
+                .request(HOLD, b"short", Duration::from_millis(100))
+                .await;
+            let took = asked.elapsed();
+            drop(long);
+            (short, took)
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(30))
+        .expect("the shard answers");
+    release.store(true, Ordering::SeqCst);
+    assert!(
+        matches!(short, Err(BusError::Timeout { channel: HOLD, .. })),
+        "{short:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+        "the 100 ms request ended after {took:?}"
+    );
 }

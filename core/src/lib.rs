@@ -41,6 +41,8 @@
 //! - `shared` (private): what the node handle and its shards share (config,
 //!   directory, handler table, state, down-marks) and the changes to it.
 //! - `fd_limit` (private): raising the process's open-file soft limit once.
+//! - `expiry` (private): the deadlines of a shard's waiting requests, for
+//!   one timer per shard instead of one per request, as a pure type.
 //! - `stamp` (private): event and arrival times without a clock read per
 //!   message (dated by housekeeping, or once per read).
 //! - [`node`]: starting a node; the `Send + Sync` handle for plain threads
@@ -62,6 +64,7 @@ pub mod channel;
 pub mod config;
 mod conn;
 pub mod error;
+mod expiry;
 pub mod fault;
 mod fd_limit;
 pub mod frame;

@@ -4,13 +4,16 @@
 //! instead of atomics: [`Wake`] is an edge (one waiter, reset when consumed),
 //! [`Signal`] a level (many waiters, never reset), [`Event`] an edge for many
 //! waiters (each waits for the next one after the count it saw), and
-//! [`oneshot`] one value for one waiter (a request's answer).
+//! [`oneshot`] one value for one waiter (a request's answer), which an
+//! [`Expiry`] handle can end at its deadline.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+
+use crate::expiry::Waiting;
 
 /// An edge-triggered wake-up for one waiting task (e.g. a connection's writer).
 #[derive(Default)]
@@ -135,6 +138,8 @@ pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
         value: Cell::new(None),
         waker: Cell::new(None),
         sender: Cell::new(true),
+        receiver: Cell::new(true),
+        expired: Cell::new(false),
     });
     (Sender(slot.clone()), Receiver(slot))
 }
@@ -144,6 +149,18 @@ struct Slot<T> {
     waker: Cell<Option<Waker>>,
     /// The sender still exists (or sent).
     sender: Cell<bool>,
+    /// The receiver still exists.
+    receiver: Cell<bool>,
+    /// Its deadline passed first ([`Expiry::expire`]).
+    expired: Cell<bool>,
+}
+
+impl<T> Slot<T> {
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
 }
 
 /// The sending half of a [`oneshot`]; dropping it unsent ends the wait
@@ -153,42 +170,83 @@ pub(crate) struct Sender<T>(Rc<Slot<T>>);
 /// The receiving half of a [`oneshot`]: a future of the value.
 pub(crate) struct Receiver<T>(Rc<Slot<T>>);
 
-/// The sender was dropped without sending.
+/// Why a [`Receiver`] got no value.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Canceled;
+pub(crate) enum Unanswered {
+    /// The sender was dropped without sending.
+    Canceled,
+    /// Its [`Expiry`] ended the wait first.
+    Expired,
+}
+
+/// A handle that ends a [`oneshot`]'s wait at its deadline (held by the
+/// shard's [`crate::expiry::Expiries`], so a waiting request needs no
+/// timer of its own).
+pub(crate) struct Expiry<T>(Rc<Slot<T>>);
+
+impl<T> Expiry<T> {
+    /// Ends the wait with [`Unanswered::Expired`], unless it already ended.
+    pub(crate) fn expire(&self) {
+        if self.is_waiting() {
+            self.0.expired.set(true);
+            self.0.wake();
+        }
+    }
+}
+
+impl<T> Waiting for Expiry<T> {
+    fn is_waiting(&self) -> bool {
+        // The sender is gone once it sent (or was dropped unsent).
+        let s = &self.0;
+        s.receiver.get() && s.sender.get() && !s.expired.get()
+    }
+}
 
 impl<T> Sender<T> {
     /// Sends the value, waking the receiver; `Err` with the value when the
     /// receiver is gone.
     pub(crate) fn send(self, value: T) -> Result<(), T> {
-        if Rc::strong_count(&self.0) == 1 {
+        if !self.0.receiver.get() {
             return Err(value);
         }
         self.0.value.set(Some(value));
         Ok(())
         // The drop below wakes the receiver.
     }
+
+    /// A handle that can end the receiver's wait at a deadline.
+    pub(crate) fn expiry(&self) -> Expiry<T> {
+        Expiry(self.0.clone())
+    }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.0.sender.set(false);
-        if let Some(w) = self.0.waker.take() {
-            w.wake();
-        }
+        self.0.wake();
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.0.receiver.set(false);
     }
 }
 
 impl<T> Future for Receiver<T> {
-    type Output = Result<T, Canceled>;
+    type Output = Result<T, Unanswered>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let slot = &self.0;
+        // An answer that arrived before the deadline was acted on wins.
         if let Some(v) = slot.value.take() {
             return Poll::Ready(Ok(v));
         }
+        if slot.expired.get() {
+            return Poll::Ready(Err(Unanswered::Expired));
+        }
         if !slot.sender.get() {
-            return Poll::Ready(Err(Canceled));
+            return Poll::Ready(Err(Unanswered::Canceled));
         }
         slot.waker.set(Some(cx.waker().clone()));
         Poll::Pending
@@ -234,10 +292,31 @@ mod tests {
         assert_eq!(future::block_on(rx), Ok(7));
         let (tx, rx) = oneshot::<u32>();
         drop(tx);
-        assert_eq!(future::block_on(rx), Err(Canceled));
+        assert_eq!(future::block_on(rx), Err(Unanswered::Canceled));
         let (tx, rx) = oneshot::<u32>();
         drop(rx);
         assert_eq!(tx.send(7), Err(7), "nobody waits");
+    }
+
+    #[test]
+    fn an_expiry_ends_only_a_wait_still_going_on() {
+        let (tx, rx) = oneshot::<u32>();
+        let expiry = tx.expiry();
+        assert!(expiry.is_waiting());
+        expiry.expire();
+        assert!(!expiry.is_waiting());
+        assert_eq!(future::block_on(rx), Err(Unanswered::Expired));
+        // Answered first: the answer stands.
+        let (tx, rx) = oneshot::<u32>();
+        let expiry = tx.expiry();
+        tx.send(3).unwrap();
+        assert!(!expiry.is_waiting());
+        expiry.expire();
+        assert_eq!(future::block_on(rx), Ok(3));
+        // Given up by the receiver: no longer waiting.
+        let (tx, rx) = oneshot::<u32>();
+        drop(rx);
+        assert!(!tx.expiry().is_waiting());
     }
 
     #[test]

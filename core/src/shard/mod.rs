@@ -102,8 +102,11 @@ struct Waiting {
     deadline: Instant,
     /// Which provider it is for (what a re-routed copy keeps).
     target: Target,
-    tx: crate::notify::Sender<Result<Vec<u8>, BusError>>,
+    tx: crate::notify::Sender<Answer>,
 }
+
+/// What a request's waiter receives.
+type Answer = Result<Vec<u8>, BusError>;
 
 struct Down {
     until: Instant,
@@ -132,6 +135,11 @@ pub(crate) struct ShardCore {
     down: RefCell<Vec<Option<Down>>>,
     downs: Cell<usize>,
     pending: RefCell<FxHashMap<u64, Waiting>>,
+    /// The deadlines of this shard's waiting requests ([`crate::expiry`]),
+    /// and the wake-up of the one task that ends them (when its timer must
+    /// be set earlier).
+    expiries: RefCell<crate::expiry::Expiries<crate::notify::Expiry<Answer>>>,
+    expiry_timer: crate::notify::Wake,
     next_id: Cell<u64>,
     /// Membership events for this shard (see [`crate::route::Directory::subscribe`]).
     events: crossbeam_channel::Receiver<PeerEvent>,

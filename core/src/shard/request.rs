@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::notify::{oneshot, Receiver};
-use futures_lite::future;
+use crate::notify::{oneshot, Receiver, Unanswered};
 
-use super::{not_sent, LocalBus, Outgoing, Waiting};
+use super::{not_sent, Answer, LocalBus, Outgoing, Waiting};
 use crate::channel::{Channel, NodeId};
 use crate::error::BusError;
 use crate::frame::{FrameKind, Meta};
@@ -139,17 +138,12 @@ impl LocalBus {
                 }
             };
             let result = match rx {
-                // The handler may have run inline: count its time.
-                Started::Local(rx) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    Self::await_reply(rx, remaining).await
-                }
+                Started::Local(rx) => Self::await_reply(rx).await,
                 Started::Remote(corr, rx) => {
                     // Forgets the waiter however this ends: reply, timeout,
                     // or the caller dropping the future.
                     let _forget = Forget { bus: self, corr };
-                    let remaining = deadline.saturating_duration_since(now);
-                    let result = Self::await_reply(rx, remaining).await;
+                    let result = Self::await_reply(rx).await;
                     if result.is_none() {
                         // Timed out: count it against the peer it went to
                         // last (answers are counted where they arrive).
@@ -201,6 +195,11 @@ impl LocalBus {
         let channel = out.channel;
         Counters::inc(&self.0.counters.sent);
         let (tx, rx) = oneshot();
+        // The shard's expiry task ends the wait at the deadline.
+        let expiry = tx.expiry();
+        if self.0.expiries.borrow_mut().add(deadline, expiry) {
+            self.0.expiry_timer.notify();
+        }
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
             meta.ext.route = out.route;
@@ -239,16 +238,13 @@ impl LocalBus {
         Ok(Started::Remote(corr, rx))
     }
 
-    async fn await_reply(
-        rx: Receiver<Result<Vec<u8>, BusError>>,
-        within: Duration,
-    ) -> Option<Result<Vec<u8>, BusError>> {
-        let reply = async { Some(rx.await.unwrap_or(Err(BusError::ShuttingDown))) };
-        let timer = async {
-            glommio::timer::sleep(within).await;
-            None
-        };
-        future::or(reply, timer).await
+    /// The answer, or `None` when the deadline passed first.
+    async fn await_reply(rx: Receiver<Answer>) -> Option<Answer> {
+        match rx.await {
+            Ok(answer) => Some(answer),
+            Err(Unanswered::Expired) => None,
+            Err(Unanswered::Canceled) => Some(Err(BusError::ShuttingDown)),
+        }
     }
 }
 
@@ -265,6 +261,6 @@ impl Drop for Forget<'_> {
 }
 
 enum Started {
-    Local(Receiver<Result<Vec<u8>, BusError>>),
-    Remote(u64, Receiver<Result<Vec<u8>, BusError>>),
+    Local(Receiver<Answer>),
+    Remote(u64, Receiver<Answer>),
 }

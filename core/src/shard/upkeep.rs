@@ -355,9 +355,12 @@ pub(crate) async fn run(
         read_spin,
         housekeeping: crate::notify::Wake::default(),
         room: Rc::default(),
+        expiries: RefCell::default(),
+        expiry_timer: crate::notify::Wake::default(),
     }));
     let accept = glommio::spawn_local(accept_loop(bus.clone(), listener));
     let housekeeping = glommio::spawn_local(housekeeping(bus.clone()));
+    let expiries = glommio::spawn_local(expire_requests(bus.clone()));
     while let Ok(cmd) = commands.recv().await {
         match cmd {
             Command::Run(f) => f(&bus),
@@ -372,6 +375,26 @@ pub(crate) async fn run(
     while commands.try_recv().is_ok() {}
     drop(accept);
     drop(housekeeping);
+    drop(expiries);
+}
+
+/// Ends the waits of this shard's requests at their deadlines: one timer
+/// for the shard, set to the earliest deadline (see [`crate::expiry`]).
+async fn expire_requests(bus: LocalBus) {
+    while !bus.0.stopping.is_raised() {
+        let next = bus.0.expiries.borrow_mut().arm();
+        match next {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                future::or(glommio::timer::sleep(left), bus.0.expiry_timer.wait()).await;
+            }
+            None => future::or(bus.0.expiry_timer.wait(), bus.0.stopping.wait()).await,
+        }
+        let due = bus.0.expiries.borrow_mut().due(Instant::now());
+        for wait in due {
+            wait.expire();
+        }
+    }
 }
 
 async fn accept_loop(bus: LocalBus, listener: TcpListener) {
