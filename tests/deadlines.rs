@@ -165,12 +165,14 @@ fn a_nested_request_inherits_the_remaining_deadline() {
 fn a_short_request_after_a_long_one_times_out_on_time() {
     const HOLD: Channel = Channel(74);
     let release = Arc::new(AtomicBool::new(false));
-    let rel = release.clone();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (rel, seen) = (release.clone(), started.clone());
     let server = small("server")
         .subscribe(
             HOLD,
             Handler::asynchronous(move |mut req| {
                 let rel = rel.clone();
+                seen.fetch_add(1, Ordering::SeqCst);
                 async move {
                     while !rel.load(Ordering::SeqCst) {
                         glommio::timer::sleep(Duration::from_millis(5)).await;
@@ -189,8 +191,11 @@ fn a_short_request_after_a_long_one_times_out_on_time() {
             let long = glommio::spawn_local(async move {
                 b.request(HOLD, b"long", Duration::from_secs(20)).await
             });
-            // The long request leaves first (it runs until it waits).
-            futures_lite::future::yield_now().await;
+            // The long request reaches the server before the short one
+            // leaves (the join below bounds the wait).
+            while started.load(Ordering::SeqCst) == 0 {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
             let asked = std::time::Instant::now();
             let short = bus
                 .request(HOLD, b"short", Duration::from_millis(100))

@@ -6,21 +6,22 @@
 //! order: they queue in a `VecDeque` (push at the back, expire from the
 //! front). A deadline earlier than the last one queued goes to a sorted map
 //! instead. Answered requests are not looked up and removed: they leave
-//! the front as it is reached, and a sweep drops them whenever the queue
-//! has doubled since the last one, so memory stays proportional to the
-//! requests still waiting.
+//! the fronts as they are reached, and a sweep drops them whenever the
+//! entries held have doubled since the last one, so memory stays
+//! proportional to the requests still waiting (at most about twice that,
+//! or [`SWEEP_FROM`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 /// A wait that a deadline can end.
-pub(crate) trait Waiting {
+pub(crate) trait Expirable {
     /// Whether it still waits (not answered, not given up, not expired).
     fn is_waiting(&self) -> bool;
 }
 
-/// Fewest queued entries before a sweep for answered ones is worth it.
-const SWEEP_FROM: usize = 1024;
+/// Fewest entries held before a sweep for answered ones is worth it.
+pub(crate) const SWEEP_FROM: usize = 1024;
 
 /// The deadlines of the waits of one shard.
 pub(crate) struct Expiries<W> {
@@ -29,8 +30,9 @@ pub(crate) struct Expiries<W> {
     /// Deadlines that came earlier than the last one queued, by time (and
     /// arrival, to keep equal ones apart).
     early: BTreeMap<(Instant, u64), W>,
+    /// Entries put in `early` so far (the tie-breaker of equal deadlines).
     arrivals: u64,
-    /// Queue length that triggers the next sweep.
+    /// Entries held that trigger the next sweep.
     sweep_at: usize,
     /// The deadline the timer is set to (`None`: no timer).
     armed: Option<Instant>,
@@ -48,15 +50,13 @@ impl<W> Default for Expiries<W> {
     }
 }
 
-impl<W: Waiting> Expiries<W> {
+impl<W: Expirable> Expiries<W> {
     /// Adds a wait that ends at `at`; true when the timer must be set
     /// again: there is none, or it is set to a later deadline. (A timer set
     /// to an earlier deadline fires first and is then set to the next one,
     /// so a stream of requests with one timeout sets it once per timeout.)
     pub(crate) fn add(&mut self, at: Instant, w: W) -> bool {
-        while self.in_order.front().is_some_and(|(_, w)| !w.is_waiting()) {
-            self.in_order.pop_front();
-        }
+        self.drop_answered_fronts();
         let rearm = self.armed.is_none_or(|armed| at < armed);
         if rearm {
             self.armed = Some(at);
@@ -67,19 +67,34 @@ impl<W: Waiting> Expiries<W> {
             self.arrivals += 1;
             self.early.insert((at, self.arrivals), w);
         }
-        if self.in_order.len() >= self.sweep_at {
+        if self.held() >= self.sweep_at {
             self.in_order.retain(|(_, w)| w.is_waiting());
             self.early.retain(|_, w| w.is_waiting());
-            self.sweep_at = (2 * self.in_order.len()).max(SWEEP_FROM);
+            self.sweep_at = (2 * self.held()).max(SWEEP_FROM);
         }
         rearm
     }
 
-    /// Sets the timer to the earliest deadline; returns it (`None`: no
-    /// wait left, no timer).
+    /// Sets the timer to the earliest deadline of a wait still going on;
+    /// returns it (`None`: no wait left, no timer).
     pub(crate) fn arm(&mut self) -> Option<Instant> {
+        self.drop_answered_fronts();
         self.armed = self.next();
         self.armed
+    }
+
+    /// Drops the answered waits at the front of both orders.
+    fn drop_answered_fronts(&mut self) {
+        while self.in_order.front().is_some_and(|(_, w)| !w.is_waiting()) {
+            self.in_order.pop_front();
+        }
+        while self
+            .early
+            .first_key_value()
+            .is_some_and(|(_, w)| !w.is_waiting())
+        {
+            self.early.pop_first();
+        }
     }
 
     /// The earliest deadline (possibly of a wait already over).
@@ -111,11 +126,12 @@ impl<W: Waiting> Expiries<W> {
             }
         }
         due.retain(W::is_waiting);
+        // After a peak, sweep again at twice what is left.
+        self.sweep_at = self.sweep_at.min((2 * self.held()).max(SWEEP_FROM));
         due
     }
 
     /// How many entries are held (waiting or not yet dropped).
-    #[cfg(test)]
     fn held(&self) -> usize {
         self.in_order.len() + self.early.len()
     }
@@ -132,7 +148,7 @@ mod tests {
     #[derive(Clone)]
     struct W(u32, Rc<Cell<bool>>);
 
-    impl Waiting for W {
+    impl Expirable for W {
         fn is_waiting(&self) -> bool {
             self.1.get()
         }
@@ -191,5 +207,26 @@ mod tests {
         }
         assert!(e.held() <= 2 * SWEEP_FROM, "{} entries held", e.held());
         assert_eq!(ids(e.due(t0 + Duration::from_secs(60))), vec![0]);
+    }
+
+    #[test]
+    fn answered_waits_with_earlier_deadlines_do_not_pile_up_either() {
+        // One long wait queued first: every later, shorter one comes
+        // "early" (out of order).
+        let t0 = Instant::now();
+        let mut e = Expiries::default();
+        let long = w(0);
+        e.add(t0 + Duration::from_secs(100), long.clone());
+        for i in 0..100_000u32 {
+            let x = w(i + 1);
+            e.add(
+                t0 + Duration::from_secs(1) + Duration::from_micros(u64::from(i)),
+                x.clone(),
+            );
+            x.1.set(false);
+        }
+        assert!(e.held() <= 2 * SWEEP_FROM, "{} entries held", e.held());
+        // The timer goes to the long wait, not to answered ones.
+        assert_eq!(e.arm(), Some(t0 + Duration::from_secs(100)));
     }
 }

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::expiry::Waiting;
+use crate::expiry::Expirable;
 
 /// An edge-triggered wake-up for one waiting task (e.g. a connection's writer).
 #[derive(Default)]
@@ -147,7 +147,7 @@ pub(crate) fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
 struct Slot<T> {
     value: Cell<Option<T>>,
     waker: Cell<Option<Waker>>,
-    /// The sender still exists (or sent).
+    /// The sender has not sent yet, nor been dropped.
     sender: Cell<bool>,
     /// The receiver still exists.
     receiver: Cell<bool>,
@@ -194,7 +194,7 @@ impl<T> Expiry<T> {
     }
 }
 
-impl<T> Waiting for Expiry<T> {
+impl<T> Expirable for Expiry<T> {
     fn is_waiting(&self) -> bool {
         // The sender is gone once it sent (or was dropped unsent).
         let s = &self.0;
@@ -230,6 +230,10 @@ impl<T> Drop for Sender<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.0.receiver.set(false);
+        // Nothing will take them: free them now, not when the sender and
+        // the expiry handle go.
+        self.0.waker.take();
+        self.0.value.take();
     }
 }
 
@@ -238,7 +242,8 @@ impl<T> Future for Receiver<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let slot = &self.0;
-        // An answer that arrived before the deadline was acted on wins.
+        // An answer that came before this poll wins, even one that came
+        // after the expiry (the caller has not seen the timeout yet).
         if let Some(v) = slot.value.take() {
             return Poll::Ready(Ok(v));
         }

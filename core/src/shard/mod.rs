@@ -8,7 +8,8 @@
 //!
 //! This file holds the sending side (selection, connections, requests,
 //! local delivery); `inbound` the receiving side (frames, handshake, replies,
-//! closes); `upkeep` the shard's tasks (run loop, accept, housekeeping).
+//! closes); `upkeep` the shard's tasks (run loop, accept, housekeeping, request
+//! expiry).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

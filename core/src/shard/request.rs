@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::notify::{oneshot, Receiver, Unanswered};
+use crate::notify::{oneshot, Expiry, Receiver, Unanswered};
 
 use super::{not_sent, Answer, LocalBus, Outgoing, Waiting};
 use crate::channel::{Channel, NodeId};
@@ -195,11 +195,9 @@ impl LocalBus {
         let channel = out.channel;
         Counters::inc(&self.0.counters.sent);
         let (tx, rx) = oneshot();
-        // The shard's expiry task ends the wait at the deadline.
+        // The shard's expiry task ends the wait at the deadline (registered
+        // once the request is sent: a refused attempt leaves nothing).
         let expiry = tx.expiry();
-        if self.0.expiries.borrow_mut().add(deadline, expiry) {
-            self.0.expiry_timer.notify();
-        }
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
             meta.ext.route = out.route;
@@ -207,6 +205,7 @@ impl LocalBus {
             meta
         };
         if peer == self.node_id() {
+            self.expire_at(deadline, expiry);
             self.deliver(
                 with_deadline(self.meta(FrameKind::Request, channel, Channel(0), 0)),
                 payload,
@@ -235,7 +234,15 @@ impl LocalBus {
                 tx,
             },
         );
+        self.expire_at(deadline, expiry);
         Ok(Started::Remote(corr, rx))
+    }
+
+    /// Has the shard's expiry task end a wait at `deadline`.
+    fn expire_at(&self, deadline: Instant, expiry: Expiry<Answer>) {
+        if self.0.expiries.borrow_mut().add(deadline, expiry) {
+            self.0.expiry_timer.notify();
+        }
     }
 
     /// The answer, or `None` when the deadline passed first.

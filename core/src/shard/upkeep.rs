@@ -1,6 +1,7 @@
 //! A shard's upkeep: down-marks and reconnects, timeouts and heartbeats,
 //! announcements, membership events, shutdown, and the shard's own tasks
-//! (the run loop, the accept loop, housekeeping).
+//! (the run loop, the accept loop, housekeeping, the expiry of waiting
+//! requests).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
