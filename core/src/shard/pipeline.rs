@@ -83,8 +83,7 @@ impl LocalBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
-        self.request_within(out, payload, deadline, timeout).await
+        self.request_within(out, payload, None, timeout).await
     }
 
     /// A one-way message with `route` to the next provider of `channel`.
@@ -135,7 +134,9 @@ impl LocalBus {
         let payload = payload.to_vec();
         glommio::spawn_local(async move {
             let timeout = deadline.saturating_duration_since(Instant::now());
-            let result = bus.request_within(out, &payload, deadline, timeout).await;
+            let result = bus
+                .request_within(out, &payload, Some(deadline), timeout)
+                .await;
             replier.pass_on(crate::pipeline::upstream(result));
         })
         .detach();

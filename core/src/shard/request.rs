@@ -2,6 +2,7 @@
 //! deadline, the waiting requests, their answers and timeouts, and what
 //! each request counts (telemetry, breakers, counters).
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use crate::notify::{oneshot, Expiry, Receiver, Unanswered};
@@ -30,8 +31,8 @@ impl LocalBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let deadline = crate::timeouts::deadline(Instant::now(), timeout);
-        self.request_within(Outgoing::any(channel), payload, deadline, timeout)
+        // The deadline is counted from the first send's clock reading.
+        self.request_within(Outgoing::any(channel), payload, None, timeout)
             .await
     }
 
@@ -44,27 +45,31 @@ impl LocalBus {
         deadline: Instant,
     ) -> Result<Vec<u8>, BusError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
-        self.request_within(Outgoing::any(channel), payload, deadline, timeout)
+        self.request_within(Outgoing::any(channel), payload, Some(deadline), timeout)
             .await
     }
 
+    /// A request ending at `deadline`, or `timeout` after its first send
+    /// (`None`: the clock is read then, once); reported as taking `timeout`
+    /// when it times out.
     pub(crate) async fn request_within(
         &self,
         out: Outgoing,
         payload: &[u8],
-        deadline: Instant,
+        deadline: Option<Instant>,
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        // Every caller derived `deadline` from `timeout` and the clock just
-        // now: no second clock read for the request's duration.
-        let started = deadline
-            .checked_sub(timeout.min(crate::timeouts::MAX_WAIT))
-            .unwrap_or_else(Instant::now);
+        // When it started, for its duration: a caller that knew its deadline
+        // derived it from `timeout` and the clock just now; otherwise the
+        // first send's clock reading (no clock read of its own).
+        let started =
+            Cell::new(deadline.and_then(|d| d.checked_sub(timeout.min(crate::timeouts::MAX_WAIT))));
         let config = &self.0.shared.config;
         // The `domi.request` span only when a subscriber wants debug spans
         // or this node sends trace contexts (one atomic load otherwise).
         let result = if !config.trace_context && !tracing::level_enabled!(tracing::Level::DEBUG) {
-            self.request_inner(out, payload, deadline, timeout).await
+            self.request_inner(out, payload, deadline, timeout, &started)
+                .await
         } else {
             let span = tracing::debug_span!(
                 "domi.request",
@@ -80,14 +85,15 @@ impl LocalBus {
                 out.trace = Some(ctx);
             }
             tracing::Instrument::instrument(
-                self.request_inner(out, payload, deadline, timeout),
+                self.request_inner(out, payload, deadline, timeout, &started),
                 span,
             )
             .await
         };
+        let took = started.get().map_or(Duration::ZERO, |at| at.elapsed());
         self.0.telemetry.borrow_mut().request(
             out.channel,
-            started.elapsed(),
+            took,
             crate::telemetry::Outcome::of(&result),
         );
         if let Err(e) = &result {
@@ -103,12 +109,15 @@ impl LocalBus {
         result
     }
 
+    /// The attempts of a request; `started` is set at the first send when
+    /// the deadline is counted from it.
     async fn request_inner(
         &self,
         out: Outgoing,
         payload: &[u8],
-        deadline: Instant,
+        mut deadline: Option<Instant>,
         timeout: Duration,
+        started: &Cell<Option<Instant>>,
     ) -> Result<Vec<u8>, BusError> {
         let channel = out.channel;
         self.check_send(channel, payload.len())?;
@@ -123,6 +132,10 @@ impl LocalBus {
             // Read after the pick: a half-open breaker dates its probe
             // then, and counts only answers to requests sent since.
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert_with(|| {
+                started.set(Some(now));
+                crate::timeouts::deadline(now, timeout)
+            });
             let rx = match self.start_request(peer, out, payload, now, deadline) {
                 Ok(rx) => rx,
                 // Nothing left for that provider: try the next one.
