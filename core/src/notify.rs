@@ -57,9 +57,7 @@ impl Signal {
     /// Raises the signal and wakes every waiter.
     pub(crate) fn raise(&self) {
         if !self.raised.replace(true) {
-            for w in self.wakers.borrow_mut().drain(..) {
-                w.wake();
-            }
+            wake_all(&self.wakers);
         }
     }
 
@@ -70,15 +68,7 @@ impl Signal {
 
     /// Resolves once the signal is raised.
     pub(crate) async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.raised.get() {
-                Poll::Ready(())
-            } else {
-                park(&self.wakers, cx.waker());
-                Poll::Pending
-            }
-        })
-        .await
+        wait_for(&self.wakers, || self.raised.get()).await
     }
 }
 
@@ -100,34 +90,39 @@ impl Event {
     /// One more event: wakes every waiter.
     pub(crate) fn notify_all(&self) {
         self.count.set(self.count.get() + 1);
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers {
-            w.wake();
-        }
+        wake_all(&self.wakers);
     }
 
     /// Resolves once the count has moved past `seen`. A waiter dropped
     /// before that leaves its waker until the next event (at most one per
     /// task that waited).
     pub(crate) async fn wait_past(&self, seen: u64) {
-        poll_fn(|cx| {
-            if self.count.get() != seen {
-                Poll::Ready(())
-            } else {
-                park(&self.wakers, cx.waker());
-                Poll::Pending
-            }
-        })
-        .await
+        wait_for(&self.wakers, || self.count.get() != seen).await
     }
 }
 
-/// Adds `waker` to `wakers` unless it is there already (a task polled
-/// again while waiting).
-fn park(wakers: &RefCell<Vec<Waker>>, waker: &Waker) {
-    let mut w = wakers.borrow_mut();
-    if !w.iter().any(|x| x.will_wake(waker)) {
-        w.push(waker.clone());
+/// Resolves once `ready` holds, waiting among `wakers` meanwhile (a task
+/// polled again while waiting is listed once).
+async fn wait_for(wakers: &RefCell<Vec<Waker>>, ready: impl Fn() -> bool) {
+    poll_fn(|cx| {
+        if ready() {
+            return Poll::Ready(());
+        }
+        let mut w = wakers.borrow_mut();
+        if !w.iter().any(|x| x.will_wake(cx.waker())) {
+            w.push(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Wakes every task in `wakers` (taken out first: a woken task may wait
+/// again at once).
+fn wake_all(wakers: &RefCell<Vec<Waker>>) {
+    let woken = std::mem::take(&mut *wakers.borrow_mut());
+    for w in woken {
+        w.wake();
     }
 }
 
@@ -164,7 +159,7 @@ impl<T> Slot<T> {
 }
 
 /// The sending half of a [`oneshot`]; dropping it unsent ends the wait
-/// with [`Canceled`].
+/// with [`Unanswered::Canceled`].
 pub(crate) struct Sender<T>(Rc<Slot<T>>);
 
 /// The receiving half of a [`oneshot`]: a future of the value.

@@ -95,12 +95,8 @@ impl LocalBus {
                 // Timed by sample when the handler is fast (see
                 // `crate::telemetry::HandlerSampler`; an untimed run is
                 // counted here).
-                let timed = shared.config.handler_durations && {
-                    let mut sampler = self.0.sampler.get();
-                    let time = sampler.begin(meta.channel);
-                    self.0.sampler.set(sampler);
-                    time
-                };
+                let timed =
+                    shared.config.handler_durations && self.with_sampler(|s| s.begin(meta.channel));
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
                 let ran = if !wants_span(&meta) {
                     fault::catch(|| f(&mut req))
@@ -116,9 +112,8 @@ impl LocalBus {
                 }
                 if timed {
                     let took = self.0.clock.delta(t0, self.0.clock.raw());
-                    let mut sampler = self.0.sampler.get();
-                    sampler.timed(meta.channel, took, &mut self.0.telemetry.borrow_mut());
-                    self.0.sampler.set(sampler);
+                    let mut telemetry = self.0.telemetry.borrow_mut();
+                    self.with_sampler(|s| s.timed(meta.channel, took, &mut telemetry));
                 }
             }
             Handler::Async(f) => {
@@ -277,6 +272,17 @@ impl LocalBus {
             hook.0.extract(&span, &received);
         }
         (span, Some(mine))
+    }
+
+    /// Runs `f` on this shard's handler sampler (a `Copy` in a `Cell`).
+    pub(super) fn with_sampler<R>(
+        &self,
+        f: impl FnOnce(&mut crate::telemetry::HandlerSampler) -> R,
+    ) -> R {
+        let mut sampler = self.0.sampler.get();
+        let r = f(&mut sampler);
+        self.0.sampler.set(sampler);
+        r
     }
 
     /// Counts a handler run on `channel` that started at `t0` (the

@@ -287,9 +287,7 @@ impl LocalBus {
     /// This shard's per-channel telemetry so far.
     pub fn telemetry(&self) -> crate::telemetry::Telemetry {
         let mut t = self.0.telemetry.borrow_mut();
-        let mut sampler = self.0.sampler.get();
-        sampler.flush(&mut t);
-        self.0.sampler.set(sampler);
+        self.with_sampler(|s| s.flush(&mut t));
         t.clone()
     }
 
