@@ -218,14 +218,9 @@ impl Server {
             // `kill` returns once the signal is sent; a thread running on
             // another CPU stops a moment later (and may answer one more
             // request meanwhile). Frozen means every thread stopped.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !self.all_threads_stopped() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the process did not stop"
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            super::wait_until("every thread to stop", Duration::from_secs(10), || {
+                self.all_threads_stopped()
+            });
         }
     }
 
