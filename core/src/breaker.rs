@@ -123,6 +123,20 @@ pub struct Breaker {
     buckets: [Bucket; BUCKETS],
     /// When it opened (Open), or when the probe went (HalfOpen, if it did).
     since: Option<Instant>,
+    /// The slot last counted in and the window's totals then, so counting
+    /// again within that slot takes no division and no sum.
+    current: Option<Current>,
+}
+
+/// The slot of time being counted in: `[start, end)`, and the window's
+/// totals (this slot's bucket and the older ones still in the window).
+#[derive(Clone, Copy, Debug)]
+struct Current {
+    slot: u64,
+    start: Instant,
+    end: Instant,
+    ok: u64,
+    failed: u64,
 }
 
 impl Breaker {
@@ -134,6 +148,7 @@ impl Breaker {
             epoch: now,
             buckets: [Bucket::default(); BUCKETS],
             since: None,
+            current: None,
         }
     }
 
@@ -188,7 +203,7 @@ impl Breaker {
             BreakerState::Open => None,
             BreakerState::HalfOpen if self.since.is_none_or(|probe| sent < probe) => None,
             BreakerState::HalfOpen => {
-                self.buckets = [Bucket::default(); BUCKETS];
+                self.clear();
                 match outcome {
                     Outcome::Success => {
                         self.state = BreakerState::Closed;
@@ -211,7 +226,7 @@ impl Breaker {
                 }
                 self.state = BreakerState::Open;
                 self.since = Some(now);
-                self.buckets = [Bucket::default(); BUCKETS];
+                self.clear();
                 Some(BreakerState::Open)
             }
         }
@@ -222,10 +237,44 @@ impl Breaker {
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t))
     }
 
+    fn clear(&mut self) {
+        self.buckets = [Bucket::default(); BUCKETS];
+        self.current = None;
+    }
+
     /// Adds `outcome` to the current bucket; returns the window's totals.
     fn count(&mut self, now: Instant, outcome: Outcome) -> (u64, u64) {
+        if let Some(c) = self
+            .current
+            .as_mut()
+            .filter(|c| c.start <= now && now < c.end)
+        {
+            let b = &mut self.buckets[(c.slot % BUCKETS as u64) as usize];
+            match outcome {
+                Outcome::Success => (b.ok += 1, c.ok += 1),
+                Outcome::Failure => (b.failed += 1, c.failed += 1),
+            };
+            return (c.ok, c.failed);
+        }
         let width = (self.config.window / BUCKETS as u32).max(Duration::from_millis(1));
-        let slot = (now.saturating_duration_since(self.epoch).as_nanos() / width.as_nanos()) as u64;
+        let since = now.saturating_duration_since(self.epoch).as_nanos();
+        let slot = (since / width.as_nanos()) as u64;
+        let (ok, failed) = self.count_in(slot, outcome);
+        // `now` is at or after the epoch when `since` is not 0.
+        let into = Duration::from_nanos((since % width.as_nanos()) as u64);
+        let start = now.checked_sub(into).filter(|_| since > 0).unwrap_or(now);
+        self.current = (start >= self.epoch).then_some(Current {
+            slot,
+            start,
+            end: start + width,
+            ok,
+            failed,
+        });
+        (ok, failed)
+    }
+
+    /// Adds `outcome` to `slot`'s bucket; returns the window's totals.
+    fn count_in(&mut self, slot: u64, outcome: Outcome) -> (u64, u64) {
         let b = &mut self.buckets[(slot % BUCKETS as u64) as usize];
         if b.slot != slot {
             *b = Bucket {
@@ -399,5 +448,41 @@ mod tests {
             ..BreakerConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    proptest::proptest! {
+        /// Counting within the slot last counted in (no division, no sum)
+        /// decides as counting from the buckets every time does, whatever
+        /// the outcomes and however time moves (backwards a little too).
+        #[test]
+        fn the_cached_slot_decides_as_the_buckets_do(
+            steps in proptest::collection::vec((-20i64..300, proptest::bool::weighted(0.3)), 1..400),
+            volume in 1u32..30,
+            error_percent in 1u8..100,
+        ) {
+            let config = BreakerConfig {
+                volume,
+                error_percent,
+                window: Duration::from_millis(1000),
+                sleep: Duration::from_millis(500),
+            };
+            let t0 = Instant::now() + Duration::from_secs(1);
+            let (mut cached, mut plain) = (Breaker::new(config, t0), Breaker::new(config, t0));
+            let mut at = t0;
+            for (step, fails) in steps {
+                at = if step >= 0 {
+                    at + Duration::from_millis(step as u64)
+                } else {
+                    at.checked_sub(Duration::from_millis(step.unsigned_abs())).unwrap_or(at)
+                };
+                let outcome = if fails { Outcome::Failure } else { Outcome::Success };
+                plain.current = None;
+                let (a, b) = (cached.allow(at), plain.allow(at));
+                proptest::prop_assert_eq!(a, b);
+                let (a, b) = (cached.record(at, at, outcome), plain.record(at, at, outcome));
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(cached.state(), plain.state());
+            }
+        }
     }
 }
