@@ -62,10 +62,11 @@ pub use domi_core::frame::DEFAULT_MAX_PAYLOAD;
 pub use domi_core::{error, frame, pipeline, rendezvous, route, trace, typed, watch};
 pub use domi_core::{AppError, Codec, TypedError};
 pub use domi_core::{
-    BreakerConfig, BreakerState, BusError, Channel, ConfigError, ErrorCode, Handler,
+    BreakerConfig, BreakerState, BusError, Channel, Completion, ConfigError, ErrorCode, Handler,
     InvalidBreaker, InvalidRateLimit, LocalBus, Membership, MembershipContext, MembershipError,
     NodeConfig, NodeId, NodeInfo, NodeState, OwnedRequest, PeerTable, RateLimit, ReplyError,
-    Request, SendFailure, SendOp, ShardTask, Snapshot, TlsClose, TlsConfig, TlsConfigError,
+    Request, RequestWindow, SendFailure, SendOp, ShardTask, Snapshot, TlsClose, TlsConfig,
+    TlsConfigError,
 };
 pub use domi_core::{Delivery, Watch};
 pub use node::{Node, StartError, StopOutcome};

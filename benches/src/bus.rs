@@ -314,4 +314,52 @@ impl Client {
         }
         Ok((hist, rate))
     }
+
+    /// Like [`Client::request_reply`], but each shard keeps `inflight`
+    /// requests in flight from one task through a request window
+    /// ([`domi::RequestWindow`]), sending the next one as each ends; the
+    /// latencies are the window's own (first send to the answer's read).
+    pub fn request_window(
+        &self,
+        payload: usize,
+        count: u64,
+        warmup: u64,
+        inflight: usize,
+    ) -> Result<(Histogram<u64>, f64)> {
+        let results = self.on_each_shard(move |bus| async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let body = vec![7u8; payload];
+            let total = warmup + count;
+            let mut window = bus.request_window(ECHO, T);
+            let mut sent = 0u64;
+            while sent < total.min(inflight as u64) {
+                window.send(&body)?;
+                sent += 1;
+            }
+            let (mut done, mut started) = (0u64, None::<Instant>);
+            while let Some(c) = window.next().await {
+                c.result?;
+                if done >= warmup {
+                    let _ = hist.record(c.took.as_nanos() as u64);
+                }
+                done += 1;
+                if done == warmup {
+                    started = Some(Instant::now());
+                }
+                if sent < total {
+                    window.send(&body)?;
+                    sent += 1;
+                }
+            }
+            let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+            Ok((hist, secs))
+        })?;
+        let mut hist = Histogram::<u64>::new(3)?;
+        let mut rate = 0.0;
+        for (h, secs) in results {
+            rate += h.len() as f64 / secs.max(1e-9);
+            hist.add(&h)?;
+        }
+        Ok((hist, rate))
+    }
 }

@@ -11,7 +11,7 @@ use crate::report::Report;
 use crate::{busy, server_args, wire, Plan};
 
 /// Progress steps per repetition.
-pub const STEPS: usize = 8;
+pub const STEPS: usize = 9;
 
 /// Runs the hot-path workloads, alternating each with its baseline.
 pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
@@ -50,13 +50,16 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
     let label = "bus request 1 in flight p99";
     report.add("rr1_p99", label, "µs", false, b99, Some("busy_pp_p99"));
     let n = plan.inflight_count();
-    let (mut busy_rate, mut rate) = (vec![], vec![]);
+    let (mut busy_rate, mut rate, mut window) = (vec![], vec![], vec![]);
     for _ in 0..plan.reps {
         bar.set_message("busy-polling requests, 64 in flight");
         busy_rate.push(busy::requests(64, n, n / 10, 64, Some(plan.cc), Some(plan.sc))?.1);
         bar.inc(1);
         bar.set_message("bus request, 64 in flight");
         rate.push(client.request_reply(64, n, n / 10, 64)?.1);
+        bar.inc(1);
+        bar.set_message("bus request window, 64 in flight");
+        window.push(client.request_window(64, n, n / 10, 64)?.1);
         bar.inc(1);
     }
     let label = "busy-polling raw requests 64 in flight";
@@ -70,8 +73,22 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
         rate,
         Some("busy_rr64_rate"),
     );
+    add_window(report, window);
     client.node.stop();
     Ok(())
+}
+
+/// The request window's 64-in-flight rate, next to the busy-polling raw
+/// requests (the same workload from one loop).
+pub fn add_window(report: &mut Report, rates: Vec<f64>) {
+    report.add(
+        "rr64_window_rate",
+        "bus request window 64 in flight",
+        "replies/s",
+        true,
+        rates,
+        Some("busy_rr64_rate"),
+    );
 }
 
 /// One repetition of the 1-in-flight round trip: the busy-polling floor,

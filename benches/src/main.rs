@@ -201,7 +201,7 @@ fn main() -> Result<()> {
     } else if args.hot_only {
         hot::STEPS
     } else {
-        plot::SWEEP.len() * 2 + 10 + tls::STEPS + policies::STEPS
+        plot::SWEEP.len() * 2 + 11 + tls::STEPS + policies::STEPS
     };
     let steps = (core_steps + if args.peers.is_some() { 6 } else { 0 }) * plan.reps;
     let bar = ProgressBar::new(steps as u64);
@@ -381,7 +381,7 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         Some("wire_pp_p999"),
     );
 
-    let (mut rate, mut p99, mut busy_rate) = (vec![], vec![], vec![]);
+    let (mut rate, mut p99, mut busy_rate, mut window) = (vec![], vec![], vec![], vec![]);
     for _ in 0..plan.reps {
         bar.set_message("busy-polling requests, 64 in flight");
         let (_, r) = busy::requests(
@@ -399,6 +399,10 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
             client.request_reply(64, plan.inflight_count(), plan.inflight_count() / 10, 64)?;
         rate.push(r);
         p99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        bar.inc(1);
+        bar.set_message("bus request window, 64 in flight");
+        let n = plan.inflight_count();
+        window.push(client.request_window(64, n, n / 10, 64)?.1);
         bar.inc(1);
     }
     report.add(
@@ -425,6 +429,7 @@ fn run_single_shard(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Resu
         p99,
         None,
     );
+    hot::add_window(report, window);
     client.node.stop();
     drop(server);
 
@@ -582,6 +587,13 @@ fn targets(report: &mut Report, plan: &Plan) {
     report.target_ratio(
         "request 64 in flight ≥ 1× busy-polling raw requests",
         "rr64_rate",
+        "busy_rr64_rate",
+        1.0,
+        true,
+    );
+    report.target_ratio(
+        "request window 64 in flight ≥ 1× busy-polling raw requests",
+        "rr64_window_rate",
         "busy_rr64_rate",
         1.0,
         true,

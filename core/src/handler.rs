@@ -111,7 +111,7 @@ pub(crate) enum ReplyTo {
         reply_channel: Channel,
     },
     /// To a waiter on this shard (the node served its own request).
-    Waiter(crate::notify::Sender<Result<Vec<u8>, BusError>>),
+    Waiter(crate::window::Waiter),
     /// To this node's own reply-channel handler (`call` served locally).
     LocalCall {
         bus: LocalBus,
@@ -152,7 +152,7 @@ impl ReplyTo {
                 conn.push_error(me, &answered(me, correlation, channel, reply_channel), code);
             }
             ReplyTo::Waiter(tx) => {
-                let _ = tx.send(Err(BusError::Remote { peer: me, code }));
+                let _ = tx.send(Err(BusError::Remote { peer: me, code }), None);
             }
             ReplyTo::LocalCall {
                 bus,
@@ -237,7 +237,7 @@ impl Replier {
                     .map_err(|_| ReplyError::Undeliverable)
             }
             ReplyTo::Waiter(tx) => tx
-                .send(Ok(bytes.to_vec()))
+                .send(Ok(bytes.to_vec()), None)
                 .map_err(|_| ReplyError::Undeliverable),
             ReplyTo::LocalCall {
                 bus, reply_channel, ..
@@ -276,7 +276,9 @@ impl Replier {
                 )
                 .map_err(|_| ReplyError::Undeliverable)
             }
-            ReplyTo::Waiter(tx) => tx.send(Err(error())).map_err(|_| ReplyError::Undeliverable),
+            ReplyTo::Waiter(tx) => tx
+                .send(Err(error()), None)
+                .map_err(|_| ReplyError::Undeliverable),
             ReplyTo::LocalCall {
                 bus,
                 channel,

@@ -91,6 +91,7 @@ pub mod tls;
 pub mod trace;
 pub mod typed;
 pub mod watch;
+mod window;
 pub mod write_queue;
 
 pub use breaker::{BreakerConfig, BreakerState, InvalidBreaker};
@@ -103,7 +104,7 @@ pub use limiter::{InvalidRateLimit, RateLimit};
 pub use membership::{LocalNode, Membership, MembershipContext, MembershipError};
 pub use node::{Node, ShardTask, StartError};
 pub use route::{Directory, Peer, PeerTable};
-pub use shard::LocalBus;
+pub use shard::{Completion, LocalBus, RequestWindow};
 pub use stats::Snapshot;
 pub use tls::{TlsClose, TlsConfig, TlsConfigError};
 pub use typed::{AppError, Codec, CodecError, TypedError};

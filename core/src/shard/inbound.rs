@@ -138,7 +138,7 @@ impl LocalBus {
             if let Some(w) = pending.remove(&corr) {
                 drop(pending);
                 self.breaker_record(w.peer, w.sent, arrival, Some(&result));
-                let _ = w.tx.send(result);
+                let _ = w.tx.send(result, Some(arrival));
             }
         } else {
             debug!(

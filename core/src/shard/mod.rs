@@ -42,9 +42,11 @@ mod pipeline;
 mod request;
 mod reroute;
 mod upkeep;
+mod window;
 
 pub(crate) use pipeline::routed;
 pub(crate) use upkeep::run;
+pub use window::{Completion, RequestWindow};
 
 /// Work handed to a shard from outside it.
 pub(crate) enum Command {
@@ -103,11 +105,8 @@ struct Waiting {
     deadline: Instant,
     /// Which provider it is for (what a re-routed copy keeps).
     target: Target,
-    tx: crate::notify::Sender<Answer>,
+    tx: crate::window::Waiter,
 }
-
-/// What a request's waiter receives.
-type Answer = Result<Vec<u8>, BusError>;
 
 struct Down {
     until: Instant,
@@ -139,7 +138,7 @@ pub(crate) struct ShardCore {
     /// The deadlines of this shard's waiting requests ([`crate::expiry`]),
     /// and the wake-up of the one task that ends them (when its timer must
     /// be set earlier).
-    expiries: RefCell<crate::expiry::Expiries<crate::notify::Expiry<Answer>>>,
+    expiries: RefCell<crate::expiry::Expiries<crate::window::Deadline>>,
     expiry_timer: crate::notify::Wake,
     next_id: Cell<u64>,
     /// Membership events for this shard (see [`crate::route::Directory::subscribe`]).

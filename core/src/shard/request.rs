@@ -5,9 +5,10 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use crate::notify::{oneshot, Expiry, Receiver, Unanswered};
+use crate::notify::{oneshot, Receiver, Unanswered};
+use crate::window::{Answer, Deadline, Waiter};
 
-use super::{not_sent, Answer, LocalBus, Outgoing, Waiting};
+use super::{not_sent, LocalBus, Outgoing, Waiting};
 use crate::channel::{Channel, NodeId};
 use crate::error::BusError;
 use crate::frame::{FrameKind, Meta};
@@ -25,6 +26,9 @@ impl LocalBus {
     /// The remaining time travels with the request: the provider drops it
     /// unrun if it cannot start its handler in time, and the handler reads
     /// it as [`crate::Request::deadline`].
+    ///
+    /// To keep many requests in flight from one task, a
+    /// [`LocalBus::request_window`] does the same without a future each.
     pub async fn request(
         &self,
         channel: Channel,
@@ -91,12 +95,17 @@ impl LocalBus {
             .await
         };
         let took = started.get().map_or(Duration::ZERO, |at| at.elapsed());
-        self.0.telemetry.borrow_mut().request(
-            out.channel,
-            took,
-            crate::telemetry::Outcome::of(&result),
-        );
-        if let Err(e) = &result {
+        self.request_ended(out.channel, took, &result);
+        result
+    }
+
+    /// Counts a request's end: its duration and outcome, and its error.
+    pub(super) fn request_ended(&self, channel: Channel, took: Duration, result: &Answer) {
+        self.0
+            .telemetry
+            .borrow_mut()
+            .request(channel, took, crate::telemetry::Outcome::of(result));
+        if let Err(e) = result {
             let c = &self.0.counters;
             match e {
                 BusError::Timeout { .. } => Counters::inc(&c.timeouts),
@@ -106,7 +115,6 @@ impl LocalBus {
                 _ => {}
             }
         }
-        result
     }
 
     /// The attempts of a request; `started` is set at the first send when
@@ -136,8 +144,12 @@ impl LocalBus {
                 started.set(Some(now));
                 crate::timeouts::deadline(now, timeout)
             });
-            let rx = match self.start_request(peer, out, payload, now, deadline) {
-                Ok(rx) => rx,
+            let (tx, rx) = oneshot();
+            let expiry = Deadline::One(tx.expiry());
+            let wait = (Waiter::One(tx), expiry);
+            let sent = self.start_request(peer, out, payload, (now, deadline), wait);
+            let corr = match sent {
+                Ok(corr) => corr,
                 // Nothing left for that provider: try the next one.
                 Err(e) if not_sent(&e) => {
                     self.breaker_unclaim(peer);
@@ -150,9 +162,9 @@ impl LocalBus {
                     return Err(e);
                 }
             };
-            let result = match rx {
-                Started::Local(rx) => Self::await_reply(rx).await,
-                Started::Remote(corr, rx) => {
+            let result = match corr {
+                None => Self::await_reply(rx).await,
+                Some(corr) => {
                     // Forgets the waiter however this ends: reply, timeout,
                     // or the caller dropping the future.
                     let _forget = Forget { bus: self, corr };
@@ -197,20 +209,21 @@ impl LocalBus {
         }
     }
 
-    fn start_request(
+    /// Sends one attempt of a request to `peer` (or serves it here), whose
+    /// answer goes to `tx` and whose wait `expiry` ends at `deadline`;
+    /// returns its correlation (`None`: served by this node).
+    pub(super) fn start_request(
         &self,
         peer: NodeId,
         out: Outgoing,
         payload: &[u8],
-        now: Instant,
-        deadline: Instant,
-    ) -> Result<Started, BusError> {
+        (now, deadline): (Instant, Instant),
+        (tx, expiry): (Waiter, Deadline),
+    ) -> Result<Option<u64>, BusError> {
         let channel = out.channel;
         Counters::inc(&self.0.counters.sent);
-        let (tx, rx) = oneshot();
         // The shard's expiry task ends the wait at the deadline (registered
         // once the request is sent: a refused attempt leaves nothing).
-        let expiry = tx.expiry();
         let with_deadline = |mut meta: Meta| {
             meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
             meta.ext.route = out.route;
@@ -224,7 +237,7 @@ impl LocalBus {
                 payload,
                 ReplyTo::Waiter(tx),
             );
-            return Ok(Started::Local(rx));
+            return Ok(None);
         }
         if self.0.pending.borrow().len() >= self.0.shared.config.max_pending {
             Counters::inc(&self.0.counters.backpressure);
@@ -248,11 +261,11 @@ impl LocalBus {
             },
         );
         self.expire_at(deadline, expiry);
-        Ok(Started::Remote(corr, rx))
+        Ok(Some(corr))
     }
 
     /// Has the shard's expiry task end a wait at `deadline`.
-    fn expire_at(&self, deadline: Instant, expiry: Expiry<Answer>) {
+    fn expire_at(&self, deadline: Instant, expiry: Deadline) {
         if self.0.expiries.borrow_mut().add(deadline, expiry) {
             self.0.expiry_timer.notify();
         }
@@ -278,9 +291,4 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.bus.0.pending.borrow_mut().remove(&self.corr);
     }
-}
-
-enum Started {
-    Local(Receiver<Answer>),
-    Remote(u64, Receiver<Answer>),
 }

@@ -110,7 +110,7 @@ impl LocalBus {
             Err(e) => {
                 let waiting = self.0.pending.borrow_mut().remove(&corr);
                 if let Some(w) = waiting {
-                    let _ = w.tx.send(Err(e));
+                    let _ = w.tx.send(Err(e), None);
                 }
             }
         }

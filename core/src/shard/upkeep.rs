@@ -298,7 +298,7 @@ impl LocalBus {
             c.close();
         }
         for (_, w) in self.0.pending.borrow_mut().drain() {
-            let _ = w.tx.send(Err(BusError::ShuttingDown));
+            let _ = w.tx.send(Err(BusError::ShuttingDown), None);
         }
         self.refuse_queued(crate::error::ErrorCode::ShuttingDown);
     }

@@ -1,0 +1,314 @@
+//! Request windows: many requests in flight from one task, each with a
+//! request's guarantees (round-robin, refusals moved to the next provider,
+//! timeouts, local providers), their results handed out as they end.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{small, wait_until, SETTLE};
+use domi::{BusError, Channel, Completion, ErrorCode, Handler, Node};
+
+const ECHO: Channel = Channel(80);
+const SLOW: Channel = Channel(81);
+const HOLD: Channel = Channel(82);
+
+/// Replies with its name, a colon and the request's payload.
+fn echo_server(name: &'static str) -> Node {
+    small(name)
+        .subscribe(
+            ECHO,
+            Handler::sync(move |req| {
+                let reply = [name.as_bytes(), b":", req.payload()].concat();
+                let _ = req.reply(&reply);
+            }),
+        )
+        .start()
+        .unwrap()
+}
+
+/// Runs `total` requests on `channel` from shard 0 of `client`, keeping
+/// `depth` in flight from one window (payload: the ticket's bytes); every
+/// completion, by ticket.
+fn run_window(
+    client: &Node,
+    channel: Channel,
+    total: u64,
+    depth: u64,
+    timeout: Duration,
+) -> BTreeMap<u64, (Vec<u8>, Completion)> {
+    client
+        .spawn_on(0, move |bus| async move {
+            let mut window = bus.request_window(channel, timeout);
+            let mut sent = BTreeMap::new();
+            let mut done = BTreeMap::new();
+            let mut next = 0u64;
+            let send = |window: &mut domi::RequestWindow,
+                        sent: &mut BTreeMap<u64, Vec<u8>>,
+                        next: &mut u64| {
+                let payload = next.to_le_bytes().to_vec();
+                let ticket = window.send(&payload).expect("a provider takes it");
+                sent.insert(ticket, payload);
+                *next += 1;
+            };
+            while next < depth.min(total) {
+                send(&mut window, &mut sent, &mut next);
+            }
+            assert_eq!(window.in_flight() as u64, depth.min(total));
+            while let Some(c) = window.next().await {
+                if next < total {
+                    send(&mut window, &mut sent, &mut next);
+                }
+                let payload = sent.remove(&c.ticket).expect("a ticket ends once");
+                done.insert(c.ticket, (payload, c));
+            }
+            assert_eq!(window.in_flight(), 0);
+            assert!(sent.is_empty(), "every request ended: {sent:?}");
+            done
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(60))
+        .expect("the window finishes")
+}
+
+#[test]
+fn a_window_keeps_requests_in_flight_round_robin_and_matches_each_answer() {
+    let (a, b) = (echo_server("a"), echo_server("b"));
+    let client = small("client")
+        .peers([a.local_addr(), b.local_addr()])
+        .start()
+        .unwrap();
+    client.wait_for_providers(ECHO, 2, SETTLE).unwrap();
+    let done = run_window(&client, ECHO, 400, 32, Duration::from_secs(10));
+    assert_eq!(done.len(), 400);
+    let mut served = BTreeMap::<&str, usize>::new();
+    for (ticket, (payload, c)) in &done {
+        let reply = c.result.as_ref().expect("answered");
+        let (name, echoed) = reply.split_at(2);
+        assert_eq!(echoed, &payload[..], "ticket {ticket} got another's answer");
+        assert!(c.took < Duration::from_secs(10), "{:?}", c.took);
+        *served
+            .entry(if name == b"a:" { "a" } else { "b" })
+            .or_default() += 1;
+    }
+    // One caller shard, two providers: they take turns.
+    assert_eq!(served.get("a"), Some(&200), "{served:?}");
+    assert_eq!(served.get("b"), Some(&200), "{served:?}");
+    assert_eq!(client.stats().sent, 400);
+    let telemetry = client.telemetry();
+    let echo = telemetry.channels().into_iter().find(|(c, _)| *c == ECHO);
+    let echo = echo.expect("the window's requests are in the telemetry").1;
+    assert_eq!(echo.request.count(), 400);
+    assert_eq!(echo.outcomes.values().sum::<u64>(), 400);
+}
+
+fn slow_server(name: &str, max_handlers: u64, max_queued: usize) -> Node {
+    small(name)
+        .max_handlers(max_handlers)
+        .configure(|c| c.max_queued = max_queued)
+        .subscribe(
+            SLOW,
+            Handler::asynchronous(move |mut req| async move {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                let _ = req.reply(b"slow");
+            }),
+        )
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn refusals_move_to_the_next_provider_or_end_the_request_when_none_is_left() {
+    // Alone, a full provider's refusals end those requests as Backpressure.
+    let a = slow_server("a", 1, 2);
+    let client = small("client").peer(a.local_addr()).start().unwrap();
+    client.wait_for_provider(SLOW, SETTLE).unwrap();
+    let done = run_window(&client, SLOW, 10, 10, Duration::from_secs(5));
+    let refused = |c: &Completion| {
+        matches!(
+            c.result,
+            Err(BusError::Remote {
+                code: ErrorCode::Backpressure,
+                ..
+            })
+        )
+    };
+    let ok = done.values().filter(|(_, c)| c.result.is_ok()).count();
+    let no = done.values().filter(|(_, c)| refused(c)).count();
+    assert_eq!((ok, no), (3, 7), "{done:?}");
+
+    // With a second provider, the refused ones go there instead.
+    let b = slow_server("b", 64, 64);
+    let client2 = small("client2")
+        .peers([a.local_addr(), b.local_addr()])
+        .start()
+        .unwrap();
+    client2.wait_for_providers(SLOW, 2, SETTLE).unwrap();
+    let done = run_window(&client2, SLOW, 20, 20, Duration::from_secs(5));
+    assert!(done.values().all(|(_, c)| c.result.is_ok()), "{done:?}");
+}
+
+#[test]
+fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
+    let release = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicUsize::new(0));
+    let (rel, h) = (release.clone(), held.clone());
+    let server = small("server")
+        .subscribe(
+            HOLD,
+            Handler::asynchronous(move |mut req| {
+                let rel = rel.clone();
+                h.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    while !rel.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    let _ = req.reply(req.payload().to_vec().as_slice());
+                }
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client").peer(server.local_addr()).start().unwrap();
+    client.wait_for_provider(HOLD, SETTLE).unwrap();
+    let (r, h) = (release.clone(), held.clone());
+    let (first, second, waited) = client
+        .spawn_on(0, move |bus| async move {
+            let timeout = Duration::from_millis(100);
+            let mut window = bus.request_window(HOLD, timeout);
+            let asked = Instant::now();
+            for i in 0..3u8 {
+                window.send(&[i]).unwrap();
+            }
+            let mut first = Vec::new();
+            while let Some(c) = window.next().await {
+                first.push(c);
+            }
+            let waited = asked.elapsed();
+            // The held handlers answer now, late; a new request in a
+            // reused slot must get its own answer, not one of theirs.
+            while h.load(Ordering::SeqCst) < 3 {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            r.store(true, Ordering::SeqCst);
+            let mut window = bus.request_window(HOLD, Duration::from_secs(10));
+            window.send(&[9]).unwrap();
+            let second = window.next().await.expect("one in flight");
+            (first, second, waited)
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(30))
+        .expect("the shard answers");
+    assert_eq!(first.len(), 3);
+    for c in &first {
+        assert!(
+            matches!(c.result, Err(BusError::Timeout { channel: HOLD, .. })),
+            "{c:?}"
+        );
+        assert_eq!(c.took, Duration::from_millis(100));
+    }
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
+        "the 100 ms requests ended after {waited:?}"
+    );
+    assert_eq!(second.result.as_deref(), Ok(&[9u8][..]));
+    assert_eq!(client.stats().timeouts, 3);
+}
+
+#[test]
+fn a_dropped_window_forgets_its_requests_and_the_shard_goes_on() {
+    let release = Arc::new(AtomicBool::new(false));
+    let rel = release.clone();
+    let server = small("server")
+        .subscribe(
+            HOLD,
+            Handler::asynchronous(move |mut req| {
+                let rel = rel.clone();
+                async move {
+                    while !rel.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    let _ = req.reply(b"late");
+                }
+            }),
+        )
+        .subscribe(
+            ECHO,
+            Handler::sync(|req| {
+                let _ = req.reply(req.payload());
+            }),
+        )
+        .start()
+        .unwrap();
+    let client = small("client").peer(server.local_addr()).start().unwrap();
+    client.wait_for_providers(HOLD, 1, SETTLE).unwrap();
+    client.wait_for_providers(ECHO, 1, SETTLE).unwrap();
+    let held = client
+        .spawn_on(0, |bus| async move {
+            let mut window = bus.request_window(HOLD, Duration::from_secs(30));
+            for i in 0..5u8 {
+                window.send(&[i]).unwrap();
+            }
+            window.in_flight()
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(held, 5);
+    // The late answers find nobody waiting; the shard serves on.
+    release.store(true, Ordering::SeqCst);
+    wait_until("the held handlers answered", SETTLE, || {
+        server.stats().handled >= 5
+    });
+    let done = run_window(&client, ECHO, 50, 8, Duration::from_secs(10));
+    assert!(done
+        .values()
+        .all(|(p, c)| c.result.as_deref() == Ok(&p[..])));
+}
+
+#[test]
+fn a_node_serves_its_own_window_and_an_empty_channel_is_refused_at_send() {
+    const ASYNC: Channel = Channel(83);
+    let node = small("alone")
+        .subscribe(
+            ECHO,
+            Handler::sync(|req| {
+                let _ = req.reply(req.payload());
+            }),
+        )
+        .subscribe(
+            ASYNC,
+            Handler::asynchronous(|mut req| async move {
+                glommio::yield_if_needed().await;
+                let _ = req.reply(req.payload().to_vec().as_slice());
+            }),
+        )
+        .start()
+        .unwrap();
+    node.wait_for_provider(ECHO, SETTLE).unwrap();
+    // A sync handler answers before `send` returns; an async one later.
+    for channel in [ECHO, ASYNC] {
+        let done = run_window(&node, channel, 100, 10, Duration::from_secs(10));
+        assert_eq!(done.len(), 100);
+        assert!(done
+            .values()
+            .all(|(p, c)| c.result.as_deref() == Ok(&p[..])));
+    }
+    let refused = node
+        .spawn_on(0, |bus| async move {
+            let mut window = bus.request_window(Channel(99), Duration::from_secs(1));
+            let r = window.send(b"x");
+            (r, window.in_flight(), window.next().await.is_none())
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        matches!(refused.0, Err(BusError::NoProvider { .. })),
+        "{refused:?}"
+    );
+    assert_eq!((refused.1, refused.2), (0, true));
+}
