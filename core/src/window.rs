@@ -26,6 +26,10 @@ use crate::expiry::Expirable;
 /// What a request's waiter receives.
 pub(crate) type Answer = Result<Vec<u8>, BusError>;
 
+/// An answer and, when it came over a connection, the reading of the read
+/// that brought it (what a request's duration ends at).
+pub(crate) type Arrived = (Answer, Option<Instant>);
+
 /// How an attempt ended, as the window's owner sees it.
 #[derive(Debug)]
 pub(crate) enum Ended {
@@ -245,8 +249,9 @@ impl Expirable for WindowExpiry {
 
 /// Who waits for a request's answer.
 pub(crate) enum Waiter {
-    /// A request future ([`crate::LocalBus::request`] and its kin).
-    One(crate::notify::Sender<Answer>),
+    /// A request future ([`crate::LocalBus::request`] and its kin): the
+    /// answer and when it arrived.
+    One(crate::notify::Sender<Arrived>),
     /// A slot of a request window.
     Window(WindowSender),
 }
@@ -256,7 +261,7 @@ impl Waiter {
     /// connection); gives it back when nobody waits any more.
     pub(crate) fn send(self, answer: Answer, at: Option<Instant>) -> Result<(), Answer> {
         match self {
-            Waiter::One(tx) => tx.send(answer),
+            Waiter::One(tx) => tx.send((answer, at)).map_err(|(answer, _)| answer),
             Waiter::Window(tx) => tx.send(answer, at),
         }
     }
@@ -265,7 +270,7 @@ impl Waiter {
 /// What ends a waiting request at its deadline.
 pub(crate) enum Deadline {
     /// A request future's.
-    One(crate::notify::Expiry<Answer>),
+    One(crate::notify::Expiry<Arrived>),
     /// A window slot's attempt.
     Window(WindowExpiry),
 }

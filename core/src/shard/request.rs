@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use crate::notify::{oneshot, Receiver, Unanswered};
-use crate::window::{Answer, Deadline, Waiter};
+use crate::window::{Answer, Arrived, Deadline, Waiter};
 
 use super::{not_sent, LocalBus, Outgoing, Waiting};
 use crate::channel::{Channel, NodeId};
@@ -68,11 +68,15 @@ impl LocalBus {
         // first send's clock reading (no clock read of its own).
         let started =
             Cell::new(deadline.and_then(|d| d.checked_sub(timeout.min(crate::timeouts::MAX_WAIT))));
+        // When its answer arrived, if it came over a connection: its
+        // duration ends there, without a clock read of its own.
+        let answered = Cell::new(None);
+        let times = (&started, &answered);
         let config = &self.0.shared.config;
         // The `domi.request` span only when a subscriber wants debug spans
         // or this node sends trace contexts (one atomic load otherwise).
         let result = if !config.trace_context && !tracing::level_enabled!(tracing::Level::DEBUG) {
-            self.request_inner(out, payload, deadline, timeout, &started)
+            self.request_inner(out, payload, deadline, timeout, times)
                 .await
         } else {
             let span = tracing::debug_span!(
@@ -89,12 +93,16 @@ impl LocalBus {
                 out.trace = Some(ctx);
             }
             tracing::Instrument::instrument(
-                self.request_inner(out, payload, deadline, timeout, &started),
+                self.request_inner(out, payload, deadline, timeout, times),
                 span,
             )
             .await
         };
-        let took = started.get().map_or(Duration::ZERO, |at| at.elapsed());
+        let took = match (started.get(), answered.get()) {
+            (Some(from), Some(to)) => to.saturating_duration_since(from),
+            (Some(from), None) => from.elapsed(),
+            (None, _) => Duration::ZERO,
+        };
         self.request_ended(out.channel, took, &result);
         result
     }
@@ -118,6 +126,8 @@ impl LocalBus {
     }
 
     /// The attempts of a request; `started` is set at the first send when
+    /// the deadline is counted from it, `answered` to the arrival of an
+    /// answer that came over a connection.
     /// the deadline is counted from it.
     async fn request_inner(
         &self,
@@ -125,7 +135,7 @@ impl LocalBus {
         payload: &[u8],
         mut deadline: Option<Instant>,
         timeout: Duration,
-        started: &Cell<Option<Instant>>,
+        (started, answered): (&Cell<Option<Instant>>, &Cell<Option<Instant>>),
     ) -> Result<Vec<u8>, BusError> {
         let channel = out.channel;
         self.check_send(channel, payload.len())?;
@@ -163,12 +173,12 @@ impl LocalBus {
                 }
             };
             let result = match corr {
-                None => Self::await_reply(rx).await,
+                None => Self::await_reply(rx, answered).await,
                 Some(corr) => {
                     // Forgets the waiter however this ends: reply, timeout,
                     // or the caller dropping the future.
                     let _forget = Forget { bus: self, corr };
-                    let result = Self::await_reply(rx).await;
+                    let result = Self::await_reply(rx, answered).await;
                     if result.is_none() {
                         // Timed out: count it against the peer it went to
                         // last (answers are counted where they arrive).
@@ -271,10 +281,17 @@ impl LocalBus {
         }
     }
 
-    /// The answer, or `None` when the deadline passed first.
-    async fn await_reply(rx: Receiver<Answer>) -> Option<Answer> {
+    /// The answer, or `None` when the deadline passed first; `answered`
+    /// is set to when it arrived (`None`: not over a connection).
+    async fn await_reply(
+        rx: Receiver<Arrived>,
+        answered: &Cell<Option<Instant>>,
+    ) -> Option<Answer> {
         match rx.await {
-            Ok(answer) => Some(answer),
+            Ok((answer, at)) => {
+                answered.set(at);
+                Some(answer)
+            }
             Err(Unanswered::Expired) => None,
             Err(Unanswered::Canceled) => Some(Err(BusError::ShuttingDown)),
         }
