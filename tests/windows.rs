@@ -153,18 +153,24 @@ fn refusals_move_to_the_next_provider_or_end_the_request_when_none_is_left() {
 
 #[test]
 fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
-    let release = Arc::new(AtomicBool::new(false));
     let held = Arc::new(AtomicUsize::new(0));
-    let (rel, h) = (release.clone(), held.clone());
+    let h = held.clone();
+    // Holds requests [0..3] forever; answers any other at once.
     let server = small("server")
         .subscribe(
             HOLD,
             Handler::asynchronous(move |mut req| {
-                let rel = rel.clone();
-                h.fetch_add(1, Ordering::SeqCst);
+                let hold = req.payload()[0] < 3;
+                if hold {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
                 async move {
-                    while !rel.load(Ordering::SeqCst) {
-                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    // (A handler awaiting `std::future::pending()` was
+                    // answered NoReply within a millisecond: it sleeps instead.)
+                    if hold {
+                        loop {
+                            glommio::timer::sleep(Duration::from_millis(5)).await;
+                        }
                     }
                     let _ = req.reply(req.payload().to_vec().as_slice());
                 }
@@ -174,7 +180,7 @@ fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
         .unwrap();
     let client = small("client").peer(server.local_addr()).start().unwrap();
     client.wait_for_provider(HOLD, SETTLE).unwrap();
-    let (r, h) = (release.clone(), held.clone());
+    let h = held.clone();
     let (first, second, waited) = client
         .spawn_on(0, move |bus| async move {
             let timeout = Duration::from_millis(100);
@@ -188,13 +194,8 @@ fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
                 first.push(c);
             }
             let waited = asked.elapsed();
-            // The held handlers answer now, late; a new request in a
-            // reused slot must get its own answer, not one of theirs.
-            while h.load(Ordering::SeqCst) < 3 {
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
-            r.store(true, Ordering::SeqCst);
-            let mut window = bus.request_window(HOLD, Duration::from_secs(10));
+            assert_eq!(h.load(Ordering::SeqCst), 3, "all three were held");
+            // The window goes on: a request sent now is answered.
             window.send(&[9]).unwrap();
             let second = window.next().await.expect("one in flight");
             (first, second, waited)
@@ -216,6 +217,66 @@ fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
     );
     assert_eq!(second.result.as_deref(), Ok(&[9u8][..]));
     assert_eq!(client.stats().timeouts, 3);
+}
+
+#[test]
+fn a_late_answer_to_a_reused_slots_earlier_request_is_not_taken_as_the_new_ones() {
+    // Served by this node: the handler of the first request still holds
+    // its answer's sender when the slot is reused, and answers then.
+    let release_old = Arc::new(AtomicBool::new(false));
+    let release_new = Arc::new(AtomicBool::new(false));
+    let old_answered = Arc::new(AtomicBool::new(false));
+    let (ro, rn, oa) = (
+        release_old.clone(),
+        release_new.clone(),
+        old_answered.clone(),
+    );
+    let node = small("alone")
+        .subscribe(
+            HOLD,
+            Handler::asynchronous(move |mut req| {
+                let old = req.payload() == b"old";
+                let release = if old { ro.clone() } else { rn.clone() };
+                let answered = oa.clone();
+                async move {
+                    while !release.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    let _ = req.reply(req.payload().to_vec().as_slice());
+                    if old {
+                        answered.store(true, Ordering::SeqCst);
+                    }
+                }
+            }),
+        )
+        .start()
+        .unwrap();
+    node.wait_for_provider(HOLD, SETTLE).unwrap();
+    let (first, second) = node
+        .spawn_on(0, move |bus| async move {
+            let mut window = bus.request_window(HOLD, Duration::from_millis(300));
+            let old = window.send(b"old").unwrap();
+            let first = window.next().await.expect("one in flight");
+            assert_eq!(first.ticket, old);
+            // The only slot is free again: the new request takes it.
+            let new = window.send(b"new").unwrap();
+            release_old.store(true, Ordering::SeqCst);
+            while !old_answered.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            release_new.store(true, Ordering::SeqCst);
+            let second = window.next().await.expect("one in flight");
+            assert_eq!(second.ticket, new);
+            (first, second)
+        })
+        .unwrap()
+        .join_timeout(Duration::from_secs(30))
+        .expect("the shard answers");
+    assert!(
+        matches!(first.result, Err(BusError::Timeout { channel: HOLD, .. })),
+        "{first:?}"
+    );
+    assert_eq!(second.result.as_deref(), Ok(&b"new"[..]));
 }
 
 #[test]
@@ -243,7 +304,13 @@ fn a_dropped_window_forgets_its_requests_and_the_shard_goes_on() {
         )
         .start()
         .unwrap();
-    let client = small("client").peer(server.local_addr()).start().unwrap();
+    // Room for 5 waiting requests only: what the dropped window leaves
+    // behind would refuse the later ones with Backpressure.
+    let client = small("client")
+        .peer(server.local_addr())
+        .configure(|c| c.max_pending = 5)
+        .start()
+        .unwrap();
     client.wait_for_providers(HOLD, 1, SETTLE).unwrap();
     client.wait_for_providers(ECHO, 1, SETTLE).unwrap();
     let held = client
@@ -258,12 +325,17 @@ fn a_dropped_window_forgets_its_requests_and_the_shard_goes_on() {
         .join_timeout(Duration::from_secs(10))
         .unwrap();
     assert_eq!(held, 5);
+    // The shard's request table is empty again: 5 more fit at once.
+    let done = run_window(&client, ECHO, 50, 5, Duration::from_secs(10));
+    assert!(done
+        .values()
+        .all(|(p, c)| c.result.as_deref() == Ok(&p[..])));
     // The late answers find nobody waiting; the shard serves on.
     release.store(true, Ordering::SeqCst);
     wait_until("the held handlers answered", SETTLE, || {
-        server.stats().handled >= 5
+        server.stats().replies >= 5 + 50
     });
-    let done = run_window(&client, ECHO, 50, 8, Duration::from_secs(10));
+    let done = run_window(&client, ECHO, 50, 5, Duration::from_secs(10));
     assert!(done
         .values()
         .all(|(p, c)| c.result.as_deref() == Ok(&p[..])));
@@ -311,4 +383,12 @@ fn a_node_serves_its_own_window_and_an_empty_channel_is_refused_at_send() {
         "{refused:?}"
     );
     assert_eq!((refused.1, refused.2), (0, true));
+    // Counted as a request's would be.
+    let telemetry = node.telemetry();
+    let (_, t) = telemetry
+        .channels()
+        .into_iter()
+        .find(|(c, _)| *c == Channel(99))
+        .expect("the refused request is in the telemetry");
+    assert_eq!(t.outcomes.values().sum::<u64>(), 1, "{:?}", t.outcomes);
 }

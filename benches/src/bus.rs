@@ -336,7 +336,7 @@ impl Client {
                 window.send(&body)?;
                 sent += 1;
             }
-            let (mut done, mut started) = (0u64, None::<Instant>);
+            let (mut done, mut started) = (0u64, (warmup == 0).then(Instant::now));
             while let Some(c) = window.next().await {
                 c.result?;
                 if done >= warmup {

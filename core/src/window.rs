@@ -60,7 +60,7 @@ enum State {
 }
 
 struct Slot {
-    generation: u32,
+    generation: u64,
     state: State,
 }
 
@@ -78,7 +78,7 @@ struct Table {
 }
 
 impl Table {
-    fn current(&mut self, index: u32, generation: u32) -> Option<&mut State> {
+    fn current(&mut self, index: u32, generation: u64) -> Option<&mut State> {
         if self.closed {
             return None;
         }
@@ -86,12 +86,13 @@ impl Table {
         (slot.generation == generation).then_some(&mut slot.state)
     }
 
-    fn end(&mut self, index: u32, ended: Ended) {
+    /// Queues slot `index` as ended; returns the owner's waker, to wake
+    /// once the table is no longer borrowed.
+    #[must_use]
+    fn end(&mut self, index: u32, ended: Ended) -> Option<Waker> {
         self.slots[index as usize].state = State::Ended(ended);
         self.done.push_back(index);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
+        self.waker.take()
     }
 }
 
@@ -136,11 +137,16 @@ impl WindowSlots {
     /// start ends it as [`Ended::Canceled`].
     pub(crate) fn started(&self, index: u32) {
         let mut t = self.0.borrow_mut();
-        match t.slots[index as usize].state {
-            State::Starting => t.slots[index as usize].state = State::Waiting,
+        let woken = match t.slots[index as usize].state {
+            State::Starting => {
+                t.slots[index as usize].state = State::Waiting;
+                None
+            }
             State::Dropped => t.end(index, Ended::Canceled),
-            _ => {}
-        }
+            _ => None,
+        };
+        drop(t);
+        wake(woken);
     }
 
     /// Frees slot `index` (its handles become inert).
@@ -183,10 +189,16 @@ impl WindowSlots {
     }
 }
 
+fn wake(waker: Option<Waker>) {
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
 struct Handle {
     slots: WindowSlots,
     index: u32,
-    generation: u32,
+    generation: u64,
 }
 
 /// Answers one attempt of a window's request; dropping it unanswered ends
@@ -195,17 +207,23 @@ pub(crate) struct WindowSender(Handle);
 
 impl WindowSender {
     /// Ends the attempt with `answer` (`at`: when it arrived, if known);
-    /// gives it back when the attempt no longer waits.
+    /// gives it back when the attempt no longer waits. An answer that
+    /// comes after the deadline ended the attempt, but before the owner
+    /// took that, still wins (as a request future's does).
     pub(crate) fn send(self, answer: Answer, at: Option<Instant>) -> Result<(), Answer> {
         let h = &self.0;
         let mut t = h.slots.0.borrow_mut();
-        match t.current(h.index, h.generation) {
-            Some(State::Starting | State::Waiting) => {
-                t.end(h.index, Ended::Answered(answer, at));
-                Ok(())
+        let woken = match t.current(h.index, h.generation) {
+            Some(State::Starting | State::Waiting) => t.end(h.index, Ended::Answered(answer, at)),
+            Some(s @ State::Ended(Ended::Expired)) => {
+                *s = State::Ended(Ended::Answered(answer, at));
+                None
             }
-            _ => Err(answer),
-        }
+            _ => return Err(answer),
+        };
+        drop(t);
+        wake(woken);
+        Ok(())
     }
 }
 
@@ -213,11 +231,16 @@ impl Drop for WindowSender {
     fn drop(&mut self) {
         let h = &self.0;
         let mut t = h.slots.0.borrow_mut();
-        match t.current(h.index, h.generation) {
-            Some(s @ State::Starting) => *s = State::Dropped,
+        let woken = match t.current(h.index, h.generation) {
+            Some(s @ State::Starting) => {
+                *s = State::Dropped;
+                None
+            }
             Some(State::Waiting) => t.end(h.index, Ended::Canceled),
-            _ => {}
-        }
+            _ => None,
+        };
+        drop(t);
+        wake(woken);
     }
 }
 
@@ -231,7 +254,9 @@ impl WindowExpiry {
         let h = &self.0;
         let mut t = h.slots.0.borrow_mut();
         if let Some(State::Starting | State::Waiting) = t.current(h.index, h.generation) {
-            t.end(h.index, Ended::Expired);
+            let woken = t.end(h.index, Ended::Expired);
+            drop(t);
+            wake(woken);
         }
     }
 }
@@ -262,7 +287,8 @@ impl Waiter {
     pub(crate) fn send(self, answer: Answer, at: Option<Instant>) -> Result<(), Answer> {
         match self {
             Waiter::One(tx) => tx.send((answer, at)).map_err(|(answer, _)| answer),
-            Waiter::Window(tx) => tx.send(answer, at),
+            // A local answer is dated now (a remote one by its read).
+            Waiter::Window(tx) => tx.send(answer, Some(at.unwrap_or_else(Instant::now))),
         }
     }
 }
@@ -366,6 +392,19 @@ mod tests {
         second_expiry.expire();
         assert_eq!(answered(poll(&slots, &count)), (i, vec![2]));
         assert!(poll(&slots, &count).is_pending(), "ended once");
+    }
+
+    #[test]
+    fn an_answer_after_the_deadline_but_before_the_owner_looked_wins() {
+        let slots = WindowSlots::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let i = slots.open();
+        let (sender, expiry) = slots.attempt(i);
+        slots.started(i);
+        expiry.expire();
+        sender.send(Ok(vec![5]), None).unwrap();
+        assert_eq!(answered(poll(&slots, &count)), (i, vec![5]));
+        assert!(poll(&slots, &count).is_pending(), "queued once");
     }
 
     #[test]

@@ -128,7 +128,6 @@ impl LocalBus {
     /// The attempts of a request; `started` is set at the first send when
     /// the deadline is counted from it, `answered` to the arrival of an
     /// answer that came over a connection.
-    /// the deadline is counted from it.
     async fn request_inner(
         &self,
         out: Outgoing,
@@ -292,8 +291,16 @@ impl LocalBus {
                 answered.set(at);
                 Some(answer)
             }
-            Err(Unanswered::Expired) => None,
-            Err(Unanswered::Canceled) => Some(Err(BusError::ShuttingDown)),
+            // Not an answer over a connection: an earlier attempt's
+            // arrival must not end this one.
+            Err(Unanswered::Expired) => {
+                answered.set(None);
+                None
+            }
+            Err(Unanswered::Canceled) => {
+                answered.set(None);
+                Some(Err(BusError::ShuttingDown))
+            }
         }
     }
 }

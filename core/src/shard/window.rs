@@ -32,11 +32,15 @@ impl LocalBus {
 /// [`LocalBus::request`]: round-robin over the channel's providers, a
 /// refusal that proves the handler never ran (`Paused`, `NoHandler`,
 /// `Backpressure`…) moved to the next provider within the same deadline,
-/// circuit breakers, counters and request telemetry.
+/// circuit breakers, counters, request telemetry, and the trace context of
+/// the span that called [`RequestWindow::send`].
 ///
 /// Made by [`LocalBus::request_window`]; it belongs to the shard that made
-/// it. Dropping it forgets every request still in flight (their late
-/// answers are dropped).
+/// it. A request whose deadline passed keeps its entry in the shard's
+/// request table (`max_pending`) until [`RequestWindow::next`] hands it
+/// out, and an answer that arrives before then still wins, as a request
+/// future's does. Dropping the window forgets every request still in
+/// flight (their late answers are dropped).
 ///
 /// ```no_run
 /// # async fn f(bus: domi_core::LocalBus) -> Result<(), domi_core::BusError> {
@@ -85,9 +89,11 @@ struct InFlight {
     tried: Vec<NodeId>,
     started: Option<Instant>,
     deadline: Option<Instant>,
-    /// The attempt waiting over a connection: its correlation, the peer
-    /// and when it left (`None`: served by this node).
-    sent: Option<(u64, NodeId, Instant)>,
+    /// The trace context every attempt carries (when the node sends them).
+    trace: Option<crate::trace::TraceContext>,
+    /// The correlation of the attempt waiting over a connection (`None`:
+    /// served by this node).
+    corr: Option<u64>,
 }
 
 impl RequestWindow {
@@ -96,7 +102,9 @@ impl RequestWindow {
     /// sent (no provider, all refused, payload too large, too many waiting
     /// requests on this shard).
     pub fn send(&mut self, payload: &[u8]) -> Result<u64, BusError> {
-        self.bus.check_send(self.channel, payload.len())?;
+        if let Err(e) = self.bus.check_send(self.channel, payload.len()) {
+            return Err(self.refused(e));
+        }
         let index = self.slots.open();
         let mut buffer = self.spare.pop().unwrap_or_default();
         buffer.extend_from_slice(payload);
@@ -105,9 +113,16 @@ impl RequestWindow {
             self.requests.resize_with(i + 1, InFlight::default);
         }
         let ticket = self.next_ticket;
+        let config = &self.bus.0.shared.config;
+        // The caller's span is the parent of each request.
+        let trace = config.trace_context.then(|| {
+            let span = tracing::Span::current();
+            crate::trace::outgoing(config.propagator.as_ref(), &span)
+        });
         self.requests[i] = InFlight {
             ticket,
             payload: buffer,
+            trace,
             ..InFlight::default()
         };
         match self.start(index, None) {
@@ -117,9 +132,18 @@ impl RequestWindow {
             }
             Err(e) => {
                 self.finish(index);
-                Err(e)
+                Err(self.refused(e))
             }
         }
+    }
+
+    /// Counts a request that ended before anything was sent, as
+    /// [`LocalBus::request`] counts it; returns its error.
+    fn refused(&self, e: BusError) -> BusError {
+        let result = Err(e.clone());
+        self.bus
+            .request_ended(self.channel, Duration::ZERO, &result);
+        e
     }
 
     /// The next request to end (in the order they end), or `None` when
@@ -146,13 +170,20 @@ impl RequestWindow {
     fn ended(&mut self, index: u32, ended: Ended) -> Option<Completion> {
         let bus = &self.bus;
         let r = &mut self.requests[index as usize];
+        // A wait ended unanswered (the shard stopped, or a pipeline stage
+        // of this node gave up) is a `ShuttingDown` answer, as for a request.
+        let ended = match ended {
+            Ended::Canceled => Ended::Answered(Err(BusError::ShuttingDown), None),
+            other => other,
+        };
         let (result, at) = match ended {
             Ended::Expired => {
-                // Counted against the peer it went to last, as a request's.
-                if let Some((corr, peer, sent)) = r.sent {
+                // Counted against the peer it went to last (re-routing
+                // may have moved it), as a request's.
+                if let Some(corr) = r.corr {
                     let waiting = bus.0.pending.borrow_mut().remove(&corr);
-                    if waiting.is_some() {
-                        bus.breaker_record(peer, sent, Instant::now(), None);
+                    if let Some(w) = waiting {
+                        bus.breaker_record(w.peer, w.sent, Instant::now(), None);
                     }
                 }
                 let timeout = BusError::Timeout {
@@ -161,12 +192,12 @@ impl RequestWindow {
                 };
                 (Err(timeout), None)
             }
-            Ended::Canceled => (Err(BusError::ShuttingDown), None),
             Ended::Answered(Err(BusError::Remote { peer, code }), at) if code.is_retryable() => {
                 r.tried.push(peer);
-                let now = at.unwrap_or_else(Instant::now);
                 let refused = BusError::Remote { peer, code };
-                if r.deadline.is_some_and(|d| now >= d) {
+                // The clock, not the answer's arrival: the owner may take
+                // it late, and an attempt with no time left is wasted.
+                if r.deadline.is_some_and(|d| Instant::now() >= d) {
                     (Err(refused), at)
                 } else {
                     match self.start(index, Some(refused)) {
@@ -188,6 +219,7 @@ impl RequestWindow {
                 (Err(timeout), at)
             }
             Ended::Answered(answer, at) => (answer, at),
+            Ended::Canceled => unreachable!("made an answer above"),
         };
         Some(self.complete(index, result, at))
     }
@@ -226,15 +258,10 @@ impl RequestWindow {
     /// tried; `refused` is the last refusal, returned when none is left.
     fn start(&mut self, index: u32, mut refused: Option<BusError>) -> Result<(), BusError> {
         let bus = &self.bus;
-        let mut out = Outgoing::any(self.channel);
-        let config = &bus.0.shared.config;
-        if config.trace_context {
-            // The caller's span is each request's parent.
-            let span = tracing::Span::current();
-            out.trace = Some(crate::trace::outgoing(config.propagator.as_ref(), &span));
-        }
         let r = &mut self.requests[index as usize];
-        r.sent = None;
+        let mut out = Outgoing::any(self.channel);
+        out.trace = r.trace;
+        r.corr = None;
         loop {
             let peer = match bus.pick_for_request(self.channel, Target::Any, &r.tried) {
                 Ok(p) => p,
@@ -252,7 +279,7 @@ impl RequestWindow {
             let wait = (Waiter::Window(tx), Deadline::Window(expiry));
             match bus.start_request(peer, out, &r.payload, (now, deadline), wait) {
                 Ok(corr) => {
-                    r.sent = corr.map(|c| (c, peer, now));
+                    r.corr = corr;
                     self.slots.started(index);
                     return Ok(());
                 }
@@ -275,7 +302,7 @@ impl Drop for RequestWindow {
         self.slots.close();
         let mut pending = self.bus.0.pending.borrow_mut();
         for r in &self.requests {
-            if let Some((corr, ..)) = r.sent {
+            if let Some(corr) = r.corr {
                 pending.remove(&corr);
             }
         }
