@@ -1,6 +1,9 @@
 //! A load-generating client for the `server` example: sends `--count`
 //! requests of `--payload` bytes to `--channel`, keeping `--concurrency`
 //! requests in flight, and reports round-trip latency and throughput.
+//! The requests come from one task per request in flight, or with
+//! `--window` from one task through a request window
+//! (`LocalBus::request_window`).
 //!
 //! Run (with a server started by `cargo run --release --example server -- --tcp 127.0.0.1:7000`):
 //! `cargo run --release --example client -- --peer 127.0.0.1:7000 --count 100000 --concurrency 16`
@@ -75,6 +78,10 @@ struct Args {
     /// Requests kept in flight.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     concurrency: u64,
+    /// Keep them in flight from one task through a request window instead
+    /// of one task each.
+    #[arg(long)]
+    window: bool,
     /// Request payload bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -166,59 +173,20 @@ fn main() -> anyhow::Result<()> {
     let concurrency = args.concurrency;
     let payload = vec![7u8; args.payload];
     let timeout = Duration::from_millis(args.timeout_ms);
+    let window = args.window;
     let summary = node
         .spawn_on(0, move |bus| async move {
-            let issued = Rc::new(Cell::new(0u64));
-            let replies = Rc::new(Cell::new(0u64));
-            let errors = Rc::new(Cell::new(0u64));
-            let hist = Rc::new(RefCell::new(
-                Histogram::<u64>::new(3).expect("3 significant digits is valid"),
-            ));
-            let payload = Rc::new(payload);
-            let start = Instant::now();
-            let tasks: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    let (bus, issued, replies, errors, hist, payload) = (
-                        bus.clone(),
-                        issued.clone(),
-                        replies.clone(),
-                        errors.clone(),
-                        hist.clone(),
-                        payload.clone(),
-                    );
-                    glommio::spawn_local(async move {
-                        while issued.get() < count {
-                            issued.set(issued.get() + 1);
-                            let t = Instant::now();
-                            match bus.request(channel, &payload, timeout).await {
-                                Ok(_) => {
-                                    let us = t.elapsed().as_micros().min(u64::MAX as u128) as u64;
-                                    hist.borrow_mut().saturating_record(us);
-                                    replies.set(replies.get() + 1);
-                                }
-                                Err(e) => {
-                                    if errors.get() < LOGGED_ERRORS {
-                                        warn!(%channel, error = %e, "request failed");
-                                    }
-                                    errors.set(errors.get() + 1);
-                                }
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await;
-            }
-            let elapsed = start.elapsed();
-            let hist = hist.borrow();
-            Summary {
-                sent: issued.get(),
-                replies: replies.get(),
-                errors: errors.get(),
-                p50_us: hist.value_at_quantile(0.50),
-                p99_us: hist.value_at_quantile(0.99),
-                elapsed,
+            let run = Run {
+                channel,
+                count,
+                concurrency,
+                payload,
+                timeout,
+            };
+            if window {
+                run.window(bus).await
+            } else {
+                run.tasks(bus).await
             }
         })?
         .join()
@@ -257,4 +225,120 @@ fn main() -> anyhow::Result<()> {
     }
     std::io::Write::flush(&mut std::io::stdout())?;
     std::process::exit(if summary.errors == 0 { 0 } else { 1 });
+}
+
+/// One load run's settings.
+struct Run {
+    channel: Channel,
+    count: u64,
+    concurrency: u64,
+    payload: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Run {
+    /// One task per request in flight, each awaiting `request` in turn.
+    async fn tasks(self, bus: domi::LocalBus) -> Summary {
+        let Run {
+            channel,
+            count,
+            concurrency,
+            payload,
+            timeout,
+        } = self;
+        let issued = Rc::new(Cell::new(0u64));
+        let replies = Rc::new(Cell::new(0u64));
+        let errors = Rc::new(Cell::new(0u64));
+        let hist = Rc::new(RefCell::new(
+            Histogram::<u64>::new(3).expect("3 significant digits is valid"),
+        ));
+        let payload = Rc::new(payload);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (bus, issued, replies, errors, hist, payload) = (
+                    bus.clone(),
+                    issued.clone(),
+                    replies.clone(),
+                    errors.clone(),
+                    hist.clone(),
+                    payload.clone(),
+                );
+                glommio::spawn_local(async move {
+                    while issued.get() < count {
+                        issued.set(issued.get() + 1);
+                        let t = Instant::now();
+                        match bus.request(channel, &payload, timeout).await {
+                            Ok(_) => {
+                                let us = t.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                                hist.borrow_mut().saturating_record(us);
+                                replies.set(replies.get() + 1);
+                            }
+                            Err(e) => {
+                                if errors.get() < LOGGED_ERRORS {
+                                    warn!(%channel, error = %e, "request failed");
+                                }
+                                errors.set(errors.get() + 1);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+        let elapsed = start.elapsed();
+        let hist = hist.borrow();
+        Summary {
+            sent: issued.get(),
+            replies: replies.get(),
+            errors: errors.get(),
+            p50_us: hist.value_at_quantile(0.50),
+            p99_us: hist.value_at_quantile(0.99),
+            elapsed,
+        }
+    }
+
+    /// One task keeping `concurrency` requests in flight through a request
+    /// window; latencies are the window's own (first send to the answer's read).
+    async fn window(self, bus: domi::LocalBus) -> Summary {
+        let mut hist = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+        let (mut sent, mut replies, mut errors) = (0u64, 0u64, 0u64);
+        let mut window = bus.request_window(self.channel, self.timeout);
+        let start = Instant::now();
+        let fail = |e: &domi::BusError, errors: &mut u64| {
+            if *errors < LOGGED_ERRORS {
+                warn!(channel = %self.channel, error = %e, "request failed");
+            }
+            *errors += 1;
+        };
+        loop {
+            while sent < self.count && window.in_flight() < self.concurrency as usize {
+                sent += 1;
+                if let Err(e) = window.send(&self.payload) {
+                    fail(&e, &mut errors);
+                }
+            }
+            let Some(done) = window.next().await else {
+                break;
+            };
+            match done.result {
+                Ok(_) => {
+                    let us = done.took.as_micros().min(u64::MAX as u128) as u64;
+                    hist.saturating_record(us);
+                    replies += 1;
+                }
+                Err(e) => fail(&e, &mut errors),
+            }
+        }
+        Summary {
+            sent,
+            replies,
+            errors,
+            p50_us: hist.value_at_quantile(0.50),
+            p99_us: hist.value_at_quantile(0.99),
+            elapsed: start.elapsed(),
+        }
+    }
 }

@@ -71,44 +71,50 @@ fn client_drives_two_servers() {
     let b = Server::start("server-b", 2);
     assert_eq!((a.id, b.id), (1, 2));
 
-    let mut client = example("client");
-    client.args(["--node-id", "3"]);
-    client.args([
-        "--peer",
-        &a.addr.to_string(),
-        "--peer",
-        &b.addr.to_string(),
-        "--count",
-        "2000",
-        "--concurrency",
-        "8",
-        "--json",
-    ]);
-    let run = run_with_deadline(client, CLIENT_RUN);
-    let context = || {
-        format!(
-            "client {}; stdout:\n{}\nstderr:\n{}\nserver-a stderr:\n{}\nserver-b stderr:\n{}",
-            run.status,
-            run.stdout,
-            run.stderr,
-            read(&a.stderr),
-            read(&b.stderr)
-        )
-    };
-    assert!(run.status.success(), "{}", context());
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one JSON line expected; {}", context());
-    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON summary");
-    let int = |k: &str| {
-        v[k].as_u64()
-            .unwrap_or_else(|| panic!("{k} missing in {v}"))
-    };
-    assert_eq!(int("sent"), 2000, "{v}");
-    assert_eq!(int("replies"), 2000, "{v}");
-    assert_eq!(int("errors"), 0, "{v}");
-    assert!(int("p50_us") <= int("p99_us"), "{v}");
-    let per_sec = v["per_sec"].as_f64().expect("per_sec is a number");
-    assert!(per_sec > 0.0, "{v}");
+    // One task per request in flight, then one request window.
+    for (id, window) in [("3", false), ("4", true)] {
+        let mut client = example("client");
+        client.args(["--node-id", id]);
+        if window {
+            client.arg("--window");
+        }
+        client.args([
+            "--peer",
+            &a.addr.to_string(),
+            "--peer",
+            &b.addr.to_string(),
+            "--count",
+            "2000",
+            "--concurrency",
+            "8",
+            "--json",
+        ]);
+        let run = run_with_deadline(client, CLIENT_RUN);
+        let context = || {
+            format!(
+                "client (window: {window}) {}; stdout:\n{}\nstderr:\n{}\nserver-a stderr:\n{}\nserver-b stderr:\n{}",
+                run.status,
+                run.stdout,
+                run.stderr,
+                read(&a.stderr),
+                read(&b.stderr)
+            )
+        };
+        assert!(run.status.success(), "{}", context());
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "one JSON line expected; {}", context());
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON summary");
+        let int = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("{k} missing in {v}"))
+        };
+        assert_eq!(int("sent"), 2000, "{v}");
+        assert_eq!(int("replies"), 2000, "{v}");
+        assert_eq!(int("errors"), 0, "{v}");
+        assert!(int("p50_us") <= int("p99_us"), "{v}");
+        let per_sec = v["per_sec"].as_f64().expect("per_sec is a number");
+        assert!(per_sec > 0.0, "{v}");
+    }
 }
 
 #[test]
