@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,20 @@ fn refusals_move_to_the_next_provider_or_end_the_request_when_none_is_left() {
     let ok = done.values().filter(|(_, c)| c.result.is_ok()).count();
     let no = done.values().filter(|(_, c)| refused(c)).count();
     assert_eq!((ok, no), (3, 7), "{done:?}");
+    // Each counted once, as a request's.
+    assert_eq!(client.stats().remote_errors, 7);
+    let telemetry = client.telemetry();
+    let (_, slow) = telemetry
+        .channels()
+        .into_iter()
+        .find(|(c, _)| *c == SLOW)
+        .unwrap();
+    assert_eq!(
+        slow.outcomes.values().sum::<u64>(),
+        10,
+        "{:?}",
+        slow.outcomes
+    );
 
     // With a second provider, the refused ones go there instead.
     let b = slow_server("b", 64, 64);
@@ -152,25 +166,19 @@ fn refusals_move_to_the_next_provider_or_end_the_request_when_none_is_left() {
 }
 
 #[test]
-fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
-    let held = Arc::new(AtomicUsize::new(0));
-    let h = held.clone();
-    // Holds requests [0..3] forever; answers any other at once.
+fn unanswered_requests_time_out_and_their_late_answers_reach_no_later_request() {
+    let release = Arc::new(AtomicBool::new(false));
+    let rel = release.clone();
+    // Holds requests [0..3] until released; answers any other at once.
     let server = small("server")
         .subscribe(
             HOLD,
             Handler::asynchronous(move |mut req| {
                 let hold = req.payload()[0] < 3;
-                if hold {
-                    h.fetch_add(1, Ordering::SeqCst);
-                }
+                let rel = rel.clone();
                 async move {
-                    // (A handler awaiting `std::future::pending()` was
-                    // answered NoReply within a millisecond: it sleeps instead.)
-                    if hold {
-                        loop {
-                            glommio::timer::sleep(Duration::from_millis(5)).await;
-                        }
+                    while hold && !rel.load(Ordering::SeqCst) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
                     }
                     let _ = req.reply(req.payload().to_vec().as_slice());
                 }
@@ -180,7 +188,6 @@ fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
         .unwrap();
     let client = small("client").peer(server.local_addr()).start().unwrap();
     client.wait_for_provider(HOLD, SETTLE).unwrap();
-    let h = held.clone();
     let (first, second, waited) = client
         .spawn_on(0, move |bus| async move {
             let timeout = Duration::from_millis(100);
@@ -194,10 +201,13 @@ fn unanswered_requests_time_out_and_late_answers_reach_no_later_request() {
                 first.push(c);
             }
             let waited = asked.elapsed();
-            assert_eq!(h.load(Ordering::SeqCst), 3, "all three were held");
-            // The window goes on: a request sent now is answered.
+            // A request sent now, in a window with time to spare, gets its
+            // own answer while the held ones answer late.
+            let mut window = bus.request_window(HOLD, Duration::from_secs(10));
             window.send(&[9]).unwrap();
+            release.store(true, Ordering::SeqCst);
             let second = window.next().await.expect("one in flight");
+            assert!(window.next().await.is_none(), "nothing else came out");
             (first, second, waited)
         })
         .unwrap()
@@ -254,7 +264,7 @@ fn a_late_answer_to_a_reused_slots_earlier_request_is_not_taken_as_the_new_ones(
     node.wait_for_provider(HOLD, SETTLE).unwrap();
     let (first, second) = node
         .spawn_on(0, move |bus| async move {
-            let mut window = bus.request_window(HOLD, Duration::from_millis(300));
+            let mut window = bus.request_window(HOLD, Duration::from_secs(1));
             let old = window.send(b"old").unwrap();
             let first = window.next().await.expect("one in flight");
             assert_eq!(first.ticket, old);

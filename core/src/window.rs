@@ -26,8 +26,9 @@ use crate::expiry::Expirable;
 /// What a request's waiter receives.
 pub(crate) type Answer = Result<Vec<u8>, BusError>;
 
-/// An answer and, when it came over a connection, the reading of the read
-/// that brought it (what a request's duration ends at).
+/// An answer and when it arrived: the reading of the read that brought
+/// it, or the clock when this node answered (what a request's duration
+/// ends at).
 pub(crate) type Arrived = (Answer, Option<Instant>);
 
 /// How an attempt ended, as the window's owner sees it.
@@ -282,13 +283,15 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    /// Hands the answer over (`at`: when it arrived, if it came over a
-    /// connection); gives it back when nobody waits any more.
+    /// Hands the answer over (`at`: the reading of the read that brought
+    /// it; `None` for an answer of this node, dated now); gives it back
+    /// when nobody waits any more.
     pub(crate) fn send(self, answer: Answer, at: Option<Instant>) -> Result<(), Answer> {
+        // A local answer is dated now (a remote one by its read).
+        let at = Some(at.unwrap_or_else(Instant::now));
         match self {
             Waiter::One(tx) => tx.send((answer, at)).map_err(|(answer, _)| answer),
-            // A local answer is dated now (a remote one by its read).
-            Waiter::Window(tx) => tx.send(answer, Some(at.unwrap_or_else(Instant::now))),
+            Waiter::Window(tx) => tx.send(answer, at),
         }
     }
 }

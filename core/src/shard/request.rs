@@ -99,6 +99,7 @@ impl LocalBus {
             .await
         };
         let took = match (started.get(), answered.get()) {
+            _ if matches!(result, Err(BusError::Timeout { .. })) => timeout,
             (Some(from), Some(to)) => to.saturating_duration_since(from),
             (Some(from), None) => from.elapsed(),
             (None, _) => Duration::ZERO,
@@ -141,6 +142,8 @@ impl LocalBus {
         let mut tried: Vec<NodeId> = Vec::new();
         let mut refused: Option<BusError> = None;
         loop {
+            // An earlier attempt's answer does not end this one.
+            answered.set(None);
             let peer = match self.pick_for_request(channel, out.target, &tried) {
                 Ok(p) => p,
                 // Every provider refused: the last refusal says why.
@@ -281,7 +284,7 @@ impl LocalBus {
     }
 
     /// The answer, or `None` when the deadline passed first; `answered`
-    /// is set to when it arrived (`None`: not over a connection).
+    /// is set to when it arrived.
     async fn await_reply(
         rx: Receiver<Arrived>,
         answered: &Cell<Option<Instant>>,
@@ -291,16 +294,8 @@ impl LocalBus {
                 answered.set(at);
                 Some(answer)
             }
-            // Not an answer over a connection: an earlier attempt's
-            // arrival must not end this one.
-            Err(Unanswered::Expired) => {
-                answered.set(None);
-                None
-            }
-            Err(Unanswered::Canceled) => {
-                answered.set(None);
-                Some(Err(BusError::ShuttingDown))
-            }
+            Err(Unanswered::Expired) => None,
+            Err(Unanswered::Canceled) => Some(Err(BusError::ShuttingDown)),
         }
     }
 }

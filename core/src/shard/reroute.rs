@@ -83,8 +83,12 @@ impl LocalBus {
         else {
             return;
         };
-        // The copy carries the time left now, not when the first one was queued.
+        // The copy carries the time left now, not when the first one was
+        // queued; with none left it is not sent (its waiter times out).
         let now = std::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
         meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
         let result = self.to_next_provider(meta.channel, target, &mut vec![dead], |peer| {
             if peer == self.node_id() {

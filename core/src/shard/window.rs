@@ -99,8 +99,11 @@ struct InFlight {
 impl RequestWindow {
     /// Sends a request and returns its ticket; its result comes out of
     /// [`RequestWindow::next`]. Errors are those found before anything was
-    /// sent (no provider, all refused, payload too large, too many waiting
-    /// requests on this shard).
+    /// sent: no provider (or every one cut off by a breaker, known down, or
+    /// with its connection closing or its queue full), payload too large,
+    /// too many waiting requests on this shard. A provider's refusal
+    /// (`Paused`, `NoHandler`…) comes out of `next`, after the others were
+    /// tried.
     pub fn send(&mut self, payload: &[u8]) -> Result<u64, BusError> {
         if let Err(e) = self.bus.check_send(self.channel, payload.len()) {
             return Err(self.refused(e));
@@ -249,6 +252,7 @@ impl RequestWindow {
         let r = &mut self.requests[index as usize];
         let mut payload = std::mem::take(&mut r.payload);
         r.tried.clear();
+        r.corr = None;
         payload.clear();
         self.spare.push(payload);
         self.slots.free(index);
