@@ -30,6 +30,20 @@ fn echo_server(name: &'static str) -> Node {
         .unwrap()
 }
 
+/// Echoes each request, holding those `hold` picks until `release` is set.
+fn holding(release: &Arc<AtomicBool>, hold: fn(&[u8]) -> bool) -> Handler {
+    let release = release.clone();
+    Handler::asynchronous(move |mut req| {
+        let (hold, release) = (hold(req.payload()), release.clone());
+        async move {
+            while hold && !release.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = req.reply(req.payload().to_vec().as_slice());
+        }
+    })
+}
+
 /// Runs `total` requests on `channel` from shard 0 of `client`, keeping
 /// `depth` in flight from one window (payload: the ticket's bytes); every
 /// completion, by ticket.
@@ -168,22 +182,9 @@ fn refusals_move_to_the_next_provider_or_end_the_request_when_none_is_left() {
 #[test]
 fn unanswered_requests_time_out_and_their_late_answers_reach_no_later_request() {
     let release = Arc::new(AtomicBool::new(false));
-    let rel = release.clone();
     // Holds requests [0..3] until released; answers any other at once.
     let server = small("server")
-        .subscribe(
-            HOLD,
-            Handler::asynchronous(move |mut req| {
-                let hold = req.payload()[0] < 3;
-                let rel = rel.clone();
-                async move {
-                    while hold && !rel.load(Ordering::SeqCst) {
-                        glommio::timer::sleep(Duration::from_millis(5)).await;
-                    }
-                    let _ = req.reply(req.payload().to_vec().as_slice());
-                }
-            }),
-        )
+        .subscribe(HOLD, holding(&release, |p| p[0] < 3))
         .start()
         .unwrap();
     let client = small("client").peer(server.local_addr()).start().unwrap();
@@ -292,20 +293,8 @@ fn a_late_answer_to_a_reused_slots_earlier_request_is_not_taken_as_the_new_ones(
 #[test]
 fn a_dropped_window_forgets_its_requests_and_the_shard_goes_on() {
     let release = Arc::new(AtomicBool::new(false));
-    let rel = release.clone();
     let server = small("server")
-        .subscribe(
-            HOLD,
-            Handler::asynchronous(move |mut req| {
-                let rel = rel.clone();
-                async move {
-                    while !rel.load(Ordering::SeqCst) {
-                        glommio::timer::sleep(Duration::from_millis(5)).await;
-                    }
-                    let _ = req.reply(b"late");
-                }
-            }),
-        )
+        .subscribe(HOLD, holding(&release, |_| true))
         .subscribe(
             ECHO,
             Handler::sync(|req| {

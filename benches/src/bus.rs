@@ -306,13 +306,7 @@ impl Client {
             let h = hist.borrow().clone();
             Ok((h, secs))
         })?;
-        let mut hist = Histogram::<u64>::new(3)?;
-        let mut rate = 0.0;
-        for (h, secs) in results {
-            rate += h.len() as f64 / secs.max(1e-9);
-            hist.add(&h)?;
-        }
-        Ok((hist, rate))
+        merge_rates(results)
     }
 
     /// Like [`Client::request_reply`], but each shard keeps `inflight`
@@ -354,12 +348,18 @@ impl Client {
             let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
             Ok((hist, secs))
         })?;
-        let mut hist = Histogram::<u64>::new(3)?;
-        let mut rate = 0.0;
-        for (h, secs) in results {
-            rate += h.len() as f64 / secs.max(1e-9);
-            hist.add(&h)?;
-        }
-        Ok((hist, rate))
+        merge_rates(results)
     }
+}
+
+/// The shards' latencies merged, and their rates (replies over measured
+/// seconds) summed.
+fn merge_rates(results: Vec<(Histogram<u64>, f64)>) -> Result<(Histogram<u64>, f64)> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut rate = 0.0;
+    for (h, secs) in results {
+        rate += h.len() as f64 / secs.max(1e-9);
+        hist.add(&h)?;
+    }
+    Ok((hist, rate))
 }
