@@ -68,5 +68,5 @@ pub use domi_core::{
     Request, RequestWindow, SendFailure, SendOp, ShardTask, Snapshot, TlsClose, TlsConfig,
     TlsConfigError,
 };
-pub use domi_core::{Delivery, Watch};
+pub use domi_core::{Delivery, Watch, BATCH_IN_FLIGHT};
 pub use node::{Node, StartError, StopOutcome};

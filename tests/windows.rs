@@ -391,3 +391,37 @@ fn a_node_serves_its_own_window_and_an_empty_channel_is_refused_at_send() {
         .expect("the refused request is in the telemetry");
     assert_eq!(t.outcomes.values().sum::<u64>(), 1, "{:?}", t.outcomes);
 }
+
+#[test]
+fn a_plain_thread_sends_a_batch_and_gets_each_result_in_its_place() {
+    let (a, b) = (echo_server("a"), echo_server("b"));
+    let client = small("client")
+        .peers([a.local_addr(), b.local_addr()])
+        .configure(|c| c.max_payload = 1024)
+        .start()
+        .unwrap();
+    client.wait_for_providers(ECHO, 2, SETTLE).unwrap();
+    // More than are kept in flight at once: later ones leave as earlier end.
+    let n = 3 * domi::BATCH_IN_FLIGHT as u32;
+    let mut payloads: Vec<Vec<u8>> = (0..n).map(|i| i.to_le_bytes().to_vec()).collect();
+    payloads[7] = vec![0; 2048]; // too large: refused at its send, in its place
+    let results = client
+        .request_batch(ECHO, payloads.clone(), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(results.len(), n as usize);
+    for (i, (r, p)) in results.iter().zip(&payloads).enumerate() {
+        if i == 7 {
+            assert!(
+                matches!(r, Err(BusError::PayloadTooLarge { len: 2048, .. })),
+                "{r:?}"
+            );
+            continue;
+        }
+        let reply = r.as_ref().unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(&reply[2..], &p[..], "request {i} got another's answer");
+    }
+    assert_eq!(
+        client.request_batch(ECHO, Vec::new(), Duration::from_secs(1)),
+        Ok(Vec::new())
+    );
+}

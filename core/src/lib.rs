@@ -104,6 +104,7 @@ pub use limiter::{InvalidRateLimit, RateLimit};
 pub use membership::{LocalNode, Membership, MembershipContext, MembershipError};
 pub use node::{Node, ShardTask, StartError};
 pub use route::{Directory, Peer, PeerTable};
+pub use sends::BATCH_IN_FLIGHT;
 pub use shard::{Completion, LocalBus, RequestWindow};
 pub use stats::Snapshot;
 pub use tls::{TlsClose, TlsConfig, TlsConfigError};
