@@ -30,13 +30,13 @@ fn echo_server(name: &'static str) -> Node {
         .unwrap()
 }
 
-/// Echoes each request, holding those `hold` picks until `release` is set.
-fn holding(release: &Arc<AtomicBool>, hold: fn(&[u8]) -> bool) -> Handler {
-    let release = release.clone();
+/// Echoes each request, holding it until the flag `hold` gives for its
+/// payload (if any) is set.
+fn holding(hold: impl Fn(&[u8]) -> Option<Arc<AtomicBool>> + Send + Sync + 'static) -> Handler {
     Handler::asynchronous(move |mut req| {
-        let (hold, release) = (hold(req.payload()), release.clone());
+        let release = hold(req.payload());
         async move {
-            while hold && !release.load(Ordering::SeqCst) {
+            while release.as_ref().is_some_and(|r| !r.load(Ordering::SeqCst)) {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
             let _ = req.reply(req.payload().to_vec().as_slice());
@@ -181,18 +181,24 @@ fn refusals_move_to_the_next_provider_or_end_the_request_when_none_is_left() {
 
 #[test]
 fn unanswered_requests_time_out_and_their_late_answers_reach_no_later_request() {
-    let release = Arc::new(AtomicBool::new(false));
-    // Holds requests [0..3] until released; answers any other at once.
+    // Holds requests [0..3] until `old` is set, and [9] until `new` is.
+    let (old, new) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (o, n) = (old.clone(), new.clone());
     let server = small("server")
-        .subscribe(HOLD, holding(&release, |p| p[0] < 3))
+        .subscribe(
+            HOLD,
+            holding(move |p| Some(if p[0] < 3 { o.clone() } else { n.clone() })),
+        )
         .start()
         .unwrap();
     let client = small("client").peer(server.local_addr()).start().unwrap();
     client.wait_for_provider(HOLD, SETTLE).unwrap();
-    let (first, second, waited) = client
+    let (first, waited) = client
         .spawn_on(0, move |bus| async move {
-            let timeout = Duration::from_millis(100);
-            let mut window = bus.request_window(HOLD, timeout);
+            let mut window = bus.request_window(HOLD, Duration::from_millis(100));
             let asked = Instant::now();
             for i in 0..3u8 {
                 window.send(&[i]).unwrap();
@@ -201,15 +207,7 @@ fn unanswered_requests_time_out_and_their_late_answers_reach_no_later_request() 
             while let Some(c) = window.next().await {
                 first.push(c);
             }
-            let waited = asked.elapsed();
-            // A request sent now, in a window with time to spare, gets its
-            // own answer while the held ones answer late.
-            let mut window = bus.request_window(HOLD, Duration::from_secs(10));
-            window.send(&[9]).unwrap();
-            release.store(true, Ordering::SeqCst);
-            let second = window.next().await.expect("one in flight");
-            assert!(window.next().await.is_none(), "nothing else came out");
-            (first, second, waited)
+            (first, asked.elapsed())
         })
         .unwrap()
         .join_timeout(Duration::from_secs(30))
@@ -226,8 +224,31 @@ fn unanswered_requests_time_out_and_their_late_answers_reach_no_later_request() 
         waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
         "the 100 ms requests ended after {waited:?}"
     );
-    assert_eq!(second.result.as_deref(), Ok(&[9u8][..]));
     assert_eq!(client.stats().timeouts, 3);
+
+    // A new request is in flight when the three late answers arrive.
+    let second = client
+        .spawn_on(0, |bus| async move {
+            let mut window = bus.request_window(HOLD, Duration::from_secs(20));
+            window.send(&[9]).unwrap();
+            let second = window.next().await.expect("one in flight");
+            (second, window.next().await.is_none())
+        })
+        .unwrap();
+    wait_until("the new request is held", SETTLE, || {
+        server.stats().handled >= 4
+    });
+    let frames_in = client.stats().frames_in;
+    old.store(true, Ordering::SeqCst);
+    wait_until("the late answers arrived", SETTLE, || {
+        client.stats().frames_in >= frames_in + 3
+    });
+    new.store(true, Ordering::SeqCst);
+    let (second, only) = second
+        .join_timeout(Duration::from_secs(30))
+        .expect("the shard answers");
+    assert_eq!(second.result.as_deref(), Ok(&[9u8][..]));
+    assert!(only, "nothing else came out");
 }
 
 #[test]
@@ -294,7 +315,10 @@ fn a_late_answer_to_a_reused_slots_earlier_request_is_not_taken_as_the_new_ones(
 fn a_dropped_window_forgets_its_requests_and_the_shard_goes_on() {
     let release = Arc::new(AtomicBool::new(false));
     let server = small("server")
-        .subscribe(HOLD, holding(&release, |_| true))
+        .subscribe(HOLD, {
+            let release = release.clone();
+            holding(move |_| Some(release.clone()))
+        })
         .subscribe(
             ECHO,
             Handler::sync(|req| {
@@ -424,4 +448,21 @@ fn a_plain_thread_sends_a_batch_and_gets_each_result_in_its_place() {
         client.request_batch(ECHO, Vec::new(), Duration::from_secs(1)),
         Ok(Vec::new())
     );
+
+    // A request table smaller than the batch's window: refused sends wait
+    // for room and go again, none fails.
+    let narrow = small("narrow")
+        .peers([a.local_addr(), b.local_addr()])
+        .configure(|c| c.max_pending = 50)
+        .start()
+        .unwrap();
+    narrow.wait_for_providers(ECHO, 2, SETTLE).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    let results = narrow
+        .request_batch(ECHO, payloads.clone(), Duration::from_secs(10))
+        .unwrap();
+    for (i, (r, p)) in results.iter().zip(&payloads).enumerate() {
+        let reply = r.as_ref().unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(&reply[2..], &p[..], "request {i} got another's answer");
+    }
 }

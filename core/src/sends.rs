@@ -3,6 +3,8 @@
 //! [`crate::rendezvous`], [`crate::RequestWindow`] and [`crate::pipeline`]).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channel::{Channel, NodeId};
@@ -13,48 +15,80 @@ use crate::shard::{routed, Outgoing, Target};
 /// Most requests of one [`Node::request_batch`] in flight at once.
 pub const BATCH_IN_FLIGHT: usize = 1024;
 
+/// How long past its timeout a batch's caller waits for a request to end
+/// (a shard that cannot run the batch at all, a late timer).
+const BATCH_GRACE: Duration = Duration::from_secs(1);
+
+/// What a batch's caller and its shard share: requests ended so far, and
+/// whether the caller gave up (then nothing more is sent).
+#[derive(Default)]
+struct BatchProgress {
+    ended: AtomicU64,
+    abandoned: AtomicBool,
+}
+
 impl Node {
     /// Requests from a plain thread, sent together from one shard through
     /// a request window ([`crate::LocalBus::request_window`]; at most
     /// [`BATCH_IN_FLIGHT`] in flight at once, each within `timeout` of
     /// its first send): blocks until every one ended and returns their
-    /// results in the order of `payloads`. One hand-off to the shard for
-    /// the whole batch instead of one per request. The outer error means
-    /// the batch never reached a shard (`ShuttingDown`, `Backpressure` of
-    /// the shard's command queue); each request's own error is in its slot.
+    /// results in the order of `payloads`, each request's own error in its
+    /// place. One hand-off to the shard for the whole batch instead of one
+    /// per request; the caller's span is each request's parent. A request
+    /// refused with `Backpressure` (the shard's request table, or every
+    /// provider's write queue, full) while others are in flight waits for
+    /// one of them to end and is sent again.
+    ///
+    /// The outer error: the batch could not be handed to a shard
+    /// (`Backpressure` of its command queue, `ShuttingDown`), the shard
+    /// stopped before it finished (`ShuttingDown`; results are lost), or no
+    /// request ended for `timeout` and a grace of 1 s (`Timeout`, e.g. a
+    /// shard too busy to run it): the requests not yet sent are then never
+    /// sent.
     pub fn request_batch(
         &self,
         channel: Channel,
         payloads: Vec<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Vec<Result<Vec<u8>, BusError>>, BusError> {
-        let n = payloads.len();
-        if n == 0 {
+        if payloads.is_empty() {
             return Ok(Vec::new());
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let progress = Arc::new(BatchProgress::default());
+        let (shared, parent) = (progress.clone(), tracing::Span::current());
         self.run(move |bus| {
             let bus = bus.clone();
-            glommio::spawn_local(async move {
-                let _ = tx.send(batch(&bus, channel, &payloads, timeout).await);
-            })
-            .detach();
+            let task = async move {
+                let _ = tx.send(batch(&bus, channel, &payloads, timeout, &shared).await);
+            };
+            glommio::spawn_local(tracing::Instrument::instrument(task, parent)).detach();
         })?;
-        // Every request ends within `timeout` of its send, and sends wait
-        // for room: the last one leaves after at most ⌈n / in flight⌉
-        // rounds. The grace covers a shard that cannot run it at all.
-        let rounds = n.div_ceil(BATCH_IN_FLIGHT) as u32;
-        let limit = timeout
+        // Each request ends within `timeout` of its send and the next one
+        // leaves as one ends: wait as long as requests keep ending.
+        let wait = timeout
             .min(crate::timeouts::MAX_WAIT)
-            .saturating_mul(rounds)
-            .saturating_add(Duration::from_secs(1));
-        match rx.recv_timeout(limit) {
-            Ok(results) => Ok(results),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(BusError::Timeout {
-                channel,
-                after: limit,
-            }),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(BusError::ShuttingDown),
+            .saturating_add(BATCH_GRACE);
+        let mut seen = 0;
+        loop {
+            match rx.recv_timeout(wait) {
+                Ok(results) => return Ok(results),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let ended = progress.ended.load(Ordering::Acquire);
+                    if ended != seen {
+                        seen = ended;
+                        continue;
+                    }
+                    progress.abandoned.store(true, Ordering::Release);
+                    return Err(BusError::Timeout {
+                        channel,
+                        after: timeout,
+                    });
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(BusError::ShuttingDown)
+                }
+            }
         }
     }
 
@@ -152,26 +186,34 @@ impl Node {
 }
 
 /// Runs `payloads` through one request window on this shard; their results
-/// in order.
+/// in order (see [`Node::request_batch`]).
 async fn batch(
     bus: &crate::LocalBus,
     channel: Channel,
     payloads: &[Vec<u8>],
     timeout: Duration,
+    progress: &BatchProgress,
 ) -> Vec<Result<Vec<u8>, BusError>> {
     let mut results: Vec<Option<Result<Vec<u8>, BusError>>> = vec![None; payloads.len()];
     let mut window = bus.request_window(channel, timeout);
-    // Ticket → index in `payloads` (tickets count up from 0 per window,
-    // one per request sent).
+    // Ticket → index in `payloads` (a window's tickets count up from 0,
+    // one per request it took).
     let mut index_of = Vec::with_capacity(payloads.len());
     let mut next = 0;
     loop {
         while next < payloads.len() && window.in_flight() < BATCH_IN_FLIGHT {
+            if progress.abandoned.load(Ordering::Acquire) {
+                // The caller is gone: send nothing more (dropping the
+                // window forgets what is in flight).
+                return Vec::new();
+            }
             match window.send(&payloads[next]) {
                 Ok(ticket) => {
                     debug_assert_eq!(ticket as usize, index_of.len());
                     index_of.push(next);
                 }
+                // No room now: try it again once a request ended.
+                Err(BusError::Backpressure { .. }) if window.in_flight() > 0 => break,
                 Err(e) => results[next] = Some(Err(e)),
             }
             next += 1;
@@ -179,8 +221,14 @@ async fn batch(
         let Some(done) = window.next().await else {
             break;
         };
+        progress.ended.fetch_add(1, Ordering::Release);
         results[index_of[done.ticket as usize]] = Some(done.result);
+        // A provider on this shard answers at once: let the shard's other
+        // tasks (readers, heartbeats) run between results.
+        glommio::yield_if_needed().await;
     }
+    // Every payload was sent or refused before the window ran dry, so
+    // every place is filled (the fallback cannot happen).
     results
         .into_iter()
         .map(|r| r.unwrap_or(Err(BusError::ShuttingDown)))

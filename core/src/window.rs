@@ -34,8 +34,7 @@ pub(crate) type Arrived = (Answer, Option<Instant>);
 /// How an attempt ended, as the window's owner sees it.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    /// Answered (`at`: the reading of the read that brought the answer,
-    /// when it came over a connection).
+    /// Answered (`at`: when the answer arrived; see [`Waiter::send`]).
     Answered(Answer, Option<Instant>),
     /// Its deadline passed first.
     Expired,
@@ -207,7 +206,7 @@ struct Handle {
 pub(crate) struct WindowSender(Handle);
 
 impl WindowSender {
-    /// Ends the attempt with `answer` (`at`: when it arrived, if known);
+    /// Ends the attempt with `answer` (`at`: when it arrived);
     /// gives it back when the attempt no longer waits. An answer that
     /// comes after the deadline ended the attempt, but before the owner
     /// took that, still wins (as a request future's does).

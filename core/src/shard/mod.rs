@@ -95,7 +95,12 @@ impl Outgoing {
     }
 }
 
+/// A connection id no connection has (ids count from 1): a waiting request
+/// on no connection, which only its deadline ends.
+const NO_CONN: u64 = 0;
+
 struct Waiting {
+    /// The connection its answer must come on ([`NO_CONN`]: none).
     conn: u64,
     /// The peer the request went to (changed when it is re-routed) and
     /// when: what its circuit breaker counts.

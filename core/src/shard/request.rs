@@ -68,8 +68,9 @@ impl LocalBus {
         // first send's clock reading (no clock read of its own).
         let started =
             Cell::new(deadline.and_then(|d| d.checked_sub(timeout.min(crate::timeouts::MAX_WAIT))));
-        // When its answer arrived, if it came over a connection: its
-        // duration ends there, without a clock read of its own.
+        // When its answer arrived (the reading of the read that brought
+        // it, or the clock when this node answered): its duration ends
+        // there, without a clock read of its own.
         let answered = Cell::new(None);
         let times = (&started, &answered);
         let config = &self.0.shared.config;
@@ -127,8 +128,8 @@ impl LocalBus {
     }
 
     /// The attempts of a request; `started` is set at the first send when
-    /// the deadline is counted from it, `answered` to the arrival of an
-    /// answer that came over a connection.
+    /// the deadline is counted from it, `answered` to its last attempt's
+    /// answer's arrival.
     async fn request_inner(
         &self,
         out: Outgoing,

@@ -84,9 +84,14 @@ impl LocalBus {
             return;
         };
         // The copy carries the time left now, not when the first one was
-        // queued; with none left it is not sent (its waiter times out).
+        // queued; with none left it is not sent, and its waiter times out
+        // (detached from the dead connection, whose waiters fail with
+        // `PeerLost`: this one provably never left).
         let now = std::time::Instant::now();
         if now >= deadline {
+            if let Some(w) = self.0.pending.borrow_mut().get_mut(&corr) {
+                w.conn = super::NO_CONN;
+            }
             return;
         }
         meta.ext.deadline = Some(crate::timeouts::wire_remaining(now, deadline));
