@@ -5,7 +5,8 @@
 use std::future::poll_fn;
 use std::time::{Duration, Instant};
 
-use super::{not_sent, LocalBus, Outgoing, Target};
+use super::request::{after_answer, AfterAnswer, Times};
+use super::{LocalBus, Outgoing};
 use crate::channel::{Channel, NodeId};
 use crate::error::BusError;
 use crate::window::{Answer, Deadline, Ended, Waiter, WindowSlots};
@@ -87,8 +88,7 @@ struct InFlight {
     payload: Vec<u8>,
     /// Providers that refused it.
     tried: Vec<NodeId>,
-    started: Option<Instant>,
-    deadline: Option<Instant>,
+    times: Times,
     /// The trace context every attempt carries (when the node sends them).
     trace: Option<crate::trace::TraceContext>,
     /// The correlation of the attempt waiting over a connection (`None`:
@@ -181,13 +181,8 @@ impl RequestWindow {
         };
         let (result, at) = match ended {
             Ended::Expired => {
-                // Counted against the peer it went to last (re-routing
-                // may have moved it), as a request's.
                 if let Some(corr) = r.corr {
-                    let waiting = bus.0.pending.borrow_mut().remove(&corr);
-                    if let Some(w) = waiting {
-                        bus.breaker_record(w.peer, w.sent, Instant::now(), None);
-                    }
+                    bus.timed_out(corr);
                 }
                 let timeout = BusError::Timeout {
                     channel: self.channel,
@@ -195,33 +190,27 @@ impl RequestWindow {
                 };
                 (Err(timeout), None)
             }
-            Ended::Answered(Err(BusError::Remote { peer, code }), at) if code.is_retryable() => {
-                r.tried.push(peer);
-                let refused = BusError::Remote { peer, code };
-                // The clock, not the answer's arrival: the owner may take
-                // it late, and an attempt with no time left is wasted.
-                if r.deadline.is_some_and(|d| Instant::now() >= d) {
-                    (Err(refused), at)
-                } else {
-                    match self.start(index, Some(refused)) {
+            Ended::Answered(answer, at) => {
+                // The clock, not the answer's arrival, says whether the
+                // deadline passed: the owner may take it late.
+                let stopping = bus.0.stopping.is_raised();
+                let request = (self.channel, self.timeout);
+                let deadline = r.times.deadline;
+                match after_answer(
+                    answer,
+                    &mut r.tried,
+                    deadline,
+                    stopping,
+                    request,
+                    Instant::now,
+                ) {
+                    AfterAnswer::Retry(refused) => match self.start(index, Some(refused)) {
                         Ok(()) => return None,
                         Err(e) => (Err(e), None),
-                    }
+                    },
+                    AfterAnswer::Done(result) => (result, at),
                 }
             }
-            // A request this node served itself whose pipeline stage gave
-            // up at the deadline (it answers nobody then).
-            Ended::Answered(Err(BusError::ShuttingDown), at)
-                if !bus.0.stopping.is_raised()
-                    && r.deadline.is_some_and(|d| Instant::now() >= d) =>
-            {
-                let timeout = BusError::Timeout {
-                    channel: self.channel,
-                    after: self.timeout,
-                };
-                (Err(timeout), at)
-            }
-            Ended::Answered(answer, at) => (answer, at),
             Ended::Canceled => unreachable!("made an answer above"),
         };
         Some(self.complete(index, result, at))
@@ -230,13 +219,7 @@ impl RequestWindow {
     /// Hands out slot `index`'s request with `result`.
     fn complete(&mut self, index: u32, result: Answer, at: Option<Instant>) -> Completion {
         let r = &self.requests[index as usize];
-        let took = match (&result, r.started) {
-            (Err(BusError::Timeout { .. }), _) => self.timeout,
-            (_, Some(started)) => at
-                .unwrap_or_else(Instant::now)
-                .saturating_duration_since(started),
-            (_, None) => Duration::ZERO,
-        };
+        let took = r.times.took(&result, at, self.timeout);
         self.bus.request_ended(self.channel, took, &result);
         let ticket = r.ticket;
         self.finish(index);
@@ -260,44 +243,27 @@ impl RequestWindow {
 
     /// Sends slot `index`'s request to the next provider it has not
     /// tried; `refused` is the last refusal, returned when none is left.
-    fn start(&mut self, index: u32, mut refused: Option<BusError>) -> Result<(), BusError> {
+    fn start(&mut self, index: u32, refused: Option<BusError>) -> Result<(), BusError> {
         let bus = &self.bus;
         let r = &mut self.requests[index as usize];
         let mut out = Outgoing::any(self.channel);
         out.trace = r.trace;
         r.corr = None;
-        loop {
-            let peer = match bus.pick_for_request(self.channel, Target::Any, &r.tried) {
-                Ok(p) => p,
-                Err(e) => return Err(refused.unwrap_or(e)),
-            };
-            // Read after the pick, as a request's (a half-open breaker
-            // dates its probe then).
-            let now = Instant::now();
-            let timeout = self.timeout;
-            let deadline = *r.deadline.get_or_insert_with(|| {
-                r.started = Some(now);
-                crate::timeouts::deadline(now, timeout)
-            });
-            let (tx, expiry) = self.slots.attempt(index);
-            let wait = (Waiter::Window(tx), Deadline::Window(expiry));
-            match bus.start_request(peer, out, &r.payload, (now, deadline), wait) {
-                Ok(corr) => {
-                    r.corr = corr;
-                    self.slots.started(index);
-                    return Ok(());
-                }
-                Err(e) if not_sent(&e) => {
-                    bus.breaker_unclaim(peer);
-                    r.tried.push(peer);
-                    refused = Some(e);
-                }
-                Err(e) => {
-                    bus.breaker_unclaim(peer);
-                    return Err(e);
-                }
-            }
-        }
+        let slots = &self.slots;
+        let (corr, ()) = bus.send_attempt(
+            out,
+            &r.payload,
+            &mut r.tried,
+            refused,
+            (&mut r.times, self.timeout),
+            || {
+                let (tx, expiry) = slots.attempt(index);
+                (Waiter::Window(tx), Deadline::Window(expiry), ())
+            },
+        )?;
+        r.corr = corr;
+        slots.started(index);
+        Ok(())
     }
 }
 
