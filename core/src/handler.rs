@@ -14,8 +14,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-
 use crate::channel::{Channel, NodeId};
 use crate::conn::Conn;
 use crate::error::{BusError, ErrorCode, ReplyError};
@@ -64,37 +62,88 @@ impl std::fmt::Debug for Handler {
 }
 
 /// An immutable channel → handler map; replaced as a whole on change.
-#[derive(Clone, Debug, Default)]
+///
+/// Looked up once per delivered message, so it is a two-level table
+/// indexed by the channel's high and low bytes: two loads and no hashing.
+/// A page of 256 slots exists only where a channel is served.
+#[derive(Clone)]
 pub struct HandlerTable {
-    map: FxHashMap<Channel, Handler>,
+    pages: Box<[Option<Box<Page>>; PAGES]>,
+}
+
+/// Pages of the table: one per high byte of a channel.
+const PAGES: usize = 256;
+/// Slots of a page: one per low byte of a channel.
+const SLOTS: usize = 256;
+type Page = [Option<Handler>; SLOTS];
+
+impl Default for HandlerTable {
+    fn default() -> HandlerTable {
+        HandlerTable {
+            pages: Box::new(std::array::from_fn(|_| None)),
+        }
+    }
+}
+
+impl std::fmt::Debug for HandlerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.entries()).finish()
+    }
 }
 
 impl HandlerTable {
     /// The handler of `channel`.
+    #[inline]
     pub fn get(&self, channel: Channel) -> Option<&Handler> {
-        self.map.get(&channel)
+        let [hi, lo] = channel.0.to_be_bytes();
+        self.pages[usize::from(hi)].as_ref()?[usize::from(lo)].as_ref()
     }
 
     /// A table with `channel` bound to `handler`; reserved channels are refused.
     pub fn with(&self, channel: Channel, handler: Handler) -> Result<HandlerTable, BusError> {
         crate::error::check_user_channel(channel)?;
         let mut t = self.clone();
-        t.map.insert(channel, handler);
+        *t.slot(channel) = Some(handler);
         Ok(t)
     }
 
     /// A table without `channel`.
     pub fn without(&self, channel: Channel) -> HandlerTable {
         let mut t = self.clone();
-        t.map.remove(&channel);
+        *t.slot(channel) = None;
+        let hi = usize::from(channel.0 >> 8);
+        if t.pages[hi]
+            .as_ref()
+            .is_some_and(|p| p.iter().all(Option::is_none))
+        {
+            t.pages[hi] = None;
+        }
         t
     }
 
     /// The channels served, sorted.
     pub fn channels(&self) -> Vec<Channel> {
-        let mut v: Vec<Channel> = self.map.keys().copied().collect();
-        v.sort_unstable();
-        v
+        self.entries().map(|(c, _)| c).collect()
+    }
+
+    /// The slot of `channel`, its page made if missing.
+    fn slot(&mut self, channel: Channel) -> &mut Option<Handler> {
+        let [hi, lo] = channel.0.to_be_bytes();
+        let page = self.pages[usize::from(hi)]
+            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| None)));
+        &mut page[usize::from(lo)]
+    }
+
+    /// Every bound channel with its handler, in channel order.
+    fn entries(&self) -> impl Iterator<Item = (Channel, &Handler)> {
+        self.pages.iter().enumerate().flat_map(|(hi, page)| {
+            page.iter().flat_map(move |page| {
+                page.iter().enumerate().filter_map(move |(lo, h)| {
+                    let channel = Channel(((hi as u16) << 8) | lo as u16);
+                    h.as_ref().map(|h| (channel, h))
+                })
+            })
+        })
     }
 }
 
@@ -608,4 +657,76 @@ async fn nested(
 ) -> Result<Vec<u8>, BusError> {
     bus.request_until(channel, &payload, nested_deadline(deadline))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(n: u8) -> Handler {
+        Handler::sync(move |req| {
+            req.reply(&[n]).ok();
+        })
+    }
+
+    /// Which of [`tagged`]'s handlers `h` is, by the pointer it shares.
+    fn same(a: &Handler, b: &Handler) -> bool {
+        match (a, b) {
+            (Handler::Sync(a), Handler::Sync(b)) => Arc::ptr_eq(a, b),
+            (Handler::Async(a), Handler::Async(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn lookups_find_each_channel_across_pages_and_nothing_else() {
+        let served = [0u16, 1, 255, 256, 257, 4660, 65280, 65499];
+        let handlers: Vec<Handler> = (0..served.len() as u8).map(tagged).collect();
+        let mut t = HandlerTable::default();
+        for (&c, h) in served.iter().zip(&handlers) {
+            t = t.with(Channel(c), h.clone()).unwrap();
+        }
+        for (&c, h) in served.iter().zip(&handlers) {
+            assert!(same(t.get(Channel(c)).unwrap(), h), "channel {c}");
+        }
+        for c in [2u16, 254, 258, 511, 4661, 65281, 65535] {
+            assert!(t.get(Channel(c)).is_none(), "channel {c}");
+        }
+        let sorted: Vec<Channel> = served.iter().map(|&c| Channel(c)).collect();
+        assert_eq!(t.channels(), sorted);
+    }
+
+    #[test]
+    fn with_and_without_leave_the_original_table_alone() {
+        let a = HandlerTable::default()
+            .with(Channel(300), tagged(1))
+            .unwrap();
+        let b = a.with(Channel(301), tagged(2)).unwrap();
+        let c = b.without(Channel(300));
+        assert_eq!(a.channels(), vec![Channel(300)]);
+        assert_eq!(b.channels(), vec![Channel(300), Channel(301)]);
+        assert_eq!(c.channels(), vec![Channel(301)]);
+        let empty = c.without(Channel(301));
+        assert!(empty.channels().is_empty());
+        assert!(
+            empty.pages.iter().all(Option::is_none),
+            "an empty page is dropped"
+        );
+        // Rebinding replaces.
+        let h = tagged(3);
+        let d = b.with(Channel(300), h.clone()).unwrap();
+        assert!(same(d.get(Channel(300)).unwrap(), &h));
+        assert_eq!(d.channels().len(), 2);
+    }
+
+    #[test]
+    fn reserved_channels_are_refused() {
+        let t = HandlerTable::default();
+        for c in [Channel::RESERVED_START, Channel::HELLO.0] {
+            assert!(matches!(
+                t.with(Channel(c), tagged(0)),
+                Err(BusError::ReservedChannel { channel }) if channel == Channel(c)
+            ));
+        }
+    }
 }

@@ -428,9 +428,16 @@ impl Session {
         self.out.pop_front()
     }
 
+    /// Whether [`Session::poll_transmit`] has a frame to give.
+    #[inline]
+    pub fn has_transmit(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Decides what one incoming frame means. `local` is asked for this
     /// node's info and secret during the handshake only; frames queued in
     /// answer carry its id as their source.
+    #[inline]
     pub fn on_frame<'a, I: Identity + ?Sized>(
         &mut self,
         local: &I,
@@ -569,6 +576,7 @@ impl Session {
     }
 
     /// Both sides, once open.
+    #[inline]
     fn on_open<'a>(&mut self, peer: NodeId, frame: Frame<'a>) -> Action<'a> {
         let meta = frame.meta;
         if meta.source != peer {

@@ -45,13 +45,16 @@ impl LocalBus {
         if conn.is_closed() {
             return Ok(()); // closing: what is still buffered is not acted on
         }
-        let action = conn
-            .session
-            .borrow_mut()
-            .on_frame(&self.0.shared.local, frame);
+        let (action, transmit) = {
+            let mut session = conn.session.borrow_mut();
+            let action = session.on_frame(&self.0.shared.local, frame);
+            (action, session.has_transmit())
+        };
         // The session's own frames first: an AUTH proof leaves before the
         // frames it held, a refusal is queued before the close.
-        conn.flush_session();
+        if transmit {
+            conn.flush_session();
+        }
         match action {
             Action::None | Action::Announced(_) => {}
             Action::Opened(theirs) => {

@@ -254,6 +254,7 @@ impl LocalBus {
 
     /// The provider of `channel` that `target` names, skipping `exclude`
     /// and peers known down.
+    #[inline]
     fn pick(
         &self,
         channel: Channel,
@@ -278,6 +279,7 @@ impl LocalBus {
     /// One selection pass (round-robin, keyed or direct); with `breakers`,
     /// open ones are skipped too, and when only they stood in the way the
     /// error is `CircuitOpen`.
+    #[inline]
     fn pick_with(
         &self,
         channel: Channel,
@@ -354,6 +356,7 @@ impl LocalBus {
     /// The outbound connection to `peer`, opened if needed. A connection
     /// that is closing (its close not yet handled) takes nothing more:
     /// `PeerLost`, and nothing was sent (see [`LocalBus::to_next_provider`]).
+    #[inline]
     fn conn_to(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
         if let Some(c) = &self.0.outbound.borrow()[peer.index()] {
             if c.is_closed() {
@@ -361,6 +364,12 @@ impl LocalBus {
             }
             return Ok(c.clone());
         }
+        self.dial(peer)
+    }
+
+    /// Opens the outbound connection to `peer` (see [`LocalBus::conn_to`]).
+    #[cold]
+    fn dial(&self, peer: NodeId) -> Result<Rc<Conn>, BusError> {
         let table = self.table();
         let entry = table.get(peer).ok_or(BusError::PeerLost { peer })?;
         // This node's own entry under the id it just gave up (the table
@@ -436,6 +445,7 @@ impl LocalBus {
     /// write queue is full: nothing was sent to it, so trying another keeps
     /// delivery at most once. Returns the last such error when no provider
     /// is left.
+    #[inline]
     pub(super) fn to_next_provider<T>(
         &self,
         channel: Channel,
@@ -465,6 +475,7 @@ impl LocalBus {
     }
 
     /// One-way message to one provider of `channel` (round-robin).
+    #[inline]
     pub fn notify(&self, channel: Channel, payload: &[u8]) -> Result<(), BusError> {
         self.check_send(channel, payload.len())?;
         self.to_next_provider(channel, Target::Any, &mut Vec::new(), |peer| {
@@ -497,6 +508,7 @@ impl LocalBus {
         }
     }
 
+    #[inline]
     fn send_one_way(
         &self,
         peer: NodeId,
