@@ -138,12 +138,20 @@ impl End {
                     assert_eq!(self.s.peer(), Some(theirs.id));
                     assert!(!self.s.holds_user_frames());
                 }
-                Action::Deliver(f) | Action::CallReply(f) => {
+                Action::Deliver => {
                     assert!(self.s.is_open());
-                    assert_eq!(Some(f.meta.source), self.s.peer());
-                    if f.meta.kind != FrameKind::Reply {
-                        assert!(!f.meta.channel.is_reserved());
-                    }
+                    assert_eq!(Some(frame.meta.source), self.s.peer());
+                    assert!(matches!(
+                        frame.meta.kind,
+                        FrameKind::Request | FrameKind::OneWay
+                    ));
+                    assert!(!frame.meta.channel.is_reserved());
+                }
+                Action::CallReply => {
+                    assert!(self.s.is_open());
+                    assert_eq!(Some(frame.meta.source), self.s.peer());
+                    assert_eq!(frame.meta.kind, FrameKind::Reply);
+                    assert_eq!(frame.meta.correlation, 0);
                 }
                 Action::Announced(i) => assert_eq!(Some(i.id), self.s.peer()),
                 Action::Complete { .. } | Action::CallFailed { .. } => {

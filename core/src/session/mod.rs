@@ -259,12 +259,16 @@ pub enum Action<'a> {
     Opened(NodeInfo),
     /// The peer announced new information about itself.
     Announced(NodeInfo),
-    /// A user request or one-way frame (source and channel checked): hand it
-    /// to the channel's handler; a request may be replied to.
-    Deliver(Frame<'a>),
-    /// A reply with correlation 0, the answer to a `call`: deliver it,
-    /// one-way, to the handler of its channel (the caller's reply channel).
-    CallReply(Frame<'a>),
+    /// The frame given to [`Session::on_frame`] is a user request or
+    /// one-way frame (source and channel checked): hand it to the channel's
+    /// handler; a request may be replied to. (The frame is not carried back:
+    /// moving it through the return value cost the receive path a copy and
+    /// a stall per frame.)
+    Deliver,
+    /// The frame given is a reply with correlation 0, the answer to a
+    /// `call`: deliver it, one-way, to the handler of its channel (the
+    /// caller's reply channel).
+    CallReply,
     /// The answer to the request waiting under `correlation`.
     Complete {
         /// The request it answers.
@@ -591,13 +595,13 @@ impl Session {
                     channel: meta.channel,
                 })
             }
-            FrameKind::Request | FrameKind::OneWay => Action::Deliver(frame),
+            FrameKind::Request | FrameKind::OneWay => Action::Deliver,
             // Answers come back on the connection that carried the request:
             // one we dialled. On an accepted one they answer nothing of ours.
             FrameKind::Reply | FrameKind::Error if self.role == Role::Accept => {
                 self.unexpected(frame)
             }
-            FrameKind::Reply if meta.correlation == 0 => Action::CallReply(frame),
+            FrameKind::Reply if meta.correlation == 0 => Action::CallReply,
             FrameKind::Reply => Action::Complete {
                 correlation: meta.correlation,
                 result: Ok(frame.payload),

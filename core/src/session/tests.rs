@@ -516,17 +516,12 @@ fn open_connections_dispatch_by_kind() {
     let (mut c, mut s) = open_pair(Some(SECRET));
     let one = NodeId::test(1);
     let req = wire(FrameKind::Request, Channel(50), one, 3, b"q");
-    let acts = s.feed(&req);
-    assert!(
-        matches!(&acts[..], [Action::Deliver(f)] if f.payload == b"q" && f.meta.correlation == 3)
-    );
+    assert!(matches!(&s.feed(&req)[..], [Action::Deliver]));
     let ow = wire(FrameKind::OneWay, Channel(50), one, 0, b"o");
-    assert!(matches!(&s.feed(&ow)[..], [Action::Deliver(f)] if f.meta.kind == FrameKind::OneWay));
+    assert!(matches!(&s.feed(&ow)[..], [Action::Deliver]));
     let two = NodeId::test(2);
     let call_reply = wire(FrameKind::Reply, Channel(60), two, 0, b"r");
-    assert!(
-        matches!(&c.feed(&call_reply)[..], [Action::CallReply(f)] if f.meta.channel == Channel(60))
-    );
+    assert!(matches!(&c.feed(&call_reply)[..], [Action::CallReply]));
     let reply = wire(FrameKind::Reply, Channel(0), two, 7, b"pong");
     assert_eq!(
         c.feed(&reply),

@@ -45,11 +45,10 @@ impl LocalBus {
         if conn.is_closed() {
             return Ok(()); // closing: what is still buffered is not acted on
         }
-        let (action, transmit) = {
-            let mut session = conn.session.borrow_mut();
-            let action = session.on_frame(&self.0.shared.local, frame);
-            (action, session.has_transmit())
-        };
+        let mut session = conn.session.borrow_mut();
+        let action = session.on_frame(&self.0.shared.local, frame);
+        let transmit = session.has_transmit();
+        drop(session);
         // The session's own frames first: an AUTH proof leaves before the
         // frames it held, a refusal is queued before the close.
         if transmit {
@@ -64,7 +63,7 @@ impl LocalBus {
                 }
                 debug!(peer = %theirs.id, name = %theirs.name, dir = ?conn.dir, "connection open");
             }
-            Action::Deliver(frame) => {
+            Action::Deliver => {
                 conn.mark_used();
                 let meta = frame.meta;
                 let to = if meta.kind == FrameKind::OneWay {
@@ -79,7 +78,7 @@ impl LocalBus {
                 };
                 self.deliver(meta, frame.payload, to);
             }
-            Action::CallReply(frame) => {
+            Action::CallReply => {
                 // The reply to a `call` of ours, for our reply-channel handler.
                 conn.mark_used();
                 conn.call_answered();
