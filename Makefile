@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-peers run test bench bench-peers scale etcd chaos fuzz lint fmt clean
+.PHONY: setup setup-peers run test bench bench-peers profile-one-way scale etcd chaos fuzz lint fmt clean
 
 ETCD_PORT ?= 2379
 
@@ -48,6 +48,7 @@ test: setup
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(CARGO) run -q -p domi-bench -- --quick --reps 1 --out target/bench-quick
+	$(CARGO) run -q -p domi-bench -- --quick --one-way-only 64 --reps 1 --out target/bench-quick-one-way >/dev/null
 	$(CARGO) run -q -p domi-bench -- cluster --nodes 128 --kill 12 --churn-secs 10 --churn-rate 2 --ttl 10 --check --out target/scale-128
 
 ## bench: throughput, latency and memory against same-run baselines -> target/bench/
@@ -61,6 +62,10 @@ bench: setup
 scale: setup
 	$(CARGO) build --release -p domi-bench
 	./target/release/domi-bench cluster --nodes $(or $(NODES),1024) --out target/scale
+
+## profile-one-way: where a one-way message's CPU time goes on each side, in ns per message (needs perf; PAYLOAD=64) -> target/profile-one-way/
+profile-one-way: setup
+	./benches/profile-one-way.sh $(or $(PAYLOAD),64)
 
 ## bench-peers: the same workloads against ZeroMQ and NATS, alternating -> target/bench-peers/
 bench-peers: setup-peers

@@ -78,6 +78,30 @@ pub fn run(plan: &Plan, report: &mut Report, bar: &ProgressBar) -> Result<()> {
     Ok(())
 }
 
+/// `--one-way-only`: the bus's one-way rate alone, `count` messages of
+/// `payload` bytes per repetition (for profiling the send and receive paths).
+pub fn one_way_only(
+    plan: &Plan,
+    payload: usize,
+    count: u64,
+    report: &mut Report,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let server = ServerProcess::start(&server_args(1, vec![plan.sc], plan.spin_us))?;
+    let client = Client::start(server.addr, 1, &[plan.cc], plan.spin())?;
+    let mut rates = vec![];
+    for _ in 0..plan.reps {
+        bar.set_message(format!("one-way {payload} B: bus"));
+        rates.push(client.one_way(payload, count)?.msgs_per_sec);
+        bar.inc(1);
+    }
+    let label = format!("bus notify {payload} B");
+    let key = format!("sweep_bus_{payload}_msgs");
+    report.add(&key, &label, "msg/s", true, rates, None);
+    client.node.stop();
+    Ok(())
+}
+
 /// The request window's 64-in-flight rate, next to the busy-polling raw
 /// requests (the same workload from one loop).
 pub fn add_window(report: &mut Report, rates: Vec<f64>) {

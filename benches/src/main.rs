@@ -88,6 +88,14 @@ struct RunArgs {
     /// flight, each next to its baseline (for profiling them).
     #[arg(long)]
     hot_only: bool,
+    /// Run only the bus's one-way `notify` of this many payload bytes, with
+    /// no baseline (what `benches/profile-one-way.sh` records).
+    #[arg(long)]
+    one_way_only: Option<usize>,
+    /// With `--one-way-only`: messages per repetition (default: as many as
+    /// the full run sends of that size).
+    #[arg(long)]
+    messages: Option<u64>,
     /// Spin this many µs before parking in every bus node of the main runs
     /// (default: the nodes' default, 50 µs; 0 parks at once).
     #[arg(long)]
@@ -200,6 +208,8 @@ fn main() -> Result<()> {
         0
     } else if args.hot_only {
         hot::STEPS
+    } else if args.one_way_only.is_some() {
+        1
     } else {
         plot::SWEEP.len() * 2 + 11 + tls::STEPS + policies::STEPS
     };
@@ -212,6 +222,9 @@ fn main() -> Result<()> {
 
     if args.hot_only {
         hot::run(&plan, &mut report, &bar)?;
+    } else if let Some(payload) = args.one_way_only {
+        let count = args.messages.unwrap_or_else(|| plan.one_way_count(payload));
+        hot::one_way_only(&plan, payload, count, &mut report, &bar)?;
     } else if !(args.peers_only && args.peers.is_some()) {
         if !args.tls_only {
             run_single_shard(&plan, &mut report, &bar)?;
