@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Where a one-way message's CPU time goes, on each side: runs the bus's
-# one-way loop alone (`domi-bench --one-way-only`, client shard on CPU 0,
-# server shard on CPU 1) under `perf record -a`, then splits each shard's
-# samples into its own work (the send path, or the receive dispatch and the
-# handler) and the kernel's (TCP, copies, syscalls), in nanoseconds of CPU
-# per message: a group's share of the shard's samples x the shard's busy
-# time / the run's rate. A shard that is not the bottleneck shows idle time
-# or time polling an empty socket.
+# one-way loop alone (`domi-bench --one-way-only`, the sending shard in the
+# bench process on CPU 0, the receiving shard in its server child process on
+# CPU 1) under `perf record -a -e cpu-clock`, then splits each shard
+# thread's samples into user space (the shard's own work: the producer and
+# the send path on the sender; reading frames, dispatch and the handler on
+# the receiver) and the kernel (TCP, copies, syscalls), in nanoseconds of CPU
+# per message: a part's share of all samples x the CPUs sampled / the run's
+# rate. A shard that is not the bottleneck shows idle time, or user and
+# kernel time spent polling an empty (or retrying a full) socket.
 #
-#   benches/profile-one-way.sh        # 64 B payloads
-#   benches/profile-one-way.sh 16     # 16 B
+#   benches/profile-one-way.sh          # 64 B payloads
+#   benches/profile-one-way.sh 16       # 16 B
+#   MESSAGES=400000000 benches/...      # a longer run (default 200 M messages)
 #
 # Needs perf (Debian: linux-perf) and root or kernel.perf_event_paranoid <= 0.
 # Output: target/profile-one-way/ (perf.data, report.md).
@@ -29,40 +32,39 @@ mkdir -p "$out"
 # at this machine's rates), past the connection set-up.
 "$bin" --one-way-only "$payload" --messages "$messages" --reps 1 --out "$out" >/dev/null &
 bench=$!
+trap 'kill "$bench" 2>/dev/null || true' EXIT
 sleep 1.5
-perf record -F 10000 -a -o "$out/perf.data" -- sleep 3 >/dev/null 2>&1
+# The receiving shard's thread names, from the server child process.
+server=$(pgrep -P "$bench" -f ' server ' | head -n1 || true)
+[[ -n $server ]] || { echo "the bench's server process did not start" >&2; exit 1; }
+receivers=$(cat /proc/"$server"/task/*/comm | tr '\n' ' ')
+if ! perf record -e cpu-clock -F 10000 -a -o "$out/perf.data" -- sleep 3 >"$out/perf-record.log" 2>&1; then
+    cat "$out/perf-record.log" >&2
+    exit 1
+fi
 wait "$bench"
+trap - EXIT
 
 rate=$(awk -F'|' -v row="bus notify $payload B" '$2 ~ row { gsub(/ /, "", $3); print $3; exit }' "$out/report.md")
 echo "one-way $payload B: $rate msg/s over the run; CPU per message on each shard (perf, 3 s):"
-perf report -i "$out/perf.data" --no-children --sort comm,dso,sym -g none --percent-limit 0 --stdio 2>/dev/null |
-    awk -v rate="$rate" -v cpus="$(nproc)" '
-    function group(dso, sym) {
-        if (dso ~ /kernel/) return "kernel (TCP, copies, syscalls)"
-        if (sym ~ /serve::|deliver|decode|Session|flush_session|Action|Replier|telemetry/) return "receive dispatch"
-        if (sym ~ /server::run/) return "handler"
-        if (sym ~ /pick_with|conn_to|push_marked|encode|RawTask|memmove|notify/) return "send path"
-        return "other (libc, vDSO, runtime)"
-    }
+perf report -i "$out/perf.data" --no-children --sort comm,dso -g none --percent-limit 0 --stdio 2>/dev/null |
+    awk -v rate="$rate" -v cpus="$(nproc --all)" -v receivers=" $receivers" '
     /^ +[0-9.]+%/ {
         pct = $1; sub(/%/, "", pct)
-        comm = $2; dso = $3; sym = ""
-        for (i = 5; i <= NF; i++) sym = sym " " $i
+        comm = $2
         if (comm !~ /^domi-[0-9]/) next
-        share[comm] += pct
-        part[comm, group(dso, sym)] += pct
+        side = index(receivers, " " comm " ") ? "receiver" : "sender"
+        part = ($3 ~ /kernel/) ? "kernel" : "user"
+        t[side] += pct; p[side, part] += pct; name[side] = comm
     }
     END {
         ns = 1e9 / rate
-        for (c in share) {
-            busy = share[c] / 100 * cpus
-            if (busy < 0.2) continue
-            side = part[c, "receive dispatch"] > part[c, "send path"] ? "receiver" : "sender"
-            printf "  %s (%s): busy %.0f%% of its CPU, %.0f ns per message\n", side, c, busy * 100, ns * (busy > 1 ? 1 : busy)
-            for (k in part) {
-                split(k, key, SUBSEP)
-                if (key[1] != c || part[k] == 0) continue
-                printf "    %-32s %6.1f ns\n", key[2], part[k] / share[c] * ns * (busy > 1 ? 1 : busy)
-            }
+        split("sender receiver", sides, " ")
+        for (i = 1; i <= 2; i++) {
+            s = sides[i]
+            if (!(s in t)) continue
+            printf "  %-8s (%s): busy %3.0f%% of its CPU: %5.1f ns per message = user space %5.1f ns + kernel %5.1f ns\n",
+                s, name[s], t[s] / 100 * cpus * 100, t[s] / 100 * cpus * ns,
+                p[s, "user"] / 100 * cpus * ns, p[s, "kernel"] / 100 * cpus * ns
         }
     }'

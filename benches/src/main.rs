@@ -90,11 +90,11 @@ struct RunArgs {
     hot_only: bool,
     /// Run only the bus's one-way `notify` of this many payload bytes, with
     /// no baseline (what `benches/profile-one-way.sh` records).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["hot_only", "tls_only", "peers_only", "peers"])]
     one_way_only: Option<usize>,
     /// With `--one-way-only`: messages per repetition (default: as many as
     /// the full run sends of that size).
-    #[arg(long)]
+    #[arg(long, requires = "one_way_only")]
     messages: Option<u64>,
     /// Spin this many µs before parking in every bus node of the main runs
     /// (default: the nodes' default, 50 µs; 0 parks at once).

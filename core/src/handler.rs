@@ -8,6 +8,7 @@
 //! fails fast instead of waiting for its timeout; one whose handler panicked
 //! is answered with [`ErrorCode::HandlerPanicked`] (see [`crate::fault`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -63,31 +64,35 @@ impl std::fmt::Debug for Handler {
 
 /// An immutable channel → handler map; replaced as a whole on change.
 ///
-/// Looked up once per delivered message, so it is a two-level table
-/// indexed by the channel's high and low bytes: two loads and no hashing.
-/// A page of 256 slots exists only where a channel is served.
+/// Looked up once per delivered message, so lookups go through a two-level
+/// index by the channel's high and low bytes (no hashing): a page of 256
+/// slot numbers (512 bytes) exists only for high bytes some channel uses,
+/// and a slot number points into the handlers kept in channel order.
+/// Changes rebuild the index (they are rare: subscribe and unsubscribe).
 #[derive(Clone)]
 pub struct HandlerTable {
+    /// The handlers by channel: what changes edit, and the order of `handlers`.
+    map: BTreeMap<Channel, Handler>,
+    handlers: Vec<Handler>,
+    /// Per high byte, the slot numbers of its 256 channels: 0 for none,
+    /// `i + 1` for `handlers[i]`.
     pages: Box<[Option<Box<Page>>; PAGES]>,
 }
 
-/// Pages of the table: one per high byte of a channel.
+/// Pages of the index: one per high byte of a channel.
 const PAGES: usize = 256;
-/// Slots of a page: one per low byte of a channel.
-const SLOTS: usize = 256;
-type Page = [Option<Handler>; SLOTS];
+/// A page: one slot number per low byte of a channel.
+type Page = [u16; 256];
 
 impl Default for HandlerTable {
     fn default() -> HandlerTable {
-        HandlerTable {
-            pages: Box::new(std::array::from_fn(|_| None)),
-        }
+        HandlerTable::build(BTreeMap::new())
     }
 }
 
 impl std::fmt::Debug for HandlerTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.entries()).finish()
+        f.debug_map().entries(self.map.iter()).finish()
     }
 }
 
@@ -96,54 +101,49 @@ impl HandlerTable {
     #[inline]
     pub fn get(&self, channel: Channel) -> Option<&Handler> {
         let [hi, lo] = channel.0.to_be_bytes();
-        self.pages[usize::from(hi)].as_ref()?[usize::from(lo)].as_ref()
+        let slot = self.pages[usize::from(hi)].as_ref()?[usize::from(lo)];
+        self.handlers.get(usize::from(slot).checked_sub(1)?)
     }
 
     /// A table with `channel` bound to `handler`; reserved channels are refused.
     pub fn with(&self, channel: Channel, handler: Handler) -> Result<HandlerTable, BusError> {
         crate::error::check_user_channel(channel)?;
-        let mut t = self.clone();
-        *t.slot(channel) = Some(handler);
-        Ok(t)
+        let mut map = self.map.clone();
+        map.insert(channel, handler);
+        Ok(HandlerTable::build(map))
     }
 
     /// A table without `channel`.
     pub fn without(&self, channel: Channel) -> HandlerTable {
-        let mut t = self.clone();
-        *t.slot(channel) = None;
-        let hi = usize::from(channel.0 >> 8);
-        if t.pages[hi]
-            .as_ref()
-            .is_some_and(|p| p.iter().all(Option::is_none))
-        {
-            t.pages[hi] = None;
+        if !self.map.contains_key(&channel) {
+            return self.clone();
         }
-        t
+        let mut map = self.map.clone();
+        map.remove(&channel);
+        HandlerTable::build(map)
     }
 
     /// The channels served, sorted.
     pub fn channels(&self) -> Vec<Channel> {
-        self.entries().map(|(c, _)| c).collect()
+        self.map.keys().copied().collect()
     }
 
-    /// The slot of `channel`, its page made if missing.
-    fn slot(&mut self, channel: Channel) -> &mut Option<Handler> {
-        let [hi, lo] = channel.0.to_be_bytes();
-        let page = self.pages[usize::from(hi)]
-            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| None)));
-        &mut page[usize::from(lo)]
-    }
-
-    /// Every bound channel with its handler, in channel order.
-    fn entries(&self) -> impl Iterator<Item = (Channel, &Handler)> {
-        self.pages.iter().enumerate().flat_map(|(hi, page)| {
-            page.iter().flat_map(move |page| {
-                page.iter().enumerate().filter_map(move |(lo, h)| {
-                    let channel = Channel(((hi as u16) << 8) | lo as u16);
-                    h.as_ref().map(|h| (channel, h))
-                })
-            })
-        })
+    /// The table of `map`, its index built. At most 65,500 user channels
+    /// exist, so a slot number (`i + 1`) always fits in a `u16`.
+    fn build(map: BTreeMap<Channel, Handler>) -> HandlerTable {
+        let mut pages: Box<[Option<Box<Page>>; PAGES]> = Box::new(std::array::from_fn(|_| None));
+        let mut handlers = Vec::with_capacity(map.len());
+        for (channel, handler) in &map {
+            handlers.push(handler.clone());
+            let [hi, lo] = channel.0.to_be_bytes();
+            let page = pages[usize::from(hi)].get_or_insert_with(|| Box::new([0; 256]));
+            page[usize::from(lo)] = handlers.len() as u16;
+        }
+        HandlerTable {
+            map,
+            handlers,
+            pages,
+        }
     }
 }
 
@@ -669,7 +669,7 @@ mod tests {
         })
     }
 
-    /// Which of [`tagged`]'s handlers `h` is, by the pointer it shares.
+    /// Whether `a` and `b` are the same handler (they share its pointer).
     fn same(a: &Handler, b: &Handler) -> bool {
         match (a, b) {
             (Handler::Sync(a), Handler::Sync(b)) => Arc::ptr_eq(a, b),
