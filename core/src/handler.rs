@@ -429,7 +429,7 @@ impl Drop for Replier {
 
 /// A request as a sync handler sees it: payload borrowed from the receive buffer.
 pub struct Request<'a> {
-    pub(crate) meta: Meta,
+    pub(crate) meta: &'a Meta,
     pub(crate) payload: &'a [u8],
     pub(crate) replier: Replier,
     pub(crate) bus: &'a LocalBus,
@@ -504,7 +504,7 @@ impl<'a> Request<'a> {
     /// returned and leave the answer to this handler.
     pub fn next(&mut self, payload: &[u8]) -> Result<(), BusError> {
         self.bus
-            .next_stage(&self.meta, payload, &mut self.replier, self.deadline)
+            .next_stage(self.meta, payload, &mut self.replier, self.deadline)
     }
 
     /// The pipeline stages after this one (empty at the last stage).
@@ -527,7 +527,7 @@ impl<'a> Request<'a> {
     /// An owned copy for work that must outlive this call (one payload copy).
     pub fn into_owned(self) -> OwnedRequest {
         OwnedRequest {
-            meta: self.meta,
+            meta: *self.meta,
             payload: self.payload.to_vec(),
             replier: self.replier,
             bus: self.bus.clone(),

@@ -230,7 +230,7 @@ pub enum FrameError {
 ///
 /// The header is validated as soon as it is complete, so an oversized declared
 /// length is refused before any of its payload is awaited.
-#[inline]
+#[inline(always)]
 pub fn decode(buf: &[u8], max_payload: u32) -> Result<Decoded<'_>, FrameError> {
     let Ok((header, rest)) = Header::ref_from_prefix(buf) else {
         return Ok(Decoded::Incomplete {
@@ -266,7 +266,7 @@ pub fn decode(buf: &[u8], max_payload: u32) -> Result<Decoded<'_>, FrameError> {
     })
 }
 
-#[inline]
+#[inline(always)]
 fn validate(h: &Header, max_payload: u32) -> Result<Meta, FrameError> {
     if h.magic.get() != MAGIC {
         return Err(FrameError::BadMagic {

@@ -30,7 +30,7 @@ pub(crate) struct Queued {
 impl LocalBus {
     /// Runs the handler of `meta.channel` on this shard (or queues it for
     /// a slot, or refuses it).
-    pub(super) fn deliver(&self, meta: Meta, payload: &[u8], to: ReplyTo) {
+    pub(super) fn deliver(&self, meta: &Meta, payload: &[u8], to: ReplyTo) {
         let shared = &self.0.shared;
         let me = shared.id();
         let expects = !matches!(to, ReplyTo::Nobody);
@@ -98,10 +98,10 @@ impl LocalBus {
                 let timed =
                     shared.config.handler_durations && self.with_sampler(|s| s.begin(meta.channel));
                 let t0 = if timed { self.0.clock.raw() } else { 0 };
-                let ran = if !wants_span(&meta) {
+                let ran = if !wants_span(meta) {
                     fault::catch(|| f(&mut req))
                 } else {
-                    let (span, trace) = self.handler_span(&meta);
+                    let (span, trace) = self.handler_span(meta);
                     span.in_scope(|| {
                         crate::trace::with_current(trace, || fault::catch(|| f(&mut req)))
                     })
@@ -123,7 +123,7 @@ impl LocalBus {
                 let forced = meta.kind == FrameKind::Reply
                     || matches!(to, ReplyTo::Waiter(_) | ReplyTo::LocalCall { .. });
                 let item = Queued {
-                    meta,
+                    meta: *meta,
                     payload: payload.to_vec(),
                     to,
                     handler: f.clone(),

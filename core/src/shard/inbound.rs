@@ -76,13 +76,13 @@ impl LocalBus {
                         reply_channel: meta.reply_channel,
                     }
                 };
-                self.deliver(meta, frame.payload, to);
+                self.deliver(&meta, frame.payload, to);
             }
             Action::CallReply => {
                 // The reply to a `call` of ours, for our reply-channel handler.
                 conn.mark_used();
                 conn.call_answered();
-                self.deliver(frame.meta, frame.payload, ReplyTo::Nobody);
+                self.deliver(&frame.meta, frame.payload, ReplyTo::Nobody);
             }
             Action::Complete {
                 correlation,

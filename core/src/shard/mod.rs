@@ -520,7 +520,7 @@ impl LocalBus {
         let mut meta = self.meta(FrameKind::OneWay, channel, Channel(0), 0);
         self.trace(&mut meta);
         if peer == meta.source {
-            self.deliver(meta, payload, ReplyTo::Nobody);
+            self.deliver(&meta, payload, ReplyTo::Nobody);
             return Ok(());
         }
         let conn = self.conn_to(peer)?;
@@ -613,7 +613,7 @@ impl LocalBus {
                 },
                 _ => ReplyTo::Nobody,
             };
-            self.deliver(meta, payload, to);
+            self.deliver(&meta, payload, to);
             return Ok(());
         }
         let conn = self.conn_to(peer)?;
@@ -625,7 +625,7 @@ impl LocalBus {
         let bus = self.clone();
         glommio::spawn_local(async move {
             let meta = bus.meta(FrameKind::Reply, reply_channel, Channel(0), 0);
-            bus.deliver(meta, &bytes, ReplyTo::Nobody);
+            bus.deliver(&meta, &bytes, ReplyTo::Nobody);
         })
         .detach();
     }

@@ -267,7 +267,7 @@ impl LocalBus {
         if peer == self.node_id() {
             self.expire_at(deadline, expiry);
             self.deliver(
-                with_deadline(self.meta(FrameKind::Request, channel, Channel(0), 0)),
+                &with_deadline(self.meta(FrameKind::Request, channel, Channel(0), 0)),
                 payload,
                 ReplyTo::Waiter(tx),
             );

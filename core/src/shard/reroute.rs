@@ -101,7 +101,7 @@ impl LocalBus {
                 // (taken out first: the handler runs with no borrow held).
                 let waiting = self.0.pending.borrow_mut().remove(&corr);
                 if let Some(w) = waiting {
-                    self.deliver(meta, payload, ReplyTo::Waiter(w.tx));
+                    self.deliver(&meta, payload, ReplyTo::Waiter(w.tx));
                 }
                 return Ok(());
             }

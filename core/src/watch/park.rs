@@ -71,7 +71,7 @@ pub(super) fn park(id: u64, req: &mut Request<'_>) {
     // answers `NoReply` when the handler returns.
     let replier = req.replier.take();
     let owned = OwnedRequest {
-        meta: req.meta,
+        meta: *req.meta,
         payload: Vec::new(),
         replier,
         bus,
