@@ -8,7 +8,6 @@
 //! fails fast instead of waiting for its timeout; one whose handler panicked
 //! is answered with [`ErrorCode::HandlerPanicked`] (see [`crate::fault`]).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -71,9 +70,8 @@ impl std::fmt::Debug for Handler {
 /// Changes rebuild the index (they are rare: subscribe and unsubscribe).
 #[derive(Clone)]
 pub struct HandlerTable {
-    /// The handlers by channel: what changes edit, and the order of `handlers`.
-    map: BTreeMap<Channel, Handler>,
-    handlers: Vec<Handler>,
+    /// The bound channels with their handlers, in channel order.
+    handlers: Vec<(Channel, Handler)>,
     /// Per high byte, the slot numbers of its 256 channels: 0 for none,
     /// `i + 1` for `handlers[i]`.
     pages: Box<[Option<Box<Page>>; PAGES]>,
@@ -86,13 +84,15 @@ type Page = [u16; 256];
 
 impl Default for HandlerTable {
     fn default() -> HandlerTable {
-        HandlerTable::build(BTreeMap::new())
+        HandlerTable::build(Vec::new())
     }
 }
 
 impl std::fmt::Debug for HandlerTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.map.iter()).finish()
+        f.debug_map()
+            .entries(self.handlers.iter().map(|(c, h)| (c, h)))
+            .finish()
     }
 }
 
@@ -102,48 +102,47 @@ impl HandlerTable {
     pub fn get(&self, channel: Channel) -> Option<&Handler> {
         let [hi, lo] = channel.0.to_be_bytes();
         let slot = self.pages[usize::from(hi)].as_ref()?[usize::from(lo)];
-        self.handlers.get(usize::from(slot).checked_sub(1)?)
+        let (_, handler) = self.handlers.get(usize::from(slot).checked_sub(1)?)?;
+        Some(handler)
     }
 
     /// A table with `channel` bound to `handler`; reserved channels are refused.
     pub fn with(&self, channel: Channel, handler: Handler) -> Result<HandlerTable, BusError> {
         crate::error::check_user_channel(channel)?;
-        let mut map = self.map.clone();
-        map.insert(channel, handler);
-        Ok(HandlerTable::build(map))
+        let mut handlers = self.handlers.clone();
+        match handlers.binary_search_by_key(&channel, |(c, _)| *c) {
+            Ok(i) => handlers[i].1 = handler,
+            Err(i) => handlers.insert(i, (channel, handler)),
+        }
+        Ok(HandlerTable::build(handlers))
     }
 
     /// A table without `channel`.
     pub fn without(&self, channel: Channel) -> HandlerTable {
-        if !self.map.contains_key(&channel) {
+        let Ok(i) = self.handlers.binary_search_by_key(&channel, |(c, _)| *c) else {
             return self.clone();
-        }
-        let mut map = self.map.clone();
-        map.remove(&channel);
-        HandlerTable::build(map)
+        };
+        let mut handlers = self.handlers.clone();
+        handlers.remove(i);
+        HandlerTable::build(handlers)
     }
 
     /// The channels served, sorted.
     pub fn channels(&self) -> Vec<Channel> {
-        self.map.keys().copied().collect()
+        self.handlers.iter().map(|(c, _)| *c).collect()
     }
 
-    /// The table of `map`, its index built. At most 65,500 user channels
-    /// exist, so a slot number (`i + 1`) always fits in a `u16`.
-    fn build(map: BTreeMap<Channel, Handler>) -> HandlerTable {
+    /// The table of `handlers` (sorted by channel), its index built. At most
+    /// 65,500 user channels exist, so a slot number (`i + 1`) always fits in
+    /// a `u16`.
+    fn build(handlers: Vec<(Channel, Handler)>) -> HandlerTable {
         let mut pages: Box<[Option<Box<Page>>; PAGES]> = Box::new(std::array::from_fn(|_| None));
-        let mut handlers = Vec::with_capacity(map.len());
-        for (channel, handler) in &map {
-            handlers.push(handler.clone());
+        for (i, (channel, _)) in handlers.iter().enumerate() {
             let [hi, lo] = channel.0.to_be_bytes();
             let page = pages[usize::from(hi)].get_or_insert_with(|| Box::new([0; 256]));
-            page[usize::from(lo)] = handlers.len() as u16;
+            page[usize::from(lo)] = (i + 1) as u16;
         }
-        HandlerTable {
-            map,
-            handlers,
-            pages,
-        }
+        HandlerTable { handlers, pages }
     }
 }
 

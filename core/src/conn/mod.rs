@@ -158,8 +158,14 @@ impl Conn {
     }
 
     /// Queues what the session wants sent (handshake answers, heartbeats,
-    /// a refusal), in order, ahead of any held user frame.
+    /// a refusal), in order, ahead of any held user frame. Called for every
+    /// frame read: when the session queued nothing (almost always), it is
+    /// one check, inlined.
+    #[inline]
     pub(crate) fn flush_session(&self) {
+        if !self.session.borrow().has_transmit() {
+            return;
+        }
         loop {
             let Some(t) = self.session.borrow_mut().poll_transmit() else {
                 return;

@@ -45,15 +45,13 @@ impl LocalBus {
         if conn.is_closed() {
             return Ok(()); // closing: what is still buffered is not acted on
         }
-        let mut session = conn.session.borrow_mut();
-        let action = session.on_frame(&self.0.shared.local, frame);
-        let transmit = session.has_transmit();
-        drop(session);
+        let action = conn
+            .session
+            .borrow_mut()
+            .on_frame(&self.0.shared.local, frame);
         // The session's own frames first: an AUTH proof leaves before the
         // frames it held, a refusal is queued before the close.
-        if transmit {
-            conn.flush_session();
-        }
+        conn.flush_session();
         match action {
             Action::None | Action::Announced(_) => {}
             Action::Opened(theirs) => {
@@ -65,7 +63,7 @@ impl LocalBus {
             }
             Action::Deliver => {
                 conn.mark_used();
-                let meta = frame.meta;
+                let meta = &frame.meta;
                 let to = if meta.kind == FrameKind::OneWay {
                     ReplyTo::Nobody
                 } else {
@@ -76,7 +74,7 @@ impl LocalBus {
                         reply_channel: meta.reply_channel,
                     }
                 };
-                self.deliver(&meta, frame.payload, to);
+                self.deliver(meta, frame.payload, to);
             }
             Action::CallReply => {
                 // The reply to a `call` of ours, for our reply-channel handler.
