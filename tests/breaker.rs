@@ -51,9 +51,13 @@ fn load(
     (threads, failures, answered)
 }
 
+/// Two static servers with fixed ids: an id derived from the address can
+/// collide with the other's or the client's (1 in 1024 per pair), and a
+/// peer whose id is taken is ignored, so the client would never see two
+/// providers.
 fn two_servers() -> (Server, Server) {
-    let a = Server::start_with("a", &["--http", "127.0.0.1:0"]);
-    let b = Server::start_with("b", &["--http", "127.0.0.1:0"]);
+    let a = Server::start_with("a", &["--node-id", "901", "--http", "127.0.0.1:0"]);
+    let b = Server::start_with("b", &["--node-id", "902", "--http", "127.0.0.1:0"]);
     (a, b)
 }
 
